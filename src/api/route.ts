@@ -1,0 +1,18 @@
+// One way to declare a plugin route: POST /<Method>, a child logger bound to
+// the request's IDs, a timing line at debug, and errors left to the single
+// error handler in app.ts.
+import type { FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
+import { requestBindings } from '../log.js';
+
+export type Handler = (body: unknown, log: Logger) => Promise<unknown>;
+
+export function route(app: FastifyInstance, method: string, handler: Handler): void {
+  app.post(`/${method}`, async (request) => {
+    const log = (request.log as unknown as Logger).child({ method, ...requestBindings(request.body) });
+    const started = performance.now();
+    const result = await handler(request.body ?? {}, log);
+    log.debug({ ms: +(performance.now() - started).toFixed(2) }, 'handled');
+    return result ?? {};
+  });
+}

@@ -1,0 +1,135 @@
+// The remote driver protocol's request shapes (protocol.md §2, §4), with
+// Docker's field names. Every request is checked against these before any
+// handler runs; extra fields are tolerated (newer dockerds add some), wrong
+// types and malformed IDs are not.
+import { Type, type Static, type TSchema } from '@sinclair/typebox';
+import { TypeCompiler } from '@sinclair/typebox/compiler';
+import { TsnetError, quote } from '../errors.js';
+
+const Id = Type.String({ pattern: '^[0-9a-f]{64}$', description: 'a 64-character lowercase hex Docker ID' });
+const OptStr = (description: string) =>
+  Type.Optional(Type.Union([Type.String({ maxLength: 256, description }), Type.Null()], { description: `${description} (at most 256 characters) or null` }));
+const OptMap = Type.Optional(Type.Union([Type.Record(Type.String(), Type.Unknown()), Type.Null()], { description: 'an object or null' }));
+
+export const IPAMDataSchema = Type.Object({
+  AddressSpace: Type.Optional(Type.Union([Type.String({ maxLength: 256 }), Type.Null()], { description: 'an address space name or null' })),
+  Pool: Type.String({ maxLength: 64, description: 'a CIDR' }),
+  Gateway: OptStr('an address in CIDR form'),
+  AuxAddresses: Type.Optional(
+    Type.Union([Type.Record(Type.String({ maxLength: 256 }), Type.String({ maxLength: 64 })), Type.Null()], { description: 'an object of name to CIDR, or null' }),
+  ),
+});
+export type IPAMData = Static<typeof IPAMDataSchema>;
+
+const IPAMList = Type.Optional(Type.Union([Type.Array(IPAMDataSchema, { maxItems: 16 }), Type.Null()], { description: 'a list of at most 16 IPAM data objects, or null' }));
+
+export const CreateNetworkRequest = Type.Object({
+  NetworkID: Id,
+  Options: OptMap,
+  IPv4Data: IPAMList,
+  IPv6Data: IPAMList,
+});
+export type CreateNetworkRequest = Static<typeof CreateNetworkRequest>;
+
+export const NetworkRequest = Type.Object({ NetworkID: Id });
+export type NetworkRequest = Static<typeof NetworkRequest>;
+
+export const GwAllocCheckRequest = Type.Object({ Options: OptMap });
+export type GwAllocCheckRequest = Static<typeof GwAllocCheckRequest>;
+
+export const EndpointInterfaceSchema = Type.Object({
+  Address: OptStr('an IPv4 address in CIDR form'),
+  AddressIPv6: OptStr('an IPv6 address in CIDR form'),
+  MacAddress: OptStr('a MAC address like 02:42:ac:11:00:02'),
+});
+
+export const CreateEndpointRequest = Type.Object({
+  NetworkID: Id,
+  EndpointID: Id,
+  Interface: Type.Optional(Type.Union([EndpointInterfaceSchema, Type.Null()])),
+  Options: OptMap,
+});
+export type CreateEndpointRequest = Static<typeof CreateEndpointRequest>;
+
+export const EndpointRequest = Type.Object({ NetworkID: Id, EndpointID: Id });
+export type EndpointRequest = Static<typeof EndpointRequest>;
+
+export const JoinRequest = Type.Object({
+  NetworkID: Id,
+  EndpointID: Id,
+  SandboxKey: Type.Optional(Type.Union([Type.String({ maxLength: 4096 }), Type.Null()], { description: 'a path or null' })),
+  Options: OptMap,
+});
+export type JoinRequest = Static<typeof JoinRequest>;
+
+export const ProgramExternalConnectivityRequest = Type.Object({ NetworkID: Id, EndpointID: Id, Options: OptMap });
+export type ProgramExternalConnectivityRequest = Static<typeof ProgramExternalConnectivityRequest>;
+
+export const AllocateNetworkRequest = Type.Object({
+  NetworkID: Id,
+  Options: Type.Optional(Type.Union([Type.Record(Type.String(), Type.String()), Type.Null()], { description: 'an object of strings or null' })),
+  IPv4Data: IPAMList,
+  IPv6Data: IPAMList,
+});
+export type AllocateNetworkRequest = Static<typeof AllocateNetworkRequest>;
+
+export const DiscoveryRequest = Type.Object({
+  DiscoveryType: Type.Integer({ minimum: 0, maximum: 255 }),
+  DiscoveryData: Type.Optional(Type.Unknown()),
+});
+
+// IPAM (protocol.md §4). Addresses in requests are plain IPs.
+const PoolId = Type.String({ minLength: 1, maxLength: 160, pattern: '^[A-Za-z0-9_.:/-]+$', description: 'a PoolID returned by RequestPool' });
+const StrMap = Type.Optional(Type.Union([Type.Record(Type.String({ maxLength: 256 }), Type.String({ maxLength: 4096 })), Type.Null()], { description: 'an object of strings or null' }));
+
+export const RequestPoolRequest = Type.Object({
+  AddressSpace: Type.Optional(Type.String({ maxLength: 64, pattern: '^[A-Za-z0-9_.-]*$', description: 'an address space name' })),
+  Pool: Type.Optional(Type.String({ maxLength: 64, description: 'a CIDR or ""' })),
+  SubPool: Type.Optional(Type.String({ maxLength: 64, description: 'a CIDR or ""' })),
+  Options: StrMap,
+  V6: Type.Optional(Type.Boolean({ description: 'true or false' })),
+});
+export type RequestPoolRequest = Static<typeof RequestPoolRequest>;
+
+export const ReleasePoolRequest = Type.Object({ PoolID: PoolId });
+export type ReleasePoolRequest = Static<typeof ReleasePoolRequest>;
+
+export const RequestAddressRequest = Type.Object({
+  PoolID: PoolId,
+  Address: Type.Optional(Type.String({ maxLength: 64, description: 'a plain IP address or ""' })),
+  Options: StrMap,
+});
+export type RequestAddressRequest = Static<typeof RequestAddressRequest>;
+
+export const ReleaseAddressRequest = Type.Object({
+  PoolID: PoolId,
+  Address: Type.String({ maxLength: 64, description: 'a plain IP address' }),
+});
+export type ReleaseAddressRequest = Static<typeof ReleaseAddressRequest>;
+
+const compiled = new WeakMap<TSchema, ReturnType<typeof TypeCompiler.Compile>>();
+
+function describe(schema: TSchema | undefined): string | undefined {
+  if (!schema) return undefined;
+  if (typeof schema.description === 'string') return schema.description;
+  return undefined;
+}
+
+/** Validate a request body; the error names the field, what it must be, and what it was. */
+export function parseRequest<T extends TSchema>(schema: T, body: unknown, method: string): Static<T> {
+  let check = compiled.get(schema);
+  if (!check) {
+    check = TypeCompiler.Compile(schema);
+    compiled.set(schema, check);
+  }
+  if (check.Check(body)) return body as Static<T>;
+  if (body === null || typeof body !== 'object' || Array.isArray(body)) {
+    throw new TsnetError('TSNET_ERR_INVALID_REQUEST', `${method}: the request body must be a JSON object, got ${quote(body)}`);
+  }
+  const first = [...check.Errors(body)].sort((a, b) => b.path.length - a.path.length)[0];
+  const field = first?.path ? first.path.replace(/^\//, '').replace(/\//g, '.') : '(body)';
+  const missing = first && first.value === undefined;
+  const what = describe(first?.schema) ?? first?.message ?? 'invalid';
+  const detail = missing ? `${field} is required (${what})` : `${field}: must be ${what}, got ${quote(first?.value)}`;
+  throw new TsnetError('TSNET_ERR_INVALID_REQUEST', `${method}: invalid request: ${detail}`);
+}

@@ -1,0 +1,74 @@
+// The Fastify app, without a socket: main.ts listens, tests inject().
+// Protocol traps handled here once (protocol.md §1.2, §1.5):
+// - dockerd sends no Content-Type, so one catch-all parser takes every body
+//   as text; empty means {}; JSON is parsed with prototype-poisoning checks.
+// - success is HTTP 200 with a JSON object, never an empty body;
+// - every failure is HTTP 500 {"Err": "..."}, which both the network and the
+//   IPAM side of dockerd read on a non-200 reply;
+// - unknown methods get 404, which dockerd treats as "not implemented".
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
+import { TsnetError, toDockerError } from './errors.js';
+import { registerIpamRoutes } from './api/ipam-routes.js';
+import { registerNetworkRoutes } from './api/network-routes.js';
+import type { NetworkDriverService } from './driver/driver.js';
+import type { IpamService } from './ipam/ipam.js';
+
+export interface AppDeps {
+  driver: NetworkDriverService;
+  ipam: IpamService;
+  log: Logger;
+  /** extra read-only admin routes (state summary), registered under /tsnet/ */
+  admin?: (app: FastifyInstance) => void;
+}
+
+export const BODY_LIMIT = 1024 * 1024;
+
+export function buildApp(deps: AppDeps): FastifyInstance {
+  const app = Fastify({
+    loggerInstance: deps.log as unknown as FastifyBaseLogger,
+    disableRequestLogging: true,
+    bodyLimit: BODY_LIMIT,
+    return503OnClosing: false,
+    // dockerd keeps connections open; do not hang shutdown on idle ones.
+    forceCloseConnections: 'idle',
+  });
+
+  const parseJson = app.getDefaultJsonParser('error', 'error');
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('*', { parseAs: 'string' }, (req, body, done) => {
+    const text = typeof body === 'string' ? body : body.toString('utf8');
+    if (text.trim() === '') {
+      done(null, {});
+      return;
+    }
+    parseJson(req, text, (err, value) => {
+      if (err) done(new TsnetError('TSNET_ERR_INVALID_REQUEST', `request body is not valid JSON: ${err.message}`), undefined);
+      else done(null, value);
+    });
+  });
+
+  app.setErrorHandler((err: Error, request, reply) => {
+    let mapped: Error = err;
+    const code = (err as { code?: string }).code;
+    if (code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
+      mapped = new TsnetError('TSNET_ERR_INVALID_REQUEST', `request body is larger than ${BODY_LIMIT} bytes`);
+    } else if (typeof code === 'string' && code.startsWith('FST_ERR')) {
+      mapped = new TsnetError('TSNET_ERR_INVALID_REQUEST', err.message);
+    }
+    const { status, body } = toDockerError(mapped);
+    const level = mapped instanceof TsnetError && mapped.code !== 'TSNET_ERR_INTERNAL' && mapped.code !== 'TSNET_ERR_CMD_FAILED' && mapped.code !== 'TSNET_ERR_STORE' ? 'warn' : 'error';
+    request.log[level]({ err: mapped, url: request.url, code: (mapped as TsnetError).code }, 'request failed');
+    void reply.code(status).send(body);
+  });
+
+  app.setNotFoundHandler((request, reply) => {
+    void reply.code(404).send({ Err: `tsnet does not implement ${request.method} ${request.url.slice(0, 100)}` });
+  });
+
+  app.post('/Plugin.Activate', async () => ({ Implements: ['NetworkDriver', 'IpamDriver'] }));
+  registerNetworkRoutes(app, deps.driver);
+  registerIpamRoutes(app, deps.ipam);
+  deps.admin?.(app);
+  return app;
+}

@@ -1,0 +1,80 @@
+// Configuration comes only from TSNET_* environment variables, which become
+// `docker plugin set` settings for the managed plugin. Every value is checked
+// at start-up; a bad one stops tsnet with one line naming the variable, the
+// value and what would be accepted, never a half-working plugin.
+import path from 'node:path';
+import { TsnetError, quote } from './errors.js';
+import { formatPrefix, parsePrefix, width, type Prefix } from './ipam/cidr.js';
+
+export interface DefaultPool {
+  /** the range to carve from */
+  base: Prefix;
+  /** prefix length of each network's pool */
+  size: number;
+}
+
+export interface Config {
+  socket: string;
+  stateDir: string;
+  logLevel: string;
+  defaultPools: DefaultPool[];
+  /** seconds between periodic reconciles; 0 = only at start-up and on SIGHUP */
+  reconcileInterval: number;
+  /** extra TCP listener (host:port), off unless asked */
+  tcpListen: string | undefined;
+}
+
+export const DEFAULTS = {
+  socket: '/run/docker/plugins/tsnet.sock',
+  stateDir: '/var/lib/tsnet',
+  logLevel: 'info',
+  // 10.210/16 sits clear of Docker's own defaults (172.17-31/16, 192.168/16)
+  // and gives 256 networks; the ULA /48 gives 65,536 IPv6 /64s.
+  defaultPools: '10.210.0.0/16:24,fd74:736e:6574::/48:64',
+  reconcileInterval: '0',
+} as const;
+
+const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+
+export function parseDefaultPools(text: string, name = 'TSNET_DEFAULT_POOLS'): DefaultPool[] {
+  const pools: DefaultPool[] = [];
+  for (const raw of text.split(',').map((s) => s.trim()).filter((s) => s !== '')) {
+    const m = /^(.+)\/(\d{1,3}):(\d{1,3})$/.exec(raw);
+    const base = m ? parsePrefix(`${m[1]}/${m[2]}`) : undefined;
+    if (!m || !base) {
+      throw new TsnetError('TSNET_ERR_INVALID_CONFIG', `${name}: ${quote(raw)} is not BASE/LEN:SIZE with BASE/LEN a network address (e.g. 10.210.0.0/16:24)`);
+    }
+    const size = Number(m[3]);
+    if (base.bits === 0) throw new TsnetError('TSNET_ERR_INVALID_CONFIG', `${name}: ${quote(raw)} covers every address; pick a private range`);
+    if (size < base.bits || size > width(base.v6) - 2) {
+      throw new TsnetError('TSNET_ERR_INVALID_CONFIG', `${name}: in ${quote(raw)} SIZE must be between ${base.bits} and ${width(base.v6) - 2}`);
+    }
+    for (const other of pools) {
+      if (other.base.v6 === base.v6 && other.base.base <= base.base + (1n << BigInt(width(base.v6) - base.bits)) - 1n && base.base <= other.base.base + (1n << BigInt(width(other.base.v6) - other.base.bits)) - 1n) {
+        throw new TsnetError('TSNET_ERR_INVALID_CONFIG', `${name}: ${quote(raw)} overlaps ${formatPrefix(other.base)}`);
+      }
+    }
+    pools.push({ base, size });
+  }
+  if (pools.length === 0) throw new TsnetError('TSNET_ERR_INVALID_CONFIG', `${name}: no pools given`);
+  return pools;
+}
+
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const socket = env.TSNET_SOCKET || DEFAULTS.socket;
+  if (!path.isAbsolute(socket) || socket.length > 100) {
+    throw new TsnetError('TSNET_ERR_INVALID_CONFIG', `TSNET_SOCKET: ${quote(socket)} must be an absolute path under 100 characters`);
+  }
+  const stateDir = env.TSNET_STATE_DIR || DEFAULTS.stateDir;
+  if (!path.isAbsolute(stateDir)) throw new TsnetError('TSNET_ERR_INVALID_CONFIG', `TSNET_STATE_DIR: ${quote(stateDir)} must be an absolute path`);
+  const logLevel = env.TSNET_LOG_LEVEL || DEFAULTS.logLevel;
+  if (!LEVELS.includes(logLevel)) throw new TsnetError('TSNET_ERR_INVALID_CONFIG', `TSNET_LOG_LEVEL: ${quote(logLevel)} is not one of ${LEVELS.join(', ')}`);
+  const defaultPools = parseDefaultPools(env.TSNET_DEFAULT_POOLS || DEFAULTS.defaultPools);
+  const ri = env.TSNET_RECONCILE_INTERVAL || DEFAULTS.reconcileInterval;
+  if (!/^\d{1,6}$/.test(ri)) throw new TsnetError('TSNET_ERR_INVALID_CONFIG', `TSNET_RECONCILE_INTERVAL: ${quote(ri)} must be a number of seconds (0 = off)`);
+  const tcpListen = env.TSNET_TCP_LISTEN || undefined;
+  if (tcpListen !== undefined && !/^(127\.0\.0\.1|\[::1\]|localhost):\d{1,5}$/.test(tcpListen)) {
+    throw new TsnetError('TSNET_ERR_INVALID_CONFIG', `TSNET_TCP_LISTEN: ${quote(tcpListen)} must be 127.0.0.1:PORT (the protocol has no authentication; never expose it)`);
+  }
+  return { socket, stateDir, logLevel, defaultPools, reconcileInterval: Number(ri), tcpListen };
+}

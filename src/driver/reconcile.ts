@@ -1,0 +1,153 @@
+// Bring the kernel back in line with the store: at start-up, on SIGHUP and
+// (if configured) periodically. It re-runs the same idempotent pieces the
+// create paths use, so "restore" is not a second implementation:
+// - every stored network's bridge exists, is up, has its gateway addresses
+//   and MTU (re-created if deleted behind tsnet's back);
+// - every stored endpoint's host veth exists and is attached to its bridge
+//   (re-attached after a bridge was re-created); one whose veth vanished is
+//   dropped, since its container lost the link with it;
+// - links carrying tsnet's tag that no record explains are removed;
+// - the firewall is rewritten from the records, dropping stale chains.
+// One failing network is logged and the rest still reconcile.
+import type { Logger } from 'pino';
+import type { Firewall } from '../firewall/firewall.js';
+import type { Runner } from '../kernel/exec.js';
+import { deleteLinks, ipBatch, listAddrs, listLinks, type LinkInfo } from '../kernel/ip.js';
+import { createBridge } from '../kernel/link.js';
+import { ALIAS_PREFIX, endpointMac, networkAlias, shortId } from '../kernel/names.js';
+import type { Store } from '../store/store.js';
+import type { NetworkRecord } from '../store/schema.js';
+import { bridgeAddresses, firewallSpec } from './driver.js';
+
+export interface ReconcileReport {
+  bridgesCreated: string[];
+  bridgesFixed: string[];
+  endpointsReattached: string[];
+  endpointsDropped: string[];
+  orphanLinksRemoved: string[];
+  staleChainsRemoved: string[];
+  errors: string[];
+  ms: number;
+}
+
+export interface ReconcileDeps {
+  runner: Runner;
+  store: Store;
+  firewall: Firewall;
+  log: Logger;
+}
+
+export async function reconcile(deps: ReconcileDeps): Promise<ReconcileReport> {
+  const started = performance.now();
+  const { runner, store, firewall } = deps;
+  const log = deps.log.child({ component: 'reconcile' });
+  const report: ReconcileReport = {
+    bridgesCreated: [],
+    bridgesFixed: [],
+    endpointsReattached: [],
+    endpointsDropped: [],
+    orphanLinksRemoved: [],
+    staleChainsRemoved: [],
+    errors: [],
+    ms: 0,
+  };
+  const state = store.state;
+  let changed = false;
+  const links = new Map((await listLinks(runner)).map((l) => [l.ifname, l]));
+
+  for (const net of Object.values(state.networks)) {
+    try {
+      await reconcileBridge(runner, net, links.get(net.bridge), report, log);
+    } catch (err) {
+      report.errors.push(`network ${shortId(net.id)}: ${(err as Error).message}`);
+      log.error({ err, networkId: net.id }, 'could not reconcile network');
+    }
+  }
+
+  const attach: Array<readonly (string | number)[]> = [];
+  for (const ep of Object.values(state.endpoints)) {
+    const net = state.networks[ep.networkId];
+    const link = links.get(ep.hostVeth);
+    if (!net || !link) {
+      report.endpointsDropped.push(ep.id);
+      log.warn({ endpointId: ep.id, networkId: ep.networkId, hostVeth: ep.hostVeth, reason: !net ? 'network gone' : 'veth gone' }, 'dropping endpoint');
+      delete state.endpoints[ep.id];
+      changed = true;
+      continue;
+    }
+    if (link.master !== net.bridge || !link.flags.includes('UP')) {
+      attach.push(['link', 'set', 'dev', ep.hostVeth, 'master', net.bridge], ['link', 'set', 'dev', ep.hostVeth, 'up']);
+      report.endpointsReattached.push(ep.id);
+    }
+  }
+  if (attach.length > 0) {
+    try {
+      await ipBatch(runner, attach);
+      log.info({ endpoints: report.endpointsReattached }, 're-attached endpoints to their bridges');
+    } catch (err) {
+      report.errors.push(`re-attach: ${(err as Error).message}`);
+    }
+  }
+
+  const orphans = findOrphans([...links.values()], state.networks, state.endpoints);
+  if (orphans.length > 0) {
+    // Endpoints first: deleting a bridge does not delete its ports.
+    await deleteLinks(runner, orphans).catch((err) => report.errors.push(`orphans: ${(err as Error).message}`));
+    report.orphanLinksRemoved.push(...orphans);
+    log.warn({ links: orphans }, 'removed links tagged by tsnet that no record explains');
+  }
+
+  try {
+    const { removedChains } = await firewall.syncAll(Object.values(state.networks).map(firewallSpec));
+    report.staleChainsRemoved.push(...removedChains);
+  } catch (err) {
+    report.errors.push(`firewall: ${(err as Error).message}`);
+    log.error({ err }, 'could not restore the firewall');
+  }
+
+  if (changed) await store.commit();
+  report.ms = +(performance.now() - started).toFixed(1);
+  return report;
+}
+
+async function reconcileBridge(runner: Runner, net: NetworkRecord, link: LinkInfo | undefined, report: ReconcileReport, log: Logger): Promise<void> {
+  const wanted = bridgeAddresses(net);
+  if (!link) {
+    await createBridge(runner, {
+      name: net.bridge,
+      mac: endpointMac(`bridge:${net.id}`),
+      mtu: net.mtu,
+      alias: networkAlias(net.id),
+      addresses: wanted,
+      disableIpv6: net.ipv6.length === 0,
+    });
+    report.bridgesCreated.push(net.bridge);
+    log.warn({ networkId: net.id, bridge: net.bridge }, 'bridge was missing; re-created it');
+    return;
+  }
+  const fixes: Array<readonly (string | number)[]> = [];
+  const have = new Set((await listAddrs(runner, net.bridge)).flatMap((l) => l.addr_info.map((a) => `${a.local}/${a.prefixlen}`)));
+  for (const a of wanted) if (!have.has(a)) fixes.push(['addr', 'replace', a, 'dev', net.bridge]);
+  if (link.mtu !== net.mtu && net.createdBridge) fixes.push(['link', 'set', 'dev', net.bridge, 'mtu', net.mtu]);
+  if (!link.flags.includes('UP')) fixes.push(['link', 'set', 'dev', net.bridge, 'up']);
+  if (fixes.length > 0) {
+    await ipBatch(runner, fixes);
+    report.bridgesFixed.push(net.bridge);
+    log.warn({ networkId: net.id, bridge: net.bridge, fixes: fixes.map((f) => f.join(' ')) }, 'bridge drifted; fixed it');
+  }
+}
+
+/** Links carrying tsnet's alias whose network or endpoint has no record, endpoints first. */
+export function findOrphans(links: LinkInfo[], networks: Record<string, unknown>, endpoints: Record<string, unknown>): string[] {
+  const eps: string[] = [];
+  const nets: string[] = [];
+  for (const l of links) {
+    const alias = l.ifalias ?? '';
+    if (!alias.startsWith(ALIAS_PREFIX)) continue;
+    const [, kind, id] = alias.split(':');
+    if (!id || !/^[0-9a-f]{64}$/.test(id)) continue;
+    if (kind === 'ep' && !(id in endpoints)) eps.push(l.ifname);
+    if (kind === 'net' && !(id in networks)) nets.push(l.ifname);
+  }
+  return [...eps, ...nets];
+}

@@ -1,0 +1,103 @@
+// The firewall behind one interface: add/remove a network's rules, with the
+// nftables table and the iptables FORWARD glue kept in step. Rules are per
+// network and tagged with its short ID; nothing here is per endpoint, so
+// container starts never touch the firewall.
+import type { Logger } from 'pino';
+import type { Runner } from '../kernel/exec.js';
+import { isValidIfName } from '../kernel/names.js';
+import { IptablesGlue } from './iptables.js';
+import { nftApply, readTable, renderBase, renderNetwork, renderNetworkRemoval, type NftNetwork } from './nft.js';
+
+export type FirewallNetwork = NftNetwork;
+
+export class Firewall {
+  readonly #runner: Runner;
+  readonly #log: Logger;
+  readonly #ipt: IptablesGlue;
+  /** bridge -> network, what TSNET-FORWARD must contain */
+  readonly #networks = new Map<string, FirewallNetwork>();
+  #ready = false;
+
+  constructor(runner: Runner, log: Logger) {
+    this.#runner = runner;
+    this.#log = log.child({ component: 'firewall' });
+    this.#ipt = new IptablesGlue(runner, this.#log);
+  }
+
+  /** Create the table skeleton and the FORWARD jump. Idempotent. */
+  async init(): Promise<void> {
+    await nftApply(this.#runner, renderBase());
+    await this.#ipt.sync([...this.#networks.values()], { ensureJump: true });
+    this.#ready = true;
+  }
+
+  async #ensureReady(): Promise<void> {
+    if (!this.#ready) await this.init();
+  }
+
+  async addNetwork(n: FirewallNetwork): Promise<void> {
+    await this.#ensureReady();
+    await nftApply(this.#runner, renderNetwork(n));
+    this.#networks.set(n.bridge, n);
+    try {
+      await this.#ipt.sync([...this.#networks.values()], { ensureJump: false });
+    } catch (err) {
+      this.#networks.delete(n.bridge);
+      await nftApply(this.#runner, renderNetworkRemoval(n.sid, n.bridge)).catch(() => undefined);
+      throw err;
+    }
+  }
+
+  async removeNetwork(sid: string, bridge: string): Promise<void> {
+    const had = this.#networks.delete(bridge);
+    if (this.#networks.size === 0) {
+      // The last network leaves no trace: no table, no chain, no jump.
+      await this.removeAll();
+      return;
+    }
+    await this.#ensureReady();
+    await nftApply(this.#runner, renderNetworkRemoval(sid, bridge));
+    if (had) await this.#ipt.sync([...this.#networks.values()], { ensureJump: false });
+  }
+
+  /** Re-assert everything from the given desired set (start-up and reconcile). */
+  async syncAll(networks: readonly FirewallNetwork[]): Promise<{ removedChains: string[] }> {
+    if (networks.length === 0) {
+      await this.removeAll();
+      return { removedChains: [] };
+    }
+    await nftApply(this.#runner, renderBase());
+    this.#networks.clear();
+    for (const n of networks) this.#networks.set(n.bridge, n);
+    const script = networks.map(renderNetwork).join('');
+    if (script) await nftApply(this.#runner, script);
+    // Chains of networks tsnet no longer knows: leftovers of a crash.
+    const view = await readTable(this.#runner);
+    const wanted = new Set(networks.flatMap((n) => [`n-${n.sid}-out`, `n-${n.sid}-in`, `n-${n.sid}-post`]));
+    const removed: string[] = [];
+    if (view) {
+      const stale = view.chains.filter((c) => /^n-[0-9a-f]{12}-(out|in|post)$/.test(c) && !wanted.has(c));
+      const wantedBridges = new Set(networks.map((n) => n.bridge));
+      const lines: string[] = [];
+      for (const [map, names] of Object.entries(view.elements)) {
+        for (const name of names) if (isValidIfName(name) && !wantedBridges.has(name)) lines.push(`delete element inet tsnet ${map} { "${name}" }`);
+      }
+      for (const c of stale) lines.push(`flush chain inet tsnet ${c}`, `delete chain inet tsnet ${c}`);
+      if (lines.length > 0) {
+        await nftApply(this.#runner, `${lines.join('\n')}\n`);
+        removed.push(...stale);
+      }
+    }
+    await this.#ipt.sync(networks, { ensureJump: true });
+    this.#ready = true;
+    return { removedChains: removed };
+  }
+
+  /** Remove the whole table and the FORWARD glue (uninstall / test cleanup). */
+  async removeAll(): Promise<void> {
+    await this.#runner.run('nft', ['delete', 'table', 'inet', 'tsnet']).catch(() => undefined);
+    await this.#ipt.removeAll();
+    this.#networks.clear();
+    this.#ready = false;
+  }
+}

@@ -1,0 +1,103 @@
+// The glue to dockerd's iptables FORWARD chain (policy DROP, lab.md). A drop
+// in our nftables table is final, but an accept there is not: the packet
+// still meets FORWARD's DROP policy. So tsnet keeps its own chain,
+// TSNET-FORWARD, with two ACCEPTs per network (in and out of its bridge; the
+// filtering already happened in nftables), jumped to from FORWARD right after
+// DOCKER-USER so an operator's DOCKER-USER rules still apply to tsnet traffic,
+// as they do to Docker's bridges.
+//
+// The chain is rewritten whole from the in-memory list of networks in one
+// iptables-restore --noflush transaction (the ":TSNET-FORWARD" line flushes
+// just that chain). That makes every call idempotent and self-healing, and
+// costs one process per family whatever the number of networks.
+import type { Logger } from 'pino';
+import { CommandError, type Runner } from '../kernel/exec.js';
+
+export const CHAIN = 'TSNET-FORWARD';
+
+export interface IptNetwork {
+  sid: string;
+  bridge: string;
+}
+
+export function renderChain(networks: readonly IptNetwork[]): string {
+  const lines = ['*filter', `:${CHAIN} - [0:0]`];
+  for (const n of [...networks].sort((a, b) => a.bridge.localeCompare(b.bridge))) {
+    const tag = `tsnet:${n.sid}`;
+    lines.push(`-A ${CHAIN} -i ${n.bridge} -m comment --comment ${tag} -j ACCEPT`);
+    lines.push(`-A ${CHAIN} -o ${n.bridge} -m comment --comment ${tag} -j ACCEPT`);
+  }
+  lines.push('COMMIT', '');
+  return lines.join('\n');
+}
+
+type Family = 'iptables' | 'ip6tables';
+
+export class IptablesGlue {
+  readonly #runner: Runner;
+  readonly #log: Logger;
+  #families: Family[] | undefined;
+
+  constructor(runner: Runner, log: Logger) {
+    this.#runner = runner;
+    this.#log = log;
+  }
+
+  /** Which of iptables/ip6tables exist here; without them there is no FORWARD policy to work around. */
+  async families(): Promise<Family[]> {
+    if (this.#families) return this.#families;
+    const found: Family[] = [];
+    for (const f of ['iptables', 'ip6tables'] as const) {
+      try {
+        await this.#runner.run(f, ['-w', '-S', 'FORWARD']);
+        found.push(f);
+      } catch (err) {
+        this.#log.warn({ err: (err as Error).message, family: f }, `${f} unavailable; not adding FORWARD accepts for it`);
+      }
+    }
+    this.#families = found;
+    return found;
+  }
+
+  /** Rewrite TSNET-FORWARD and make sure FORWARD jumps to it (after DOCKER-USER). */
+  async sync(networks: readonly IptNetwork[], opts: { ensureJump: boolean }): Promise<void> {
+    const script = renderChain(networks);
+    for (const f of await this.families()) {
+      await this.#runner.run(`${f}-restore`, ['-w', '--noflush'], { input: script });
+      if (opts.ensureJump) await this.#ensureJump(f);
+    }
+  }
+
+  async #ensureJump(f: Family): Promise<void> {
+    const { stdout } = await this.#runner.run(f, ['-w', '-S', 'FORWARD']);
+    const rules = stdout.split('\n').filter((l) => l.startsWith('-A FORWARD'));
+    const ours = rules.findIndex((l) => l === `-A FORWARD -j ${CHAIN}`);
+    const dockerUser = rules.findIndex((l) => l === '-A FORWARD -j DOCKER-USER');
+    if (ours >= 0 && (dockerUser < 0 || ours > dockerUser)) return;
+    if (ours >= 0) await this.#runner.run(f, ['-w', '-D', 'FORWARD', '-j', CHAIN]);
+    // Rule numbers are 1-based; insert just after DOCKER-USER, else first.
+    const position = dockerUser >= 0 ? (ours >= 0 && ours < dockerUser ? dockerUser : dockerUser + 1) + 1 : 1;
+    await this.#runner.run(f, ['-w', '-I', 'FORWARD', String(position), '-j', CHAIN]);
+  }
+
+  /** Remove the jump and the chain (used when the last network goes, and by cleanup tools). */
+  async removeAll(): Promise<void> {
+    for (const f of await this.families()) {
+      for (const args of [
+        ['-D', 'FORWARD', '-j', CHAIN],
+        ['-F', CHAIN],
+        ['-X', CHAIN],
+      ]) {
+        try {
+          // Remove every copy of the jump, should there be several.
+          for (let i = 0; i < 8; i++) {
+            await this.#runner.run(f, ['-w', ...args]);
+            if (args[0] !== '-D') break;
+          }
+        } catch (err) {
+          if (!(err instanceof CommandError)) throw err;
+        }
+      }
+    }
+  }
+}

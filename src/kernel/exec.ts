@@ -1,0 +1,121 @@
+// The one place tsnet starts processes. Every kernel change goes through a
+// Runner: argv arrays only (execa without a shell), a timeout, stderr kept
+// for the error, and the duration logged at debug. Tests pass a fake Runner
+// and assert on argv; kernel tests pass one bound to a throwaway namespace.
+import { promises as fs } from 'node:fs';
+import { execa } from 'execa';
+import type { Logger } from 'pino';
+import { TsnetError } from '../errors.js';
+
+export interface RunOptions {
+  /** text fed to stdin (ip -batch -, nft -f -, iptables-restore) */
+  input?: string;
+  timeoutMs?: number;
+}
+
+export interface RunResult {
+  stdout: string;
+  stderr: string;
+}
+
+export class CommandError extends TsnetError {
+  readonly cmd: string;
+  readonly args: readonly string[];
+  readonly exitCode: number | undefined;
+  readonly stderr: string;
+
+  constructor(cmd: string, args: readonly string[], exitCode: number | undefined, stderr: string, cause?: unknown) {
+    const text = stderr.trim().split('\n').slice(-3).join(' | ') || `exit code ${exitCode ?? '?'}`;
+    super('TSNET_ERR_CMD_FAILED', `${cmd} ${args.slice(0, 4).join(' ')}${args.length > 4 ? ' …' : ''}: ${text}`, { cause });
+    this.name = 'CommandError';
+    this.cmd = cmd;
+    this.args = args;
+    this.exitCode = exitCode;
+    this.stderr = stderr;
+  }
+}
+
+export function isExists(err: unknown): boolean {
+  return err instanceof CommandError && /File exists|already exists/i.test(err.stderr);
+}
+
+export function isNotFound(err: unknown): boolean {
+  return (
+    err instanceof CommandError &&
+    /Cannot find device|does not exist|No such file or directory|No such process|not found|Bad rule|No chain\/target\/match|Could not process rule/i.test(
+      err.stderr,
+    )
+  );
+}
+
+export interface Runner {
+  run(cmd: string, args: readonly string[], opts?: RunOptions): Promise<RunResult>;
+  /** write a /proc/sys value in the namespace this runner acts in */
+  writeSysctl(key: string, value: string): Promise<void>;
+  readSysctl(key: string): Promise<string | undefined>;
+  /** the network namespace path commands enter, if any */
+  readonly netnsPath: string | undefined;
+}
+
+// Keys are /proc/sys-relative paths ("net/ipv4/ip_forward"), never dotted
+// names: interface names may contain dots.
+const SYSCTL_PATH = /^net\/(ipv4|ipv6|bridge|core)\/[A-Za-z0-9_.\/-]+$/;
+
+function toPath(key: string): string {
+  if (!SYSCTL_PATH.test(key) || key.split('/').some((part) => part === '..' || part === '.' || part === '')) {
+    throw new TsnetError('TSNET_ERR_INTERNAL', `refusing sysctl path ${key}`);
+  }
+  return `/proc/sys/${key}`;
+}
+
+/** The sysctl path of a per-interface setting. */
+export function ifSysctl(family: 'ipv4' | 'ipv6', ifname: string, leaf: string): string {
+  return `net/${family}/conf/${ifname}/${leaf}`;
+}
+
+export function createRunner(log: Logger, netnsPath?: string): Runner {
+  const run = async (cmd: string, args: readonly string[], opts: RunOptions = {}): Promise<RunResult> => {
+    const [file, argv] = netnsPath ? ['nsenter', [`--net=${netnsPath}`, '--', cmd, ...args]] : [cmd, [...args]];
+    const started = performance.now();
+    try {
+      const res = await execa(file, argv, {
+        input: opts.input ?? '',
+        timeout: opts.timeoutMs ?? 20_000,
+        reject: true,
+        stripFinalNewline: false,
+        env: { LC_ALL: 'C' },
+        extendEnv: true,
+      });
+      log.debug({ cmd, args: args.length > 12 ? [...args.slice(0, 12), '…'] : args, ms: +(performance.now() - started).toFixed(2) }, 'exec');
+      return { stdout: String(res.stdout), stderr: String(res.stderr) };
+    } catch (err) {
+      const e = err as { exitCode?: number; stderr?: unknown; timedOut?: boolean; code?: string };
+      const stderr = e.timedOut ? 'timed out' : e.code === 'ENOENT' ? `${cmd}: command not found` : String(e.stderr ?? '');
+      log.debug({ cmd, args, exitCode: e.exitCode, stderr, ms: +(performance.now() - started).toFixed(2) }, 'exec failed');
+      throw new CommandError(cmd, args, e.exitCode, stderr, err);
+    }
+  };
+  return {
+    netnsPath,
+    run,
+    async writeSysctl(key, value) {
+      const p = toPath(key);
+      if (!netnsPath) {
+        await fs.writeFile(p, value);
+        return;
+      }
+      // /proc/sys/net resolves against the opener's namespace, so the write
+      // must happen from a process inside it.
+      await run('tee', [p], { input: value });
+    },
+    async readSysctl(key) {
+      const p = toPath(key);
+      try {
+        if (!netnsPath) return (await fs.readFile(p, 'utf8')).trim();
+        return (await run('cat', [p])).stdout.trim();
+      } catch {
+        return undefined;
+      }
+    },
+  };
+}

@@ -1,0 +1,75 @@
+// Deterministic, tagged names for everything tsnet creates. A name is a
+// prefix plus a hash of the Docker ID, so a restarted tsnet (or an operator)
+// can tell tsnet's objects apart from everything else, and recomputes the
+// same name for the same network or endpoint.
+import { createHash } from 'node:crypto';
+import { TsnetError, quote } from '../errors.js';
+
+export const IFNAME_MAX = 15;
+/** Linux accepts more, but anything outside this set is a quoting hazard in ip -batch and nft. */
+const IFNAME = /^[A-Za-z0-9_.-]{1,15}$/;
+export const DOCKER_ID = /^[0-9a-f]{64}$/;
+
+export const PREFIX = {
+  bridge: 'tsbr-',
+  hostVeth: 'tsv',
+  peerVeth: 'tsc',
+  vxlan: 'tsvx-',
+} as const;
+
+/** Tag written to IFLA_IFALIAS of every link tsnet creates. */
+export const ALIAS_PREFIX = 'tsnet:';
+
+function shortHash(id: string, len: number): string {
+  return createHash('sha256').update(id).digest('hex').slice(0, len);
+}
+
+export function isValidIfName(name: string): boolean {
+  return typeof name === 'string' && IFNAME.test(name) && name !== '.' && name !== '..';
+}
+
+export function assertIfName(name: string, what: string): string {
+  if (!isValidIfName(name)) {
+    throw new TsnetError(
+      'TSNET_ERR_INVALID_OPTION',
+      `${what}: invalid interface name ${quote(name)}: use 1-${IFNAME_MAX} characters from A-Z a-z 0-9 _ . -`,
+    );
+  }
+  return name;
+}
+
+export function bridgeName(networkId: string): string {
+  return `${PREFIX.bridge}${shortHash(networkId, 10)}`;
+}
+
+export function vxlanName(networkId: string): string {
+  return `${PREFIX.vxlan}${shortHash(networkId, 10)}`;
+}
+
+export function hostVethName(endpointId: string): string {
+  return `${PREFIX.hostVeth}${endpointId.slice(0, 11)}`;
+}
+
+export function peerVethName(endpointId: string): string {
+  return `${PREFIX.peerVeth}${endpointId.slice(0, 11)}`;
+}
+
+export function networkAlias(networkId: string): string {
+  return `${ALIAS_PREFIX}net:${networkId}`;
+}
+
+export function endpointAlias(endpointId: string): string {
+  return `${ALIAS_PREFIX}ep:${endpointId}`;
+}
+
+/** A locally administered unicast MAC derived from the endpoint ID: stable across repairs. */
+export function endpointMac(endpointId: string): string {
+  const h = createHash('sha256').update(`mac:${endpointId}`).digest();
+  const bytes = [0x02, h[0]!, h[1]!, h[2]!, h[3]!, h[4]!];
+  return bytes.map((b) => b.toString(16).padStart(2, '0')).join(':');
+}
+
+/** Short form of a Docker ID for rule comments and chain names. */
+export function shortId(id: string): string {
+  return id.slice(0, 12);
+}

@@ -1,0 +1,151 @@
+// Entry point: configuration, the store (locked), the services, the socket.
+// The socket listens before reconcile runs, so dockerd (which gives a
+// managed plugin ~9 s) never waits on a large store; kernel-touching calls
+// wait for reconcile, IPAM calls do not need to.
+import { promises as fs } from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import type { Logger } from 'pino';
+import { buildApp } from './app.js';
+import { loadConfig, type Config } from './config.js';
+import { NetworkDriverService } from './driver/driver.js';
+import { reconcile } from './driver/reconcile.js';
+import { TsnetError } from './errors.js';
+import { Firewall } from './firewall/firewall.js';
+import { IpamService } from './ipam/ipam.js';
+import { createRunner } from './kernel/exec.js';
+import { createLogger } from './log.js';
+import { Store } from './store/store.js';
+
+/** Remove a stale socket file; refuse to take over one a live process still serves. */
+export async function prepareSocket(socketPath: string, log: Logger): Promise<void> {
+  await fs.mkdir(path.dirname(socketPath), { recursive: true, mode: 0o750 });
+  let stat;
+  try {
+    stat = await fs.lstat(socketPath);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw err;
+  }
+  if (!stat.isSocket()) throw new TsnetError('TSNET_ERR_INVALID_CONFIG', `TSNET_SOCKET ${socketPath} exists and is not a socket; not touching it`);
+  const live = await new Promise<boolean>((resolve) => {
+    const c = net.connect({ path: socketPath });
+    const done = (v: boolean): void => {
+      c.destroy();
+      resolve(v);
+    };
+    c.once('connect', () => done(true));
+    c.once('error', () => done(false));
+    setTimeout(() => done(false), 1000).unref();
+  });
+  if (live) throw new TsnetError('TSNET_ERR_INVALID_CONFIG', `another process is serving ${socketPath}; not stealing it`);
+  await fs.unlink(socketPath);
+  log.info({ socket: socketPath }, 'removed stale socket');
+}
+
+export async function start(config: Config, log: Logger): Promise<{ stop: () => Promise<void>; reconcileNow: () => Promise<void> }> {
+  const t0 = performance.now();
+  const runner = createRunner(log);
+  const store = new Store({ dir: config.stateDir, log });
+  const loaded = await store.open();
+  if (loaded.problems.length > 0) {
+    log.error({ problems: loaded.problems, source: loaded.source }, 'state store damaged; loaded the last good copy');
+  }
+  const firewall = new Firewall(runner, log);
+  const driver = new NetworkDriverService({ runner, store, firewall, log });
+  const ipam = new IpamService({ store, runner, log, defaultPools: config.defaultPools });
+  const app = buildApp({ driver, ipam, log });
+
+  await prepareSocket(config.socket, log);
+  // Create the socket 0660 from the start rather than chmod-ing after listen.
+  const oldMask = process.umask(0o117);
+  try {
+    await app.listen({ path: config.socket });
+  } finally {
+    process.umask(oldMask);
+  }
+  await fs.chmod(config.socket, 0o660);
+  log.info(
+    {
+      socket: config.socket,
+      stateDir: config.stateDir,
+      networks: Object.keys(store.state.networks).length,
+      endpoints: Object.keys(store.state.endpoints).length,
+      pools: Object.keys(store.state.pools).length,
+      storeSource: loaded.source,
+      ms: +(performance.now() - t0).toFixed(1),
+    },
+    'tsnet listening',
+  );
+
+  let reconciling: Promise<void> = Promise.resolve();
+  const reconcileNow = (): Promise<void> => {
+    reconciling = reconciling.then(async () => {
+      const report = await driver.exclusive(() => reconcile({ runner, store, firewall, log }));
+      log.info({ ...report }, 'reconcile finished');
+    }).catch((err: unknown) => log.error({ err }, 'reconcile failed'));
+    return reconciling;
+  };
+  void reconcileNow();
+
+  let timer: NodeJS.Timeout | undefined;
+  if (config.reconcileInterval > 0) {
+    timer = setInterval(() => void reconcileNow(), config.reconcileInterval * 1000);
+    timer.unref();
+  }
+
+  const stop = async (): Promise<void> => {
+    if (timer) clearInterval(timer);
+    await app.close();
+    await reconciling;
+    await store.close();
+  };
+  return { stop, reconcileNow };
+}
+
+async function main(): Promise<void> {
+  let config: Config;
+  try {
+    config = loadConfig();
+  } catch (err) {
+    process.stderr.write(`${JSON.stringify({ level: 'fatal', name: 'tsnet', msg: (err as Error).message })}\n`);
+    process.exit(2);
+  }
+  const log = createLogger(config.logLevel);
+  let running: Awaited<ReturnType<typeof start>>;
+  try {
+    running = await start(config, log);
+  } catch (err) {
+    log.fatal({ err }, `tsnet cannot start: ${(err as Error).message}`);
+    log.flush(() => process.exit(1));
+    return;
+  }
+  let stopping = false;
+  const shutdown = (signal: string): void => {
+    if (stopping) {
+      log.warn({ signal }, 'second signal; exiting now');
+      process.exit(1);
+    }
+    stopping = true;
+    log.info({ signal }, 'shutting down; networks and containers stay as they are');
+    running
+      .stop()
+      .then(() => {
+        log.info('stopped');
+        log.flush(() => process.exit(0));
+      })
+      .catch((err: unknown) => {
+        log.error({ err }, 'unclean shutdown');
+        process.exit(1);
+      });
+  };
+  process.on('SIGTERM', () => shutdown('SIGTERM'));
+  process.on('SIGINT', () => shutdown('SIGINT'));
+  process.on('SIGHUP', () => {
+    log.info('SIGHUP: reconciling');
+    void running.reconcileNow();
+  });
+}
+
+const isMain = process.argv[1] && path.resolve(process.argv[1]) === path.resolve(new URL(import.meta.url).pathname);
+if (isMain) void main();

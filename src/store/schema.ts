@@ -1,0 +1,109 @@
+// The shape of what tsnet keeps on disk. Every record is validated on load:
+// a store that parses but does not fit is treated like a corrupt one rather
+// than half-trusted.
+import { Type, type Static } from '@sinclair/typebox';
+
+export const SCHEMA_VERSION = 1;
+
+const Id = Type.String({ pattern: '^[0-9a-f]{64}$' });
+const IfName = Type.String({ pattern: '^[A-Za-z0-9_.-]{1,15}$' });
+
+export const PortBindingSchema = Type.Object({
+  proto: Type.Union([Type.Literal('tcp'), Type.Literal('udp'), Type.Literal('sctp')]),
+  containerPort: Type.Integer({ minimum: 1, maximum: 65535 }),
+  hostIp: Type.String(),
+  hostPort: Type.Integer({ minimum: 1, maximum: 65535 }),
+});
+export type PortBinding = Static<typeof PortBindingSchema>;
+
+export const SubnetSchema = Type.Object({
+  pool: Type.String(),
+  /** gateway as CIDR with the pool's prefix length, as dockerd sent it; absent in isolated mode */
+  gateway: Type.Optional(Type.String()),
+  aux: Type.Record(Type.String(), Type.String()),
+});
+export type SubnetRecord = Static<typeof SubnetSchema>;
+
+export const NetworkSchema = Type.Object({
+  id: Id,
+  mode: Type.Union([Type.Literal('bridge'), Type.Literal('overlay')]),
+  bridge: IfName,
+  /** tsnet made the bridge (and deletes it); false when it adopted an existing one */
+  createdBridge: Type.Boolean(),
+  ipv4: Type.Array(SubnetSchema),
+  ipv6: Type.Array(SubnetSchema),
+  internal: Type.Boolean(),
+  mtu: Type.Integer({ minimum: 68, maximum: 65535 }),
+  masquerade: Type.Boolean(),
+  icc: Type.Boolean(),
+  gatewayMode: Type.Union([Type.Literal('nat'), Type.Literal('nat-unprotected'), Type.Literal('routed'), Type.Literal('isolated')]),
+  hostBindingIpv4: Type.String(),
+  /** the bridge gets no IPv4 gateway address (com.docker.network.bridge.inhibit_ipv4) */
+  inhibitIpv4: Type.Boolean(),
+  /** prefix of the interface name inside containers (eth -> eth0, eth1 …) */
+  ifacePrefix: Type.String({ pattern: '^[A-Za-z][A-Za-z0-9_-]{0,10}$' }),
+  trustedHostInterfaces: Type.Array(IfName),
+  vni: Type.Optional(Type.Integer({ minimum: 1, maximum: 16777215 })),
+  vxlan: Type.Optional(IfName),
+  peers: Type.Optional(Type.Array(Type.String())),
+  /** the -o map as dockerd sent it, for inspection and re-validation */
+  options: Type.Record(Type.String(), Type.String()),
+  createdAt: Type.String(),
+});
+export type NetworkRecord = Static<typeof NetworkSchema>;
+
+export const EndpointSchema = Type.Object({
+  id: Id,
+  networkId: Id,
+  hostVeth: IfName,
+  peerVeth: IfName,
+  mac: Type.String({ pattern: '^([0-9a-f]{2}:){5}[0-9a-f]{2}$' }),
+  /** tsnet chose the MAC (and told dockerd) rather than dockerd giving one */
+  macAssigned: Type.Boolean(),
+  address: Type.Optional(Type.String()),
+  addressV6: Type.Optional(Type.String()),
+  ports: Type.Array(PortBindingSchema),
+  sandboxKey: Type.Optional(Type.String()),
+  createdAt: Type.String(),
+});
+export type EndpointRecord = Static<typeof EndpointSchema>;
+
+export const AllocationSchema = Type.Object({
+  kind: Type.Union([Type.Literal('gateway'), Type.Literal('static'), Type.Literal('dynamic')]),
+  name: Type.Optional(Type.String()),
+  at: Type.String(),
+});
+export type Allocation = Static<typeof AllocationSchema>;
+
+export const PoolSchema = Type.Object({
+  id: Type.String(),
+  addressSpace: Type.String(),
+  pool: Type.String(),
+  subPool: Type.Optional(Type.String()),
+  v6: Type.Boolean(),
+  /** chosen by tsnet from the default pools rather than asked for with --subnet */
+  dynamic: Type.Boolean(),
+  options: Type.Record(Type.String(), Type.String()),
+  allocations: Type.Record(Type.String(), AllocationSchema),
+  createdAt: Type.String(),
+});
+export type PoolRecord = Static<typeof PoolSchema>;
+
+export const StateSchema = Type.Object({
+  networks: Type.Record(Type.String(), NetworkSchema),
+  endpoints: Type.Record(Type.String(), EndpointSchema),
+  pools: Type.Record(Type.String(), PoolSchema),
+});
+export type State = Static<typeof StateSchema>;
+
+export const FileSchema = Type.Object({
+  schemaVersion: Type.Integer(),
+  generation: Type.Integer({ minimum: 0 }),
+  writtenAt: Type.String(),
+  checksum: Type.String(),
+  state: Type.Unknown(),
+});
+
+export function emptyState(): State {
+  return { networks: {}, endpoints: {}, pools: {} };
+}

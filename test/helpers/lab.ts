@@ -1,0 +1,453 @@
+// The lab: real dockerd hosts inside network namespaces of their own, on a
+// LAN that lives in one more namespace, with an "outside" host on that LAN
+// (lab.md). Nothing here touches the machine's own namespace: every link,
+// route, rule and daemon is inside namespaces this file creates, and stop()
+// removes them, also when a test fails or the test process gets SIGTERM.
+//
+// Layout (addresses are per lab; labs never see each other, so they may repeat):
+//   tsl-<id>-lan   bridge lan0 10.99.0.1/24 (the "router" leading nowhere)
+//   tsl-<id>-hN    eth0 10.99.0.(10+N)/24, default via 10.99.0.1; dockerd + tsnet
+//   tsl-<id>-out   eth0 10.99.0.100/24: the outside world
+// Each host also gets a private mount namespace with a tmpfs on
+// /run/docker/plugins, so every host's dockerd finds its own tsnet socket.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { createReadStream, existsSync, promises as fs } from 'node:fs';
+import path from 'node:path';
+import { execa, type Options as ExecaOptions } from 'execa';
+
+export const REPO = path.resolve(new URL('.', import.meta.url).pathname, '..', '..');
+export const DOCKER = '/usr/bin/docker';
+export const IMAGE = 'busybox:local';
+const LAB_ROOT = '/tmp/tsnet-lab';
+
+export interface CmdResult {
+  stdout: string;
+  stderr: string;
+  exitCode: number;
+}
+
+export async function sh(cmd: string, args: string[], opts: ExecaOptions & { check?: boolean } = {}): Promise<CmdResult> {
+  const { check = true, ...rest } = opts;
+  const res = await execa(cmd, args, { reject: false, timeout: 120_000, ...rest });
+  const out = { stdout: String(res.stdout ?? ''), stderr: String(res.stderr ?? ''), exitCode: res.exitCode ?? -1 };
+  if (check && out.exitCode !== 0) {
+    throw new Error(`${cmd} ${args.join(' ')} failed (${out.exitCode}): ${out.stderr.trim() || out.stdout.trim()}`);
+  }
+  return out;
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+export async function waitFor<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 20_000, stepMs = 100): Promise<T> {
+  const until = Date.now() + timeoutMs;
+  let lastErr: unknown;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v !== undefined && v !== false) return v as T;
+    } catch (err) {
+      lastErr = err;
+    }
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}${lastErr ? `: ${(lastErr as Error).message}` : ''}`);
+    await sleep(stepMs);
+  }
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function waitExit(pid: number, ms: number): Promise<boolean> {
+  const until = Date.now() + ms;
+  while (Date.now() < until) {
+    if (!pidAlive(pid)) return true;
+    await sleep(50);
+  }
+  return !pidAlive(pid);
+}
+
+/** Processes whose mount namespace is the given one: everything a lab host started. */
+async function pidsInMountNs(nsInode: string): Promise<number[]> {
+  const pids: number[] = [];
+  for (const entry of await fs.readdir('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      if ((await fs.readlink(`/proc/${entry}/ns/mnt`)) === nsInode) pids.push(Number(entry));
+    } catch {
+      /* gone */
+    }
+  }
+  return pids;
+}
+
+async function buildBusyboxTar(dir: string): Promise<string> {
+  const tar = path.join(dir, 'busybox.tar');
+  if (existsSync(tar)) return tar;
+  const root = path.join(dir, 'busybox-root');
+  await fs.mkdir(path.join(root, 'bin'), { recursive: true });
+  await fs.mkdir(path.join(root, 'etc'), { recursive: true });
+  await fs.mkdir(path.join(root, 'tmp'), { recursive: true });
+  await fs.mkdir(path.join(root, 'www'), { recursive: true });
+  await fs.copyFile('/bin/busybox', path.join(root, 'bin', 'busybox'));
+  await fs.chmod(path.join(root, 'bin', 'busybox'), 0o755);
+  const applets = ['sh', 'ping', 'ping6', 'ip', 'nc', 'httpd', 'sleep', 'cat', 'ls', 'echo', 'true', 'false', 'hostname', 'nslookup', 'ifconfig', 'route', 'grep', 'sed', 'awk', 'wc', 'head', 'tail', 'timeout', 'seq', 'printf', 'test', 'env', 'kill', 'ps', 'netstat', 'arping', 'traceroute', 'udhcpc', 'mkdir', 'rm', 'cut', 'tr', 'sort', 'uniq', 'date', 'id', 'ipneigh', 'telnet', 'wget'];
+  for (const a of applets) await fs.symlink('busybox', path.join(root, 'bin', a)).catch(() => undefined);
+  await fs.writeFile(path.join(root, 'www', 'index.html'), 'tsnet-lab-ok\n');
+  await fs.writeFile(path.join(root, 'etc', 'passwd'), 'root:x:0:0:root:/root:/bin/sh\n');
+  await sh('tar', ['-C', root, '-cf', tar, '.']);
+  return tar;
+}
+
+export interface HostOptions {
+  /** env for tsnet (TSNET_*), merged over the lab defaults */
+  tsnetEnv?: Record<string, string>;
+  /** start tsnet right after dockerd (default true) */
+  tsnet?: boolean;
+  /** extra dockerd flags */
+  dockerdArgs?: string[];
+}
+
+export class LabHost {
+  readonly lab: Lab;
+  readonly index: number;
+  readonly netns: string;
+  readonly dir: string;
+  readonly lanIp: string;
+  mntPid = 0;
+  #mntHolder: ChildProcess | undefined;
+  #mntInode = '';
+  tsnet: ChildProcess | undefined;
+  tsnetEnv: Record<string, string> = {};
+
+  constructor(lab: Lab, index: number) {
+    this.lab = lab;
+    this.index = index;
+    this.netns = `${lab.prefix}-h${index}`;
+    this.dir = path.join(lab.dir, `h${index}`);
+    this.lanIp = `10.99.0.${10 + index}`;
+  }
+
+  get netnsPath(): string {
+    return `/run/netns/${this.netns}`;
+  }
+
+  get dockerSock(): string {
+    return path.join(this.dir, 'docker.sock');
+  }
+
+  /** The plugin socket as seen from outside the host's mount namespace. */
+  get pluginSocket(): string {
+    return `/proc/${this.mntPid}/root/run/docker/plugins/tsnet.sock`;
+  }
+
+  get stateDir(): string {
+    return path.join(this.dir, 'tsnet-state');
+  }
+
+  get tsnetLog(): string {
+    return path.join(this.dir, 'tsnet.log');
+  }
+
+  /** argv prefix entering this host's namespaces */
+  enter(): string[] {
+    return ['nsenter', `--mount=/proc/${this.mntPid}/ns/mnt`, `--net=${this.netnsPath}`, '--'];
+  }
+
+  async createNamespaces(): Promise<void> {
+    await fs.mkdir(this.dir, { recursive: true });
+    await sh('ip', ['netns', 'add', this.netns]);
+    await sh('ip', ['-n', this.netns, 'link', 'set', 'lo', 'up']);
+    // The host's leg on the LAN.
+    await sh('ip', ['-n', this.lab.lanNs, 'link', 'add', `h${this.index}`, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', this.netns]);
+    await sh('ip', ['-n', this.lab.lanNs, 'link', 'set', `h${this.index}`, 'master', 'lan0', 'up']);
+    await sh('ip', ['-n', this.netns, 'addr', 'add', `${this.lanIp}/24`, 'dev', 'eth0']);
+    await sh('ip', ['-n', this.netns, 'link', 'set', 'eth0', 'up']);
+    await sh('ip', ['-n', this.netns, 'route', 'add', 'default', 'via', '10.99.0.1']);
+    // A private mount namespace holding a tmpfs on /run/docker/plugins.
+    await fs.mkdir('/run/docker/plugins', { recursive: true });
+    const holder = spawn('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', 'mount -t tmpfs -o mode=0755 tmpfs /run/docker/plugins && echo ready && exec sleep 1000000'], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+      detached: false,
+    });
+    await new Promise<void>((resolve, reject) => {
+      holder.once('error', reject);
+      holder.once('exit', (code) => reject(new Error(`mount namespace holder exited (${code})`)));
+      holder.stdout?.once('data', () => resolve());
+    });
+    holder.removeAllListeners('exit');
+    // `sh -c` execs sleep, so the holder's pid is the namespace member.
+    this.#mntHolder = holder;
+    this.mntPid = holder.pid!;
+    this.#mntInode = await fs.readlink(`/proc/${this.mntPid}/ns/mnt`);
+    await fs.writeFile(path.join(this.dir, 'mnt.pid'), String(this.mntPid));
+  }
+
+  async startDockerd(extra: string[] = []): Promise<void> {
+    await fs.writeFile(path.join(this.dir, 'daemon.json'), '{}\n');
+    const log = await fs.open(path.join(this.dir, 'dockerd.log'), 'a');
+    const args = [
+      ...this.enter(),
+      'dockerd',
+      '--data-root', path.join(this.dir, 'data'),
+      '--exec-root', path.join(this.dir, 'exec'),
+      '-H', `unix://${this.dockerSock}`,
+      '--pidfile', path.join(this.dir, 'dockerd.pid'),
+      '--config-file', path.join(this.dir, 'daemon.json'),
+      ...extra,
+    ];
+    const child = spawn(args[0]!, args.slice(1), { stdio: ['ignore', log.fd, log.fd], detached: true });
+    child.unref();
+    await log.close();
+    await waitFor('dockerd', async () => (await this.docker(['info', '--format', '{{.ServerVersion}}'], { check: false })).exitCode === 0, 60_000, 200);
+  }
+
+  async stopDockerd(signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+    const pidFile = path.join(this.dir, 'dockerd.pid');
+    let pid: number;
+    try {
+      pid = Number((await fs.readFile(pidFile, 'utf8')).trim());
+    } catch {
+      return;
+    }
+    if (!pid || !pidAlive(pid)) return;
+    process.kill(pid, signal);
+    if (!(await waitExit(pid, 30_000))) process.kill(pid, 'SIGKILL');
+    await waitExit(pid, 5000);
+  }
+
+  async importImage(): Promise<void> {
+    const tar = await buildBusyboxTar(this.lab.dir);
+    await sh(DOCKER, ['-H', `unix://${this.dockerSock}`, 'import', '-', IMAGE], { inputFile: tar });
+    void createReadStream;
+  }
+
+  async startTsnet(env: Record<string, string> = {}): Promise<void> {
+    this.tsnetEnv = { ...this.tsnetEnv, ...env };
+    const log = await fs.open(this.tsnetLog, 'a');
+    const child = spawn(
+      this.enter()[0]!,
+      [...this.enter().slice(1), process.execPath, path.join(REPO, 'dist', 'main.js')],
+      {
+        stdio: ['ignore', log.fd, log.fd],
+        env: {
+          ...process.env,
+          TSNET_SOCKET: '/run/docker/plugins/tsnet.sock',
+          TSNET_STATE_DIR: this.stateDir,
+          TSNET_LOG_LEVEL: 'debug',
+          ...this.tsnetEnv,
+        },
+      },
+    );
+    await log.close();
+    this.tsnet = child;
+    await waitFor(
+      'tsnet socket',
+      async () => {
+        if (child.exitCode !== null) throw new Error(`tsnet exited with ${child.exitCode}; see ${this.tsnetLog}`);
+        return existsSync(this.pluginSocket);
+      },
+      20_000,
+      50,
+    );
+  }
+
+  async stopTsnet(signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+    const child = this.tsnet;
+    if (!child || child.exitCode !== null || child.signalCode !== null) return;
+    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    child.kill(signal);
+    await Promise.race([exited, sleep(15_000)]);
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill('SIGKILL');
+      await exited;
+    }
+    this.tsnet = undefined;
+  }
+
+  docker(args: string[], opts: ExecaOptions & { check?: boolean } = {}): Promise<CmdResult> {
+    return sh(DOCKER, ['-H', `unix://${this.dockerSock}`, ...args], { env: { DOCKER_API_VERSION: '1.41' }, ...opts });
+  }
+
+  /** Run a command in this host's network (and mount) namespace. */
+  exec(cmd: string, args: string[], opts: ExecaOptions & { check?: boolean } = {}): Promise<CmdResult> {
+    const e = this.enter();
+    return sh(e[0]!, [...e.slice(1), cmd, ...args], opts);
+  }
+
+  /** Run a command inside a container's network namespace from the host's tools (iperf3, ip -json). */
+  async execInContainer(container: string, cmd: string, args: string[], opts: ExecaOptions & { check?: boolean } = {}): Promise<CmdResult> {
+    const pid = (await this.docker(['inspect', '-f', '{{.State.Pid}}', container])).stdout.trim();
+    return sh('nsenter', ['-t', pid, '-n', '--', cmd, ...args], opts);
+  }
+
+  async teardown(): Promise<void> {
+    const errors: string[] = [];
+    const attempt = async (what: string, fn: () => Promise<unknown>): Promise<void> => {
+      try {
+        await fn();
+      } catch (err) {
+        errors.push(`${what}: ${(err as Error).message}`);
+      }
+    };
+    if (existsSync(this.dockerSock)) {
+      await attempt('remove containers', async () => {
+        const ids = (await this.docker(['ps', '-aq'], { check: false })).stdout.split('\n').filter(Boolean);
+        if (ids.length > 0) await this.docker(['rm', '-f', ...ids], { check: false, timeout: 60_000 });
+      });
+    }
+    await attempt('stop tsnet', () => this.stopTsnet());
+    await attempt('stop dockerd', () => this.stopDockerd());
+    // Anything still living in the host's mount namespace was started by this lab.
+    if (this.#mntInode) {
+      for (const pid of await pidsInMountNs(this.#mntInode)) {
+        if (pid === this.mntPid) continue;
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          /* gone */
+        }
+      }
+    }
+    this.#mntHolder?.kill('SIGKILL');
+    if (this.mntPid) await waitExit(this.mntPid, 5000);
+    await attempt('delete netns', () => sh('ip', ['netns', 'del', this.netns], { check: false }));
+    if (errors.length > 0) console.error(`lab host ${this.netns} teardown: ${errors.join('; ')}`);
+  }
+}
+
+export interface LabOptions extends HostOptions {
+  hosts?: number;
+  /** build the outside namespace (default true) */
+  outside?: boolean;
+  /** start dockerd on every host (default true) */
+  dockerd?: boolean;
+}
+
+export class Lab {
+  readonly id: string;
+  readonly prefix: string;
+  readonly dir: string;
+  readonly lanNs: string;
+  readonly outNs: string;
+  readonly hosts: LabHost[] = [];
+  #stopped = false;
+  #onSignal: (() => void) | undefined;
+
+  constructor() {
+    this.id = randomBytes(3).toString('hex');
+    this.prefix = `tsl-${this.id}`;
+    this.dir = `${LAB_ROOT}-${this.id}`;
+    this.lanNs = `${this.prefix}-lan`;
+    this.outNs = `${this.prefix}-out`;
+  }
+
+  get host(): LabHost {
+    return this.hosts[0]!;
+  }
+
+  static async start(opts: LabOptions = {}): Promise<Lab> {
+    await cleanStaleLabs();
+    const lab = new Lab();
+    lab.#installSignalHandler();
+    try {
+      await lab.#build(opts);
+    } catch (err) {
+      await lab.stop();
+      throw err;
+    }
+    return lab;
+  }
+
+  #installSignalHandler(): void {
+    // tap sends SIGTERM on a file timeout: still clean up before dying.
+    this.#onSignal = () => {
+      void this.stop().finally(() => process.exit(1));
+    };
+    process.once('SIGTERM', this.#onSignal);
+    process.once('SIGINT', this.#onSignal);
+  }
+
+  async #build(opts: LabOptions): Promise<void> {
+    await fs.mkdir(this.dir, { recursive: true });
+    await fs.writeFile(path.join(this.dir, 'owner.pid'), String(process.pid));
+    await sh('ip', ['netns', 'add', this.lanNs]);
+    await sh('ip', ['-n', this.lanNs, 'link', 'set', 'lo', 'up']);
+    await sh('ip', ['-n', this.lanNs, 'link', 'add', 'lan0', 'type', 'bridge']);
+    await sh('ip', ['-n', this.lanNs, 'addr', 'add', '10.99.0.1/24', 'dev', 'lan0']);
+    await sh('ip', ['-n', this.lanNs, 'link', 'set', 'lan0', 'up']);
+    if (opts.outside !== false) {
+      await sh('ip', ['netns', 'add', this.outNs]);
+      await sh('ip', ['-n', this.outNs, 'link', 'set', 'lo', 'up']);
+      await sh('ip', ['-n', this.lanNs, 'link', 'add', 'out', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', this.outNs]);
+      await sh('ip', ['-n', this.lanNs, 'link', 'set', 'out', 'master', 'lan0', 'up']);
+      await sh('ip', ['-n', this.outNs, 'addr', 'add', '10.99.0.100/24', 'dev', 'eth0']);
+      await sh('ip', ['-n', this.outNs, 'link', 'set', 'eth0', 'up']);
+    }
+    const n = opts.hosts ?? 1;
+    for (let i = 1; i <= n; i++) {
+      const h = new LabHost(this, i);
+      this.hosts.push(h);
+      await h.createNamespaces();
+    }
+    if (opts.dockerd !== false) {
+      await Promise.all(
+        this.hosts.map(async (h) => {
+          await h.startDockerd(opts.dockerdArgs);
+          await h.importImage();
+          if (opts.tsnet !== false) await h.startTsnet(opts.tsnetEnv);
+        }),
+      );
+    }
+  }
+
+  /** Run a command in the outside namespace. */
+  outside(cmd: string, args: string[], opts: ExecaOptions & { check?: boolean } = {}): Promise<CmdResult> {
+    return sh('ip', ['netns', 'exec', this.outNs, cmd, ...args], opts);
+  }
+
+  async stop(): Promise<void> {
+    if (this.#stopped) return;
+    this.#stopped = true;
+    if (this.#onSignal) {
+      process.removeListener('SIGTERM', this.#onSignal);
+      process.removeListener('SIGINT', this.#onSignal);
+    }
+    await Promise.all(this.hosts.map((h) => h.teardown()));
+    await sh('ip', ['netns', 'del', this.outNs], { check: false });
+    await sh('ip', ['netns', 'del', this.lanNs], { check: false });
+    if (!process.env.TSNET_LAB_KEEP) await fs.rm(this.dir, { recursive: true, force: true }).catch(() => undefined);
+  }
+}
+
+/** Labs left by a test process that died without cleaning up (kill -9, crash). */
+export async function cleanStaleLabs(): Promise<void> {
+  const tmp = path.dirname(LAB_ROOT);
+  for (const entry of await fs.readdir(tmp).catch(() => [] as string[])) {
+    if (!entry.startsWith(path.basename(LAB_ROOT) + '-')) continue;
+    const dir = path.join(tmp, entry);
+    const owner = Number(await fs.readFile(path.join(dir, 'owner.pid'), 'utf8').catch(() => '0'));
+    if (owner && pidAlive(owner)) continue;
+    const id = entry.slice(path.basename(LAB_ROOT).length + 1);
+    for (const h of await fs.readdir(dir).catch(() => [] as string[])) {
+      const mnt = Number(await fs.readFile(path.join(dir, h, 'mnt.pid'), 'utf8').catch(() => '0'));
+      if (mnt && pidAlive(mnt)) {
+        const inode = await fs.readlink(`/proc/${mnt}/ns/mnt`).catch(() => '');
+        if (inode) for (const pid of await pidsInMountNs(inode)) process.kill(pid, 'SIGKILL');
+      }
+    }
+    const { stdout } = await sh('ip', ['netns', 'list'], { check: false });
+    for (const line of stdout.split('\n')) {
+      const name = line.split(' ')[0];
+      if (name && name.startsWith(`tsl-${id}-`)) await sh('ip', ['netns', 'del', name], { check: false });
+    }
+    await fs.rm(dir, { recursive: true, force: true }).catch(() => undefined);
+  }
+}
