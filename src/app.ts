@@ -6,7 +6,7 @@
 // - every failure is HTTP 500 {"Err": "..."}, which both the network and the
 //   IPAM side of dockerd read on a non-200 reply;
 // - unknown methods get 404, which dockerd treats as "not implemented".
-import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { TsnetError, toDockerError } from './errors.js';
 import { registerIpamRoutes } from './api/ipam-routes.js';
@@ -27,7 +27,8 @@ export const BODY_LIMIT = 1024 * 1024;
 export function buildApp(deps: AppDeps): FastifyInstance {
   const app = Fastify({
     loggerInstance: deps.log as unknown as FastifyBaseLogger,
-    disableRequestLogging: true,
+    // Routes log their own line with the network and endpoint IDs (api/route.ts).
+    logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: BODY_LIMIT,
     return503OnClosing: false,
     // dockerd keeps connections open; do not hang shutdown on idle ones.

@@ -95,7 +95,8 @@ export class Firewall {
 
   /** Remove the whole table and the FORWARD glue (uninstall / test cleanup). */
   async removeAll(): Promise<void> {
-    await this.#runner.run('nft', ['delete', 'table', 'inet', 'tsnet']).catch(() => undefined);
+    // "add" then "delete" in one transaction: no error when the table is absent.
+    await nftApply(this.#runner, 'add table inet tsnet\ndelete table inet tsnet\n');
     await this.#ipt.removeAll();
     this.#networks.clear();
     this.#ready = false;

@@ -11,7 +11,7 @@
 // just that chain). That makes every call idempotent and self-healing, and
 // costs one process per family whatever the number of networks.
 import type { Logger } from 'pino';
-import { CommandError, type Runner } from '../kernel/exec.js';
+import type { Runner } from '../kernel/exec.js';
 
 export const CHAIN = 'TSNET-FORWARD';
 
@@ -80,24 +80,16 @@ export class IptablesGlue {
     await this.#runner.run(f, ['-w', '-I', 'FORWARD', String(position), '-j', CHAIN]);
   }
 
-  /** Remove the jump and the chain (used when the last network goes, and by cleanup tools). */
+  /** Remove the jump and the chain (when the last network goes, and by cleanup tools). Only touches what exists. */
   async removeAll(): Promise<void> {
     for (const f of await this.families()) {
-      for (const args of [
-        ['-D', 'FORWARD', '-j', CHAIN],
-        ['-F', CHAIN],
-        ['-X', CHAIN],
-      ]) {
-        try {
-          // Remove every copy of the jump, should there be several.
-          for (let i = 0; i < 8; i++) {
-            await this.#runner.run(f, ['-w', ...args]);
-            if (args[0] !== '-D') break;
-          }
-        } catch (err) {
-          if (!(err instanceof CommandError)) throw err;
-        }
-      }
+      const { stdout } = await this.#runner.run(f, ['-w', '-S']);
+      const lines = stdout.split('\n');
+      const jumps = lines.filter((l) => l === `-A FORWARD -j ${CHAIN}`).length;
+      const exists = lines.includes(`-N ${CHAIN}`);
+      if (!exists && jumps === 0) continue;
+      const script = ['*filter', ...Array.from({ length: jumps }, () => `-D FORWARD -j ${CHAIN}`), ...(exists ? [`-F ${CHAIN}`, `-X ${CHAIN}`] : []), 'COMMIT', ''].join('\n');
+      await this.#runner.run(`${f}-restore`, ['-w', '--noflush'], { input: script });
     }
   }
 }

@@ -10,11 +10,29 @@ export interface DirLock {
   release(): Promise<void>;
 }
 
-export async function lockStateDir(lockPath: string, timeoutMs = 5000): Promise<DirLock> {
+/**
+ * Take the lock, retrying for a few seconds: right after a kill -9 the old
+ * holder's flock may take a moment to notice its parent is gone.
+ */
+export async function lockStateDir(lockPath: string, waitMs = 3000): Promise<DirLock> {
+  const until = Date.now() + waitMs;
+  for (;;) {
+    try {
+      return await tryLock(lockPath);
+    } catch (err) {
+      if (!(err instanceof TsnetError) || !err.message.includes('is locked') || Date.now() > until) throw err;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+}
+
+async function tryLock(lockPath: string, timeoutMs = 5000): Promise<DirLock> {
   const child: ChildProcess = spawn('flock', ['--nonblock', '--exclusive', lockPath, 'cat'], {
     stdio: ['pipe', 'pipe', 'pipe'],
   });
   let stderr = '';
+  // flock exits at once when the lock is taken; our probe write then hits a closed pipe.
+  child.stdin?.on('error', () => undefined);
   child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
   const acquired = await new Promise<boolean>((resolve, reject) => {
     const timer = setTimeout(() => reject(new TsnetError('TSNET_ERR_STORE', `timed out taking the lock ${lockPath}`)), timeoutMs);

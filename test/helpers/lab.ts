@@ -13,6 +13,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createReadStream, existsSync, promises as fs } from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import { execa, type Options as ExecaOptions } from 'execa';
 
@@ -35,6 +36,17 @@ export async function sh(cmd: string, args: string[], opts: ExecaOptions & { che
     throw new Error(`${cmd} ${args.join(' ')} failed (${out.exitCode}): ${out.stderr.trim() || out.stdout.trim()}`);
   }
   return out;
+}
+
+export function canConnect(socketPath: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const c = net.connect({ path: socketPath });
+    c.once('connect', () => {
+      c.destroy();
+      resolve(true);
+    });
+    c.once('error', () => resolve(false));
+  });
 }
 
 function sleep(ms: number): Promise<void> {
@@ -252,7 +264,7 @@ export class LabHost {
       'tsnet socket',
       async () => {
         if (child.exitCode !== null) throw new Error(`tsnet exited with ${child.exitCode}; see ${this.tsnetLog}`);
-        return existsSync(this.pluginSocket);
+        return existsSync(this.pluginSocket) && (await canConnect(this.pluginSocket));
       },
       20_000,
       50,

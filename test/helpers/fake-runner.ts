@@ -1,0 +1,212 @@
+// A fake Runner for the unit and API tiers: it never starts a process and
+// never touches the kernel. It records every call (argv and stdin) so tests
+// assert on what tsnet *would* have run, answers the read-only `ip -json`
+// queries from a small model the test configures (links, routes), and fails
+// chosen commands on demand with a real CommandError, so the code under test
+// takes its genuine error paths (isNotFound, isExists, undo).
+//
+// The link model follows `ip -batch` input just enough for the driver's own
+// reads to see its writes: `link add name X ... type T` adds X (and the peer
+// of a veth), `link set dev X alias A` tags it, `link del dev X` removes it.
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { pino, type Logger } from 'pino';
+import { CommandError, type RunOptions, type RunResult, type Runner } from '../../src/kernel/exec.js';
+import type { LinkInfo, RouteInfo } from '../../src/kernel/ip.js';
+
+export interface RecordedCall {
+  cmd: string;
+  args: string[];
+  input: string | undefined;
+  /** "cmd arg1 arg2 …", handy for includes/regex checks */
+  line: string;
+}
+
+export interface FailRule {
+  cmd: string;
+  /** every one of these must appear in args (in any position) */
+  args?: string[];
+  /** a substring (or pattern) the stdin must contain */
+  input?: string | RegExp;
+  stderr: string;
+  exitCode?: number;
+  /** fail only this many times (default: always) */
+  times?: number;
+}
+
+const NOT_FOUND = (name: string): string => `Device "${name}" does not exist.\n`;
+
+export class FakeRunner implements Runner {
+  readonly netnsPath = undefined;
+  readonly calls: RecordedCall[] = [];
+  /** the modelled links, by name */
+  readonly links = new Map<string, LinkInfo>();
+  routes4: RouteInfo[] = [];
+  routes6: RouteInfo[] = [];
+  defaultRoutes4: RouteInfo[] = [];
+  /** what `iptables -S FORWARD` prints (dockerd's FORWARD chain by default) */
+  forwardRules = '-P FORWARD DROP\n-A FORWARD -j DOCKER-USER\n-A FORWARD -j DOCKER-FORWARD\n';
+  readonly sysctls = new Map<string, string>();
+  readonly sysctlWrites: Array<[string, string]> = [];
+  readonly #fail: FailRule[] = [];
+  #nextIndex = 1;
+
+  /** Make matching commands throw a CommandError with this stderr. */
+  failOn(rule: FailRule): this {
+    this.#fail.push({ ...rule });
+    return this;
+  }
+
+  clearFailures(): void {
+    this.#fail.length = 0;
+  }
+
+  /** Model an existing link (e.g. a user's bridge, or a leftover). */
+  addLink(name: string, extra: Partial<LinkInfo> = {}): LinkInfo {
+    const link: LinkInfo = { ifname: name, ifindex: this.#nextIndex++, mtu: 1500, flags: ['BROADCAST', 'MULTICAST'], ...extra };
+    this.links.set(name, link);
+    return link;
+  }
+
+  /** Forget recorded calls (e.g. after test setup), keep the model. */
+  clearCalls(): void {
+    this.calls.length = 0;
+  }
+
+  /** Calls of one command, optionally filtered by an argv predicate. */
+  callsOf(cmd: string, pred: (c: RecordedCall) => boolean = () => true): RecordedCall[] {
+    return this.calls.filter((c) => c.cmd === cmd && pred(c));
+  }
+
+  /** Calls that change something: everything but the read-only queries. */
+  writes(): RecordedCall[] {
+    return this.calls.filter((c) => !isQuery(c));
+  }
+
+  /** All stdin fed to `ip -batch -`, joined. */
+  batchInput(): string {
+    return this.callsOf('ip', (c) => c.args.includes('-batch'))
+      .map((c) => c.input ?? '')
+      .join('');
+  }
+
+  async run(cmd: string, args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
+    const call: RecordedCall = { cmd, args: [...args], input: opts.input, line: [cmd, ...args].join(' ') };
+    this.calls.push(call);
+    for (const rule of this.#fail) {
+      if (rule.cmd !== cmd) continue;
+      if (rule.args && !rule.args.every((a) => args.includes(a))) continue;
+      if (rule.input !== undefined) {
+        const text = opts.input ?? '';
+        if (typeof rule.input === 'string' ? !text.includes(rule.input) : !rule.input.test(text)) continue;
+      }
+      if (rule.times !== undefined) {
+        if (rule.times <= 0) continue;
+        rule.times--;
+      }
+      throw new CommandError(cmd, args, rule.exitCode ?? 1, rule.stderr);
+    }
+    switch (cmd) {
+      case 'ip':
+        return this.#ip(args, opts.input ?? '');
+      case 'nft':
+        if (args[0] === '-j' && args[1] === 'list') throw new CommandError(cmd, args, 1, 'Error: No such file or directory\n');
+        return ok();
+      case 'iptables':
+      case 'ip6tables':
+        if (args.includes('-S')) return ok(this.forwardRules);
+        return ok();
+      default:
+        return ok();
+    }
+  }
+
+  #ip(args: readonly string[], input: string): RunResult {
+    const a = args.filter((x) => x !== '-force');
+    if (a[0] === '-batch') {
+      for (const raw of input.split('\n')) this.#applyBatchLine(raw.trim().split(/\s+/));
+      return ok();
+    }
+    if (a[0] === '-json') {
+      const rest = a.slice(1).filter((x) => x !== '-details');
+      if (rest[1] === 'route' && rest.includes('all')) return ok(JSON.stringify(rest[0] === '-6' ? this.routes6 : this.routes4));
+      if (rest[1] === 'route' && rest.includes('default')) return ok(JSON.stringify(rest[0] === '-4' ? this.defaultRoutes4 : []));
+      if (rest[0] === 'link' && rest[2] === 'dev') {
+        const link = this.links.get(rest[3]!);
+        if (!link) throw new CommandError('ip', args, 1, NOT_FOUND(rest[3]!));
+        return ok(JSON.stringify([link]));
+      }
+      if (rest[0] === 'link') return ok(JSON.stringify([...this.links.values()]));
+      if (rest[0] === 'addr') return ok('[]');
+      return ok('[]');
+    }
+    if (a[0] === 'link' && a[1] === 'del') {
+      const name = a[3]!;
+      if (!this.links.delete(name)) throw new CommandError('ip', args, 1, `Cannot find device "${name}"\n`);
+      return ok();
+    }
+    return ok();
+  }
+
+  #applyBatchLine(t: string[]): void {
+    if (t[0] !== 'link') return;
+    if (t[1] === 'add' && t[2] === 'name') {
+      const name = t[3]!;
+      const kind = t[t.indexOf('type') + 1];
+      if (this.links.has(name)) throw new CommandError('ip', ['-batch', '-'], 1, 'RTNETLINK answers: File exists\n');
+      this.addLink(name, { linkinfo: { info_kind: kind } });
+      const peer = t.indexOf('peer');
+      if (kind === 'veth' && peer > 0) this.addLink(t[peer + 2]!, { linkinfo: { info_kind: 'veth' } });
+    } else if (t[1] === 'set' && t[2] === 'dev') {
+      const link = this.links.get(t[3]!);
+      if (!link) throw new CommandError('ip', ['-batch', '-'], 1, NOT_FOUND(t[3]!));
+      const alias = t.indexOf('alias');
+      if (alias > 0) link.ifalias = t[alias + 1];
+      const master = t.indexOf('master');
+      if (master > 0) link.master = t[master + 1];
+      if (t.includes('up') && !link.flags.includes('UP')) link.flags.push('UP');
+    } else if (t[1] === 'del' && t[2] === 'dev') {
+      this.links.delete(t[3]!);
+    }
+  }
+
+  async writeSysctl(key: string, value: string): Promise<void> {
+    this.sysctlWrites.push([key, value]);
+    this.sysctls.set(key, value);
+  }
+
+  async readSysctl(key: string): Promise<string | undefined> {
+    return this.sysctls.get(key);
+  }
+}
+
+function ok(stdout = ''): RunResult {
+  return { stdout, stderr: '' };
+}
+
+function isQuery(c: RecordedCall): boolean {
+  if (c.cmd === 'ip') return c.args[0] === '-json';
+  if (c.cmd === 'nft') return c.args[0] === '-j';
+  if (c.cmd === 'iptables' || c.cmd === 'ip6tables') return c.args.includes('-S');
+  return false;
+}
+
+/** A logger that writes nothing (tests assert on behaviour, not on log lines). */
+export function silentLogger(): Logger {
+  return pino({ level: 'silent' });
+}
+
+/** A fresh directory under the OS tmpdir, removed when the test ends. */
+export async function tmpDir(t: { teardown(fn: () => unknown): void }, tag = 'unit'): Promise<string> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), `tsnet-${tag}-`));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+/** A random 64-hex Docker-style ID. */
+export function dockerId(): string {
+  let s = '';
+  while (s.length < 64) s += Math.floor(Math.random() * 0x100000000).toString(16).padStart(8, '0');
+  return s.slice(0, 64);
+}
