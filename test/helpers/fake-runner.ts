@@ -210,3 +210,18 @@ export function dockerId(): string {
   while (s.length < 64) s += Math.floor(Math.random() * 0x100000000).toString(16).padStart(8, '0');
   return s.slice(0, 64);
 }
+
+/**
+ * Run fn with a timer holding the event loop open. Store.close() waits for
+ * the (unref'd) flock child to exit and nothing else keeps the loop alive at
+ * teardown, so without this the process can end before close() settles (a
+ * src bug, exercised on its own in test/unit/store.test.ts).
+ */
+export async function keepAlive<T>(fn: () => Promise<T>): Promise<T> {
+  const timer = setInterval(() => undefined, 1000);
+  try {
+    return await fn();
+  } finally {
+    clearInterval(timer);
+  }
+}

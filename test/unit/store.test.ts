@@ -1,0 +1,254 @@
+// src/store/store.ts on a real temporary directory: atomic, group-committed,
+// checksummed, locked.
+import t, { type Test } from 'tap';
+import { execFile } from 'node:child_process';
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import { Store, decodeFile, encodeFile } from '../../src/store/store.js';
+import { emptyState, type PoolRecord, type State } from '../../src/store/schema.js';
+import { TsnetError } from '../../src/errors.js';
+import { keepAlive, silentLogger, tmpDir } from '../helpers/fake-runner.js';
+
+function pool(cidr: string): PoolRecord {
+  return {
+    id: `tsnet-local/${cidr}`,
+    addressSpace: 'tsnet-local',
+    pool: cidr,
+    v6: false,
+    dynamic: false,
+    options: {},
+    allocations: {},
+    createdAt: '2026-01-01T00:00:00.000Z',
+  };
+}
+
+/** Open a store on dir and close it when the test ends. */
+async function openStore(t: Test, dir: string, opts: { noSync?: boolean } = {}): Promise<{ store: Store; loaded: Awaited<ReturnType<Store['open']>> }> {
+  const store = new Store({ dir, log: silentLogger(), ...opts });
+  const loaded = await store.open();
+  t.teardown(() => keepAlive(() => store.close()));
+  return { store, loaded };
+}
+
+/** Two generations on disk: state.prev.json holds pool A only, state.json A and B. */
+async function twoGenerations(t: Test): Promise<string> {
+  const dir = path.join(await tmpDir(t, 'store'), 'state');
+  const store = new Store({ dir, log: silentLogger() });
+  await store.open();
+  store.state.pools['tsnet-local/10.0.0.0/24'] = pool('10.0.0.0/24');
+  await store.commit();
+  store.state.pools['tsnet-local/10.0.1.0/24'] = pool('10.0.1.0/24');
+  await store.commit();
+  await keepAlive(() => store.close());
+  return dir;
+}
+
+t.test('a fresh directory opens empty', async (t) => {
+  const dir = path.join(await tmpDir(t, 'store'), 'nested', 'state');
+  const { store, loaded } = await openStore(t, dir);
+  t.equal(loaded.source, 'empty');
+  t.same(loaded.problems, []);
+  t.same(store.state, emptyState());
+  t.equal(store.generation, 0);
+  t.equal((await fs.stat(dir)).mode & 0o777, 0o700, 'state directory is 0700');
+});
+
+t.test('commit, close, reopen: round trip', async (t) => {
+  const dir = path.join(await tmpDir(t, 'store'), 'state');
+  const a = new Store({ dir, log: silentLogger() });
+  await a.open();
+  a.state.pools['tsnet-local/10.0.0.0/24'] = pool('10.0.0.0/24');
+  a.state.pools['tsnet-local/10.0.0.0/24'].allocations['10.0.0.1'] = { kind: 'gateway', at: 'now' };
+  await a.commit();
+  t.equal(a.generation, 1);
+  t.equal(a.writes, 1);
+  const expected = structuredClone(a.state);
+  await keepAlive(() => a.close());
+
+  const { store: b, loaded } = await openStore(t, dir);
+  t.equal(loaded.source, 'current');
+  t.equal(loaded.generation, 1);
+  t.same(b.state, expected);
+  t.equal(((await fs.stat(b.file)).mode & 0o777).toString(8), '600', 'state.json is 0600');
+  await b.commit();
+  t.equal(b.generation, 2, 'generation keeps counting across restarts');
+  t.equal(((await fs.stat(b.prevFile)).mode & 0o777).toString(8), '600', 'state.prev.json is 0600');
+});
+
+t.test('a commit after close is refused', async (t) => {
+  const dir = path.join(await tmpDir(t, 'store'), 'state');
+  const s = new Store({ dir, log: silentLogger() });
+  await s.open();
+  await keepAlive(() => s.close());
+  await t.rejects(s.commit(), { code: 'TSNET_ERR_STORE' });
+});
+
+t.test('group commit: 200 concurrent commits share a few writes', async (t) => {
+  const dir = path.join(await tmpDir(t, 'store'), 'state');
+  const { store } = await openStore(t, dir);
+  const all: Array<Promise<void>> = [];
+  for (let i = 0; i < 200; i++) {
+    store.state.pools[`tsnet-local/10.1.${i}.0/24`] = pool(`10.1.${i}.0/24`);
+    all.push(store.commit());
+  }
+  const results = await Promise.allSettled(all);
+  t.equal(results.filter((r) => r.status === 'fulfilled').length, 200, 'every commit resolves');
+  t.ok(store.writes >= 1 && store.writes <= 5, `writes (${store.writes}) far below 200`);
+  const disk = decodeFile(await fs.readFile(store.file, 'utf8'));
+  t.not(typeof disk, 'string');
+  if (typeof disk !== 'string') t.equal(Object.keys(disk.state.pools).length, 200, 'the last write holds every change');
+});
+
+t.test('a commit made during a write is durable when it resolves', async (t) => {
+  const dir = path.join(await tmpDir(t, 'store'), 'state');
+  const { store } = await openStore(t, dir);
+  store.state.pools['tsnet-local/10.0.0.0/24'] = pool('10.0.0.0/24');
+  const first = store.commit();
+  store.state.pools['tsnet-local/10.0.1.0/24'] = pool('10.0.1.0/24');
+  const second = store.commit();
+  await Promise.all([first, second]);
+  const disk = decodeFile(await fs.readFile(store.file, 'utf8'));
+  if (typeof disk === 'string') return t.fail(disk);
+  t.same(Object.keys(disk.state.pools).sort(), ['tsnet-local/10.0.0.0/24', 'tsnet-local/10.0.1.0/24']);
+});
+
+t.test('a failed write rejects its commit and leaves the old file', async (t) => {
+  const dir = path.join(await tmpDir(t, 'store'), 'state');
+  const { store } = await openStore(t, dir);
+  store.state.pools['tsnet-local/10.0.0.0/24'] = pool('10.0.0.0/24');
+  await store.commit();
+  const before = await fs.readFile(store.file, 'utf8');
+  store.beforeRename = () => {
+    throw new Error('disk full');
+  };
+  store.state.pools['tsnet-local/10.0.1.0/24'] = pool('10.0.1.0/24');
+  await t.rejects(store.commit(), { code: 'TSNET_ERR_STORE', message: /disk full/ });
+  t.equal(await fs.readFile(store.file, 'utf8'), before, 'state.json untouched');
+  store.beforeRename = undefined;
+  await store.commit();
+  t.equal(store.writes, 2, 'the store keeps working after a failed write');
+});
+
+t.test('truncated state.json: load state.prev.json, report it', async (t) => {
+  const dir = await twoGenerations(t);
+  const file = path.join(dir, 'state.json');
+  const text = await fs.readFile(file, 'utf8');
+  await fs.writeFile(file, text.slice(0, Math.floor(text.length / 2)));
+  const { store, loaded } = await openStore(t, dir);
+  t.equal(loaded.source, 'previous');
+  t.equal(loaded.generation, 1);
+  t.same(Object.keys(store.state.pools), ['tsnet-local/10.0.0.0/24'], 'the previous generation');
+  t.equal(loaded.problems.length, 1);
+  t.match(loaded.problems[0], 'state.json');
+  t.match(loaded.problems[0], /not valid JSON|truncated/);
+});
+
+t.test('a flipped byte inside the state fails the checksum', async (t) => {
+  const dir = await twoGenerations(t);
+  const file = path.join(dir, 'state.json');
+  const text = await fs.readFile(file, 'utf8');
+  // Still valid JSON, still fits the schema: only the checksum can tell.
+  const damaged = text.replace('10.0.1.0/24","addressSpace"', '10.0.9.0/24","addressSpace"');
+  t.not(damaged, text, 'test bug: the byte was not flipped');
+  await fs.writeFile(file, damaged);
+  const { store, loaded } = await openStore(t, dir);
+  t.equal(loaded.source, 'previous');
+  t.match(loaded.problems.join('\n'), 'checksum mismatch');
+  t.same(Object.keys(store.state.pools), ['tsnet-local/10.0.0.0/24']);
+});
+
+t.test('missing state.json with a good state.prev.json', async (t) => {
+  const dir = await twoGenerations(t);
+  await fs.rm(path.join(dir, 'state.json'));
+  const { loaded } = await openStore(t, dir);
+  t.equal(loaded.source, 'previous');
+  t.match(loaded.problems.join('\n'), 'missing');
+});
+
+t.test('both copies damaged: refuse to start, say what to do', async (t) => {
+  const dir = await twoGenerations(t);
+  await fs.writeFile(path.join(dir, 'state.json'), '{"schemaVersion":1');
+  await fs.writeFile(path.join(dir, 'state.prev.json'), 'garbage');
+  const s = new Store({ dir, log: silentLogger() });
+  // (keepAlive: the failed open() releases the lock the same way close() does)
+  const err = await keepAlive(() => s.open()).then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  t.teardown(() => keepAlive(() => s.close()));
+  t.ok(err instanceof TsnetError);
+  t.equal((err as TsnetError).code, 'TSNET_ERR_STORE_CORRUPT');
+  const msg = (err as Error).message;
+  t.match(msg, 'state.json');
+  t.match(msg, 'state.prev.json');
+  t.match(msg, /restore a backup/);
+  t.match(msg, /move the directory aside/);
+  // The failed open released the lock: a corrected directory opens.
+  await fs.rm(path.join(dir, 'state.json'));
+  await fs.rm(path.join(dir, 'state.prev.json'));
+  const { loaded } = await openStore(t, dir);
+  t.equal(loaded.source, 'empty');
+});
+
+t.test('a file from a newer tsnet, or of the wrong shape, is not trusted', async (t) => {
+  const good = encodeFile(emptyState(), 3);
+  t.same(decodeFile(good), { state: emptyState(), generation: 3 });
+  t.match(decodeFile(good.replace('"schemaVersion":1', '"schemaVersion":9')) as string, 'newer tsnet');
+  t.match(decodeFile('{"a":1}') as string, 'not a tsnet state file');
+  const wrongShape = { networks: {}, endpoints: {}, pools: { x: { id: 1 } } } as unknown as State;
+  t.match(decodeFile(encodeFile(wrongShape, 1)) as string, 'does not fit the schema');
+});
+
+t.test('a second open of a locked directory fails until the first closes', async (t) => {
+  const dir = path.join(await tmpDir(t, 'store'), 'state');
+  const first = new Store({ dir, log: silentLogger() });
+  await first.open();
+  let firstOpen = true;
+  t.teardown(async () => {
+    if (firstOpen) await keepAlive(() => first.close());
+  });
+  const second = new Store({ dir, log: silentLogger() });
+  const err = await second.open().then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  t.ok(err instanceof TsnetError, 'second open rejected');
+  t.equal((err as TsnetError).code, 'TSNET_ERR_STORE');
+  t.match((err as Error).message, 'locked');
+  t.match((err as Error).message, 'TSNET_STATE_DIR', 'and says how to avoid it');
+  await keepAlive(() => first.close());
+  firstOpen = false;
+  const third = new Store({ dir, log: silentLogger() });
+  const loaded = await third.open();
+  t.teardown(() => keepAlive(() => third.close()));
+  t.equal(loaded.source, 'empty', 'opens once the first store closed');
+});
+
+t.test('close() settles even when nothing else keeps the process alive', async (t) => {
+  // Store.close() waits for the flock child, which lock.ts unref()s. If the
+  // event loop has nothing else to do (main.ts's stop() after app.close()),
+  // Node exits before close() resolves: main never logs "stopped" nor
+  // flushes its async pino destination. Run it in a bare child process.
+  const dir = await tmpDir(t, 'store');
+  const script = path.join(dir, 'close.mjs');
+  await fs.writeFile(
+    script,
+    [
+      'const { Store } = await import(process.argv[2]);',
+      'const log = { child: () => log, error() {}, warn() {}, info() {}, debug() {}, trace() {} };',
+      'const s = new Store({ dir: process.argv[3], log, noSync: true });',
+      'await s.open();',
+      'await s.close();',
+      "console.log('closed');",
+    ].join('\n'),
+  );
+  const storeTs = new URL('../../src/store/store.ts', import.meta.url).pathname;
+  const loader = process.execArgv.filter((a) => a.includes('@tapjs/typescript'));
+  const res = await new Promise<{ code: number | null; stdout: string }>((resolve) => {
+    const child = execFile(process.execPath, [...loader, script, storeTs, path.join(dir, 'state')], { timeout: 15_000 }, (_err, stdout) =>
+      resolve({ code: child.exitCode, stdout: String(stdout) }),
+    );
+  });
+  t.equal(res.stdout.trim(), 'closed', 'close() resolved');
+  t.equal(res.code, 0, 'exit code 0 (13 = unsettled top-level await)');
+});
