@@ -31,9 +31,15 @@ if [ ! -e /usr/sbin/policy-rc.d ]; then
   chmod +x /usr/sbin/policy-rc.d
   created_policy=1
 fi
-cleanup() { [ -n "$created_policy" ] && rm -f /usr/sbin/policy-rc.d; }
+cleanup() { if [ -n "$created_policy" ]; then rm -f /usr/sbin/policy-rc.d; fi; }
 trap cleanup EXIT
 export DEBIAN_FRONTEND=noninteractive
-apt-get update -q >/dev/null
+log=$(mktemp)
 # shellcheck disable=SC2086
-apt-get install -y -q --no-install-recommends $missing >/dev/null
+if ! { apt-get update -q && apt-get install -y -q --no-install-recommends $missing; } >"$log" 2>&1; then
+  tail -20 "$log" >&2
+  rm -f "$log"
+  echo "apt-get failed installing:$missing" >&2
+  exit 1
+fi
+rm -f "$log"

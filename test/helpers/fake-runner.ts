@@ -115,11 +115,40 @@ export class FakeRunner implements Runner {
         return ok();
       case 'iptables':
       case 'ip6tables':
-        if (args.includes('-S')) return ok(this.forwardRules);
+        return this.#iptables(cmd, args);
+      case 'iptables-restore':
+      case 'ip6tables-restore': {
+        const m = this.#ipt(cmd.replace('-restore', ''));
+        const text = opts.input ?? '';
+        if (text.includes(':TSNET-FORWARD')) m.chain = true;
+        if (text.includes('-D FORWARD -j TSNET-FORWARD')) m.jumps = 0;
+        if (text.includes('-X TSNET-FORWARD')) m.chain = false;
         return ok();
+      }
       default:
         return ok();
     }
+  }
+
+  /** per family: does TSNET-FORWARD exist, how many FORWARD jumps to it */
+  readonly iptState = new Map<string, { chain: boolean; jumps: number }>();
+
+  #ipt(family: string): { chain: boolean; jumps: number } {
+    let m = this.iptState.get(family);
+    if (!m) this.iptState.set(family, (m = { chain: false, jumps: 0 }));
+    return m;
+  }
+
+  #iptables(family: string, args: readonly string[]): RunResult {
+    const m = this.#ipt(family);
+    const jumps = '-A FORWARD -j TSNET-FORWARD\n'.repeat(m.jumps);
+    if (args.includes('-S')) {
+      if (args.includes('FORWARD')) return ok(this.forwardRules + jumps);
+      return ok(`-P INPUT ACCEPT\n-P FORWARD DROP\n-P OUTPUT ACCEPT\n${m.chain ? '-N TSNET-FORWARD\n' : ''}${this.forwardRules.split('\n').filter((l) => l.startsWith('-A')).map((l) => `${l}\n`).join('')}${jumps}`);
+    }
+    if (args.includes('-I') && args.includes('TSNET-FORWARD')) m.jumps++;
+    if (args.includes('-D') && args.includes('TSNET-FORWARD')) m.jumps = Math.max(0, m.jumps - 1);
+    return ok();
   }
 
   #ip(args: readonly string[], input: string): RunResult {
