@@ -115,6 +115,34 @@ function describe(schema: TSchema | undefined): string | undefined {
   return undefined;
 }
 
+interface Failure {
+  path: string;
+  schema: TSchema | undefined;
+  value: unknown;
+  message: string;
+}
+
+/**
+ * The most specific failure. TypeBox reports a bad field inside an
+ * "object or null" union as the union failing; descend into the object
+ * member so the message names Interface.Address, not Interface.
+ */
+function deepestError(check: ReturnType<typeof TypeCompiler.Compile>, body: unknown): Failure {
+  const errors = [...check.Errors(body)].sort((a, b) => b.path.length - a.path.length);
+  let f: Failure = errors[0] ? { path: errors[0].path, schema: errors[0].schema, value: errors[0].value, message: errors[0].message } : { path: '', schema: undefined, value: body, message: 'invalid' };
+  for (let depth = 0; depth < 8; depth++) {
+    const members = (f.schema as { anyOf?: TSchema[] } | undefined)?.anyOf;
+    const v = f.value;
+    if (!members || v === null || typeof v !== 'object') break;
+    const member = members.find((m) => (Array.isArray(v) ? m.type === 'array' : m.type === 'object'));
+    if (!member) break;
+    const inner = [...TypeCompiler.Compile(member).Errors(v)].sort((a, b) => b.path.length - a.path.length)[0];
+    if (!inner) break;
+    f = { path: `${f.path}${inner.path}`, schema: inner.schema, value: inner.value, message: inner.message };
+  }
+  return f;
+}
+
 /** Validate a request body; the error names the field, what it must be, and what it was. */
 export function parseRequest<T extends TSchema>(schema: T, body: unknown, method: string): Static<T> {
   let check = compiled.get(schema);
@@ -126,10 +154,10 @@ export function parseRequest<T extends TSchema>(schema: T, body: unknown, method
   if (body === null || typeof body !== 'object' || Array.isArray(body)) {
     throw new TsnetError('TSNET_ERR_INVALID_REQUEST', `${method}: the request body must be a JSON object, got ${quote(body)}`);
   }
-  const first = [...check.Errors(body)].sort((a, b) => b.path.length - a.path.length)[0];
-  const field = first?.path ? first.path.replace(/^\//, '').replace(/\//g, '.') : '(body)';
-  const missing = first && first.value === undefined;
-  const what = describe(first?.schema) ?? first?.message ?? 'invalid';
-  const detail = missing ? `${field} is required (${what})` : `${field}: must be ${what}, got ${quote(first?.value)}`;
+  const first = deepestError(check, body);
+  const field = first.path ? first.path.replace(/^\//, '').replace(/\//g, '.') : '(body)';
+  const missing = first.value === undefined;
+  const what = describe(first.schema) ?? first.message;
+  const detail = missing ? `${field} is required (${what})` : `${field}: must be ${what}, got ${quote(first.value)}`;
   throw new TsnetError('TSNET_ERR_INVALID_REQUEST', `${method}: invalid request: ${detail}`);
 }

@@ -129,6 +129,13 @@ export function parseNetworkOptions(options: Record<string, unknown> | null | un
   if (gatewayMode === 'isolated' && !internal) {
     throw new TsnetError('TSNET_ERR_INVALID_OPTION', `${OPT.gatewayModeIpv4}: isolated gateway mode needs an --internal network`);
   }
+  const gatewayMode6 = g[OPT.gatewayModeIpv6] ?? 'nat';
+  if (!['nat', 'nat-unprotected', 'routed', 'isolated'].includes(gatewayMode6)) {
+    throw new TsnetError('TSNET_ERR_INVALID_OPTION', `${OPT.gatewayModeIpv6}: ${quote(gatewayMode6)} is not a gateway mode (nat, nat-unprotected, routed, isolated)`);
+  }
+  if (gatewayMode6 === 'isolated' && !internal) {
+    throw new TsnetError('TSNET_ERR_INVALID_OPTION', `${OPT.gatewayModeIpv6}: isolated gateway mode needs an --internal network`);
+  }
 
   const mtu = g[OPT.mtu] !== undefined && g[OPT.mtu] !== '' && g[OPT.mtu] !== '0' ? parseIntRange(OPT.mtu, g[OPT.mtu]!, 68, 65535) : undefined;
 

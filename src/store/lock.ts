@@ -65,6 +65,8 @@ async function tryLock(lockPath: string, timeoutMs = 5000): Promise<DirLock> {
   return {
     async release() {
       if (child.exitCode !== null) return;
+      // Keep the loop alive until flock is gone, or close() never settles.
+      child.ref();
       await new Promise<void>((resolve) => {
         child.once('exit', () => resolve());
         child.stdin?.end();
