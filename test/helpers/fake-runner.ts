@@ -8,6 +8,7 @@
 // The link model follows `ip -batch` input just enough for the driver's own
 // reads to see its writes: `link add name X ... type T` adds X (and the peer
 // of a veth), `link set dev X alias A` tags it, `link del dev X` removes it.
+import { createHash } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -233,11 +234,14 @@ export async function tmpDir(t: { teardown(fn: () => unknown): void }, tag = 'un
   return dir;
 }
 
-/** A random 64-hex Docker-style ID. */
+let idCounter = 0;
+
+/**
+ * A 64-hex Docker-style ID. Deterministic (the sha256 of a counter), so a
+ * run is reproducible, yet every call in a process gives a new ID.
+ */
 export function dockerId(): string {
-  let s = '';
-  while (s.length < 64) s += Math.floor(Math.random() * 0x100000000).toString(16).padStart(8, '0');
-  return s.slice(0, 64);
+  return createHash('sha256').update(`tsnet-test-id-${idCounter++}`).digest('hex');
 }
 
 /**

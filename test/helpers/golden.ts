@@ -4,16 +4,11 @@
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { Test } from 'tap';
 
 export const GOLDEN_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', 'golden');
 
-interface Asserter {
-  equal(found: unknown, wanted: unknown, message?: string): boolean;
-  fail(message?: string): boolean;
-  pass(message?: string): boolean;
-}
-
-export function matchGolden(t: Asserter, name: string, actual: string): void {
+export function matchGolden(t: Test, name: string, actual: string): void {
   const file = path.join(GOLDEN_DIR, name);
   if (process.env.UPDATE_GOLDEN === '1') {
     mkdirSync(GOLDEN_DIR, { recursive: true });

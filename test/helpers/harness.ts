@@ -11,9 +11,10 @@ import { parseDefaultPools } from '../../src/config.js';
 import { NetworkDriverService } from '../../src/driver/driver.js';
 import { Firewall } from '../../src/firewall/firewall.js';
 import { IpamService } from '../../src/ipam/ipam.js';
+import { PortPublisher } from '../../src/ports/publisher.js';
 import { Store, decodeFile } from '../../src/store/store.js';
 import type { State } from '../../src/store/schema.js';
-import { FakeRunner, silentLogger } from './fake-runner.js';
+import { FakeRunner, keepAlive, silentLogger } from './fake-runner.js';
 
 export interface Harness {
   app: FastifyInstance;
@@ -24,20 +25,27 @@ export interface Harness {
   call(method: string, body?: unknown): Promise<{ status: number; body: Record<string, unknown>; raw: string; contentType: string | undefined }>;
   /** The state as it is on disk now (decoded and checksum-verified). */
   diskState(): Promise<State>;
+  /** Close the app and release the store now (teardown then does nothing more). */
+  close(): Promise<void>;
 }
 
 interface TeardownHost {
   teardown(fn: () => unknown): void;
 }
 
-export async function buildHarness(t: TeardownHost, opts: { defaultPools?: string; runner?: FakeRunner } = {}): Promise<Harness> {
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'tsnet-api-'));
+/**
+ * opts.dir reuses a directory (a "restart" over the same state); the caller
+ * then owns it. Otherwise a fresh one is made and removed at teardown.
+ */
+export async function buildHarness(t: TeardownHost, opts: { defaultPools?: string; runner?: FakeRunner; dir?: string } = {}): Promise<Harness> {
+  const dir = opts.dir ?? (await mkdtemp(path.join(os.tmpdir(), 'tsnet-api-')));
   const log = silentLogger();
   const runner = opts.runner ?? new FakeRunner();
   const store = new Store({ dir: path.join(dir, 'state'), log, noSync: true });
   await store.open();
   const firewall = new Firewall(runner, log);
-  const driver = new NetworkDriverService({ runner, store, firewall, log });
+  const ports = new PortPublisher({ runner, firewall, log });
+  const driver = new NetworkDriverService({ runner, store, firewall, ports, log });
   const ipam = new IpamService({
     store,
     runner,
@@ -46,10 +54,17 @@ export async function buildHarness(t: TeardownHost, opts: { defaultPools?: strin
   });
   const app = buildApp({ driver, ipam, log });
   await app.ready();
+  let closed = false;
+  const close = (): Promise<void> =>
+    keepAlive(async () => {
+      if (closed) return;
+      closed = true;
+      await app.close();
+      await store.close();
+    });
   t.teardown(async () => {
-    await app.close();
-    await store.close();
-    await rm(dir, { recursive: true, force: true });
+    await close();
+    if (!opts.dir) await rm(dir, { recursive: true, force: true });
   });
   return {
     app,
@@ -72,6 +87,7 @@ export async function buildHarness(t: TeardownHost, opts: { defaultPools?: strin
       const ct = res.headers['content-type'];
       return { status: res.statusCode, body: parsed, raw: res.body, contentType: typeof ct === 'string' ? ct : undefined };
     },
+    close,
     async diskState() {
       const decoded = decodeFile(await readFile(store.file, 'utf8'));
       if (typeof decoded === 'string') throw new Error(`state file unreadable: ${decoded}`);

@@ -9,6 +9,10 @@ import { emptyState, type PoolRecord, type State } from '../../src/store/schema.
 import { TsnetError } from '../../src/errors.js';
 import { keepAlive, silentLogger, tmpDir } from '../helpers/fake-runner.js';
 
+// Subtests use their own directories; run them side by side so the lock
+// test's wait (src retries a held lock for 3 s) overlaps the others.
+t.jobs = 4;
+
 function pool(cidr: string): PoolRecord {
   return {
     id: `tsnet-local/${cidr}`,
