@@ -16,6 +16,7 @@ import { IpamService } from './ipam/ipam.js';
 import { createRunner } from './kernel/exec.js';
 import { createLogger } from './log.js';
 import { Store } from './store/store.js';
+import { PortPublisher } from './ports/publisher.js';
 
 /** Remove a stale socket file; refuse to take over one a live process still serves. */
 export async function prepareSocket(socketPath: string, log: Logger): Promise<void> {
@@ -52,7 +53,8 @@ export async function start(config: Config, log: Logger): Promise<{ stop: () => 
     log.error({ problems: loaded.problems, source: loaded.source }, 'state store damaged; loaded the last good copy');
   }
   const firewall = new Firewall(runner, log);
-  const driver = new NetworkDriverService({ runner, store, firewall, log });
+  const ports = new PortPublisher({ runner, firewall, log });
+  const driver = new NetworkDriverService({ runner, store, firewall, ports, log });
   const ipam = new IpamService({ store, runner, log, defaultPools: config.defaultPools });
   const app = buildApp({ driver, ipam, log });
 
@@ -81,7 +83,7 @@ export async function start(config: Config, log: Logger): Promise<{ stop: () => 
   let reconciling: Promise<void> = Promise.resolve();
   const reconcileNow = (): Promise<void> => {
     reconciling = reconciling.then(async () => {
-      const report = await driver.exclusive(() => reconcile({ runner, store, firewall, log }));
+      const report = await driver.exclusive(() => reconcile({ runner, store, firewall, ports, log }));
       log.info({ ...report }, 'reconcile finished');
     }).catch((err: unknown) => log.error({ err }, 'reconcile failed'));
     return reconciling;
@@ -98,6 +100,7 @@ export async function start(config: Config, log: Logger): Promise<{ stop: () => 
     if (timer) clearInterval(timer);
     await app.close();
     await reconciling;
+    await ports.closeAll();
     await store.close();
   };
   return { stop, reconcileNow };

@@ -35,6 +35,8 @@ import type { Store } from '../store/store.js';
 import type { EndpointRecord, NetworkRecord } from '../store/schema.js';
 import { KeyedLock } from '../util/keyed-lock.js';
 import { parseNetworkOptions } from './options.js';
+import { PORTMAP_KEY, parsePortmap } from '../ports/portmap.js';
+import type { PortPublisher } from '../ports/publisher.js';
 import { runSteps, type Step } from './steps.js';
 import { findOverlap, gatewayIp, parseSubnets, subnetPrefixes } from './subnets.js';
 
@@ -42,6 +44,7 @@ export interface DriverDeps {
   runner: Runner;
   store: Store;
   firewall: Firewall;
+  ports: PortPublisher;
   log: Logger;
 }
 
@@ -72,6 +75,7 @@ export class NetworkDriverService {
   readonly #runner: Runner;
   readonly #store: Store;
   readonly #firewall: Firewall;
+  readonly #ports: PortPublisher;
   readonly #log: Logger;
   readonly #locks = new KeyedLock();
   /** closed while reconcile runs; every kernel-touching call waits at it */
@@ -83,6 +87,7 @@ export class NetworkDriverService {
     this.#runner = deps.runner;
     this.#store = deps.store;
     this.#firewall = deps.firewall;
+    this.#ports = deps.ports;
     this.#log = deps.log.child({ component: 'driver' });
   }
 
@@ -284,6 +289,7 @@ export class NetworkDriverService {
       const stale = Object.values(this.#store.state.endpoints).filter((e) => e.networkId === id);
       for (const ep of stale) {
         log.warn({ endpointId: ep.id }, 'deleting a stale endpoint along with its network');
+        await this.#ports.unpublish(ep, log).catch((err) => errors.push(err));
         await deleteLink(this.#runner, ep.hostVeth).catch((err) => errors.push(err));
       }
       await this.#firewall.removeNetwork(shortId(id), net.bridge).catch((err) => errors.push(err));
@@ -420,10 +426,19 @@ export class NetworkDriverService {
     return ep;
   }
 
-  endpointOperInfo(req: EndpointRequest): { Value: Record<string, string> } {
+  endpointOperInfo(req: EndpointRequest): { Value: Record<string, unknown> } {
     const ep = this.#store.state.endpoints[req.EndpointID];
     if (!ep) return { Value: {} };
-    return { Value: { 'tsnet.host_veth': ep.hostVeth, 'tsnet.mac': ep.mac } };
+    const protoNumber = { tcp: 6, udp: 17, sctp: 132 } as const;
+    const ip = ep.address?.slice(0, ep.address.indexOf('/')) ?? '';
+    // Docker's own shape; dockerd may ignore it for remote drivers (see README).
+    return {
+      Value: {
+        'tsnet.host_veth': ep.hostVeth,
+        'tsnet.mac': ep.mac,
+        [PORTMAP_KEY]: ep.ports.map((b) => ({ Proto: protoNumber[b.proto], IP: ip, Port: b.containerPort, HostIP: b.hostIp, HostPort: b.hostPort, HostPortEnd: b.hostPort })),
+      } as Record<string, unknown>,
+    };
   }
 
   async join(req: JoinRequest, log: Logger): Promise<Record<string, unknown>> {
@@ -470,6 +485,7 @@ export class NetworkDriverService {
         if (link?.ifalias === endpointAlias(req.EndpointID)) await deleteLink(this.#runner, host);
         return {};
       }
+      await this.#ports.unpublish(ep, log);
       await deleteLink(this.#runner, ep.hostVeth);
       delete this.#store.state.endpoints[ep.id];
       await this.#store.commit();
@@ -478,15 +494,47 @@ export class NetworkDriverService {
     });
   }
 
-  async programExternalConnectivity(req: ProgramExternalConnectivityRequest, _log: Logger): Promise<Record<string, never>> {
+  /**
+   * Called for the endpoint that gives its container the default gateway
+   * (our Join returns one): publish the container's ports here, as Docker's
+   * bridge driver does. Re-programming replaces the earlier bindings.
+   */
+  async programExternalConnectivity(req: ProgramExternalConnectivityRequest, log: Logger): Promise<Record<string, never>> {
+    const requests = parsePortmap(req.Options?.[PORTMAP_KEY]);
     return this.#guard(req.NetworkID, async () => {
-      this.#requireNetwork(req.NetworkID);
+      const net = this.#requireNetwork(req.NetworkID);
+      const ep = this.#requireEndpoint(req.NetworkID, req.EndpointID);
+      if (net.internal) {
+        if (requests.length > 0) log.warn('ports are not published from an --internal network');
+        return {};
+      }
+      if (ep.ports.length > 0) {
+        await this.#ports.unpublish(ep, log);
+        ep.ports = [];
+      }
+      if (requests.length === 0) return {};
+      const bindings = await this.#ports.publish(ep, net, requests, log);
+      ep.ports = bindings;
+      try {
+        await this.#store.commit();
+      } catch (err) {
+        await this.#ports.unpublish(ep, log).catch(() => undefined);
+        ep.ports = [];
+        throw err;
+      }
       return {};
     });
   }
 
-  async revokeExternalConnectivity(_req: EndpointRequest, _log: Logger): Promise<Record<string, never>> {
-    return {};
+  async revokeExternalConnectivity(req: EndpointRequest, log: Logger): Promise<Record<string, never>> {
+    return this.#guard(req.NetworkID, async () => {
+      const ep = this.#store.state.endpoints[req.EndpointID];
+      if (!ep || ep.ports.length === 0) return {};
+      await this.#ports.unpublish(ep, log);
+      ep.ports = [];
+      await this.#store.commit();
+      return {};
+    });
   }
 
   /** Swarm-only calls (Scope "global"); tsnet is local-scope, answer harmlessly. */

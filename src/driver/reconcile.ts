@@ -18,6 +18,7 @@ import { ALIAS_PREFIX, endpointMac, networkAlias, shortId } from '../kernel/name
 import type { Store } from '../store/store.js';
 import type { NetworkRecord } from '../store/schema.js';
 import { bridgeAddresses, firewallSpec } from './driver.js';
+import { toFirewallPorts, type PortPublisher } from '../ports/publisher.js';
 
 export interface ReconcileReport {
   bridgesCreated: string[];
@@ -34,6 +35,7 @@ export interface ReconcileDeps {
   runner: Runner;
   store: Store;
   firewall: Firewall;
+  ports: PortPublisher;
   log: Logger;
 }
 
@@ -98,8 +100,10 @@ export async function reconcile(deps: ReconcileDeps): Promise<ReconcileReport> {
   }
 
   try {
-    const { removedChains } = await firewall.syncAll(Object.values(state.networks).map(firewallSpec));
+    const endpoints = Object.values(state.endpoints);
+    const { removedChains } = await firewall.syncAll(Object.values(state.networks).map(firewallSpec), endpoints.flatMap(toFirewallPorts));
     report.staleChainsRemoved.push(...removedChains);
+    report.errors.push(...(await deps.ports.restore(endpoints)));
   } catch (err) {
     report.errors.push(`firewall: ${(err as Error).message}`);
     log.error({ err }, 'could not restore the firewall');

@@ -5,10 +5,24 @@
 import type { Logger } from 'pino';
 import type { Runner } from '../kernel/exec.js';
 import { isValidIfName } from '../kernel/names.js';
-import { IptablesGlue } from './iptables.js';
-import { nftApply, readTable, renderBase, renderNetwork, renderNetworkRemoval, type NftNetwork } from './nft.js';
+import { IptablesGlue, type IptNetwork } from './iptables.js';
+import {
+  nftApply,
+  readTable,
+  renderBase,
+  renderNetwork,
+  renderNetworkRemoval,
+  networkChains,
+  NETWORK_CHAIN,
+  renderPortsAdd,
+  renderPortsFlush,
+  renderPortsRemove,
+  type NftNetwork,
+  type NftPort,
+} from './nft.js';
 
 export type FirewallNetwork = NftNetwork;
+export type FirewallPort = NftPort;
 
 export class Firewall {
   readonly #runner: Runner;
@@ -27,8 +41,12 @@ export class Firewall {
   /** Create the table skeleton and the FORWARD jump. Idempotent. */
   async init(): Promise<void> {
     await nftApply(this.#runner, renderBase());
-    await this.#ipt.sync([...this.#networks.values()], { ensureJump: true });
+    await this.#ipt.sync(this.#glue(), { ensureJump: true });
     this.#ready = true;
+  }
+
+  #glue(): IptNetwork[] {
+    return [...this.#networks.values()].map((n) => ({ sid: n.sid, bridge: n.bridge, v4: n.subnets4.length > 0 || n.subnets6.length === 0, v6: n.subnets6.length > 0 }));
   }
 
   async #ensureReady(): Promise<void> {
@@ -40,7 +58,7 @@ export class Firewall {
     await nftApply(this.#runner, renderNetwork(n));
     this.#networks.set(n.bridge, n);
     try {
-      await this.#ipt.sync([...this.#networks.values()], { ensureJump: false });
+      await this.#ipt.sync(this.#glue(), { ensureJump: false });
     } catch (err) {
       this.#networks.delete(n.bridge);
       await nftApply(this.#runner, renderNetworkRemoval(n.sid, n.bridge)).catch(() => undefined);
@@ -57,26 +75,37 @@ export class Firewall {
     }
     await this.#ensureReady();
     await nftApply(this.#runner, renderNetworkRemoval(sid, bridge));
-    if (had) await this.#ipt.sync([...this.#networks.values()], { ensureJump: false });
+    if (had) await this.#ipt.sync(this.#glue(), { ensureJump: false });
+  }
+
+  /** Publish ports: map elements only, one transaction, independent of how many exist. */
+  async addPorts(ports: readonly FirewallPort[]): Promise<void> {
+    if (ports.length === 0) return;
+    await this.#ensureReady();
+    await nftApply(this.#runner, renderPortsAdd(ports));
+  }
+
+  async removePorts(ports: readonly FirewallPort[]): Promise<void> {
+    if (ports.length === 0 || !this.#ready) return;
+    await nftApply(this.#runner, renderPortsRemove(ports));
   }
 
   /** Re-assert everything from the given desired set (start-up and reconcile). */
-  async syncAll(networks: readonly FirewallNetwork[]): Promise<{ removedChains: string[] }> {
+  async syncAll(networks: readonly FirewallNetwork[], ports: readonly FirewallPort[] = []): Promise<{ removedChains: string[] }> {
     if (networks.length === 0) {
       await this.removeAll();
       return { removedChains: [] };
     }
-    await nftApply(this.#runner, renderBase());
     this.#networks.clear();
     for (const n of networks) this.#networks.set(n.bridge, n);
-    const script = networks.map(renderNetwork).join('');
-    if (script) await nftApply(this.#runner, script);
+    // Skeleton, every network and every published port in one transaction.
+    await nftApply(this.#runner, renderBase() + networks.map(renderNetwork).join('') + renderPortsFlush() + renderPortsAdd(ports));
     // Chains of networks tsnet no longer knows: leftovers of a crash.
     const view = await readTable(this.#runner);
-    const wanted = new Set(networks.flatMap((n) => [`n-${n.sid}-out`, `n-${n.sid}-in`, `n-${n.sid}-post`]));
+    const wanted = new Set(networks.flatMap((n) => networkChains(n.sid)));
     const removed: string[] = [];
     if (view) {
-      const stale = view.chains.filter((c) => /^n-[0-9a-f]{12}-(out|in|post)$/.test(c) && !wanted.has(c));
+      const stale = view.chains.filter((c) => NETWORK_CHAIN.test(c) && !wanted.has(c));
       const wantedBridges = new Set(networks.map((n) => n.bridge));
       const lines: string[] = [];
       for (const [map, names] of Object.entries(view.elements)) {
@@ -88,7 +117,7 @@ export class Firewall {
         removed.push(...stale);
       }
     }
-    await this.#ipt.sync(networks, { ensureJump: true });
+    await this.#ipt.sync(this.#glue(), { ensureJump: true });
     this.#ready = true;
     return { removedChains: removed };
   }

@@ -18,6 +18,9 @@ export const CHAIN = 'TSNET-FORWARD';
 export interface IptNetwork {
   sid: string;
   bridge: string;
+  /** has IPv4 / IPv6 subnets: a family's FORWARD glue is only needed for networks of that family */
+  v4: boolean;
+  v6: boolean;
 }
 
 export function renderChain(networks: readonly IptNetwork[]): string {
@@ -59,16 +62,27 @@ export class IptablesGlue {
     return found;
   }
 
-  /** Rewrite TSNET-FORWARD and make sure FORWARD jumps to it (after DOCKER-USER). */
+  /**
+   * Rewrite TSNET-FORWARD and make sure FORWARD jumps to it (after
+   * DOCKER-USER). A family with no network of its kind gets no glue at all,
+   * so an IPv4-only host never sees tsnet create ip6tables state.
+   */
   async sync(networks: readonly IptNetwork[], opts: { ensureJump: boolean }): Promise<void> {
-    const script = renderChain(networks);
     for (const f of await this.families()) {
-      await this.#runner.run(`${f}-restore`, ['-w', '--noflush'], { input: script });
-      if (opts.ensureJump) await this.#ensureJump(f);
+      const mine = networks.filter((n) => (f === 'iptables' ? n.v4 : n.v6));
+      if (mine.length === 0) {
+        await this.#remove(f);
+        continue;
+      }
+      await this.#runner.run(`${f}-restore`, ['-w', '--noflush'], { input: renderChain(mine) });
+      if (opts.ensureJump || !this.#jumped.has(f)) await this.#ensureJump(f);
     }
   }
 
+  readonly #jumped = new Set<Family>();
+
   async #ensureJump(f: Family): Promise<void> {
+    this.#jumped.add(f);
     const { stdout } = await this.#runner.run(f, ['-w', '-S', 'FORWARD']);
     const rules = stdout.split('\n').filter((l) => l.startsWith('-A FORWARD'));
     const ours = rules.findIndex((l) => l === `-A FORWARD -j ${CHAIN}`);
@@ -82,14 +96,17 @@ export class IptablesGlue {
 
   /** Remove the jump and the chain (when the last network goes, and by cleanup tools). Only touches what exists. */
   async removeAll(): Promise<void> {
-    for (const f of await this.families()) {
-      const { stdout } = await this.#runner.run(f, ['-w', '-S']);
-      const lines = stdout.split('\n');
-      const jumps = lines.filter((l) => l === `-A FORWARD -j ${CHAIN}`).length;
-      const exists = lines.includes(`-N ${CHAIN}`);
-      if (!exists && jumps === 0) continue;
-      const script = ['*filter', ...Array.from({ length: jumps }, () => `-D FORWARD -j ${CHAIN}`), ...(exists ? [`-F ${CHAIN}`, `-X ${CHAIN}`] : []), 'COMMIT', ''].join('\n');
-      await this.#runner.run(`${f}-restore`, ['-w', '--noflush'], { input: script });
-    }
+    for (const f of await this.families()) await this.#remove(f);
+  }
+
+  async #remove(f: Family): Promise<void> {
+    this.#jumped.delete(f);
+    const { stdout } = await this.#runner.run(f, ['-w', '-S']);
+    const lines = stdout.split('\n');
+    const jumps = lines.filter((l) => l === `-A FORWARD -j ${CHAIN}`).length;
+    const exists = lines.includes(`-N ${CHAIN}`);
+    if (!exists && jumps === 0) return;
+    const script = ['*filter', ...Array.from({ length: jumps }, () => `-D FORWARD -j ${CHAIN}`), ...(exists ? [`-F ${CHAIN}`, `-X ${CHAIN}`] : []), 'COMMIT', ''].join('\n');
+    await this.#runner.run(`${f}-restore`, ['-w', '--noflush'], { input: script });
   }
 }

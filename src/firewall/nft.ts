@@ -40,19 +40,43 @@ function q(ifname: string): string {
   return `"${safe(ifname)}"`;
 }
 
-export function chainNames(sid: string): { out: string; in: string; post: string } {
+export function chainNames(sid: string): { out: string; in: string; post: string; hairpin: string } {
   safe(sid);
-  return { out: `n-${sid}-out`, in: `n-${sid}-in`, post: `n-${sid}-post` };
+  return { out: `n-${sid}-out`, in: `n-${sid}-in`, post: `n-${sid}-post`, hairpin: `n-${sid}-hp` };
 }
+
+/** Every per-network chain name, for cleanup. */
+export function networkChains(sid: string): string[] {
+  return Object.values(chainNames(sid));
+}
+
+export const NETWORK_CHAIN = /^n-[0-9a-f]{12}-(out|in|post|hp)$/;
 
 /** The skeleton: table, maps and base chains. Re-applying it is harmless; base chains are rewritten, maps kept. */
 export function renderBase(): string {
   const t = `inet ${TABLE}`;
+  // Published ports: DNAT by map lookup, keyed by (address,) protocol and
+  // port. Loopback destinations are never DNATed (that needs route_localnet);
+  // the userland proxy serves them, and a raw-table drop refuses packets for
+  // a published loopback port that arrive from any other interface.
+  const dnat = (chain: string): string[] => [
+    `add rule ${t} ${chain} ip daddr != 127.0.0.0/8 fib daddr type local dnat ip to ip daddr . meta l4proto . th dport map @pm4_addr`,
+    `add rule ${t} ${chain} ip daddr != 127.0.0.0/8 fib daddr type local dnat ip to meta l4proto . th dport map @pm4_any`,
+    `add rule ${t} ${chain} ip6 daddr != ::1 fib daddr type local dnat ip6 to ip6 daddr . meta l4proto . th dport map @pm6_addr`,
+    `add rule ${t} ${chain} ip6 daddr != ::1 fib daddr type local dnat ip6 to meta l4proto . th dport map @pm6_any`,
+  ];
   return [
     `add table ${t}`,
     `add map ${t} fwd_out { type ifname : verdict; }`,
     `add map ${t} fwd_in { type ifname : verdict; }`,
     `add map ${t} post_in { type ifname : verdict; }`,
+    `add map ${t} post_out { type ifname : verdict; }`,
+    `add map ${t} pm4_addr { type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service; }`,
+    `add map ${t} pm4_any { type inet_proto . inet_service : ipv4_addr . inet_service; }`,
+    `add map ${t} pm6_addr { type ipv6_addr . inet_proto . inet_service : ipv6_addr . inet_service; }`,
+    `add map ${t} pm6_any { type inet_proto . inet_service : ipv6_addr . inet_service; }`,
+    `add set ${t} lo4_ports { type inet_proto . inet_service; }`,
+    `add set ${t} lo6_ports { type inet_proto . inet_service; }`,
     `add chain ${t} forward { type filter hook forward priority filter - 1; policy accept; }`,
     `flush chain ${t} forward`,
     `add rule ${t} forward iifname vmap @fwd_out`,
@@ -60,8 +84,66 @@ export function renderBase(): string {
     `add chain ${t} postrouting { type nat hook postrouting priority srcnat; policy accept; }`,
     `flush chain ${t} postrouting`,
     `add rule ${t} postrouting iifname vmap @post_in`,
+    // Bridged packets (br_netfilter) carry no input interface here, so the
+    // hairpin NAT is found by output interface.
+    `add rule ${t} postrouting oifname vmap @post_out`,
+    `add chain ${t} prerouting { type nat hook prerouting priority dstnat; policy accept; }`,
+    `flush chain ${t} prerouting`,
+    ...dnat('prerouting'),
+    `add chain ${t} output { type nat hook output priority -100; policy accept; }`,
+    `flush chain ${t} output`,
+    ...dnat('output'),
+    `add chain ${t} raw_prerouting { type filter hook prerouting priority raw; policy accept; }`,
+    `flush chain ${t} raw_prerouting`,
+    `add rule ${t} raw_prerouting iifname != "lo" ip daddr 127.0.0.0/8 meta l4proto . th dport @lo4_ports counter drop`,
+    `add rule ${t} raw_prerouting iifname != "lo" ip6 daddr ::1 meta l4proto . th dport @lo6_ports counter drop`,
     '',
   ].join('\n');
+}
+
+export interface NftPort {
+  proto: 'tcp' | 'udp' | 'sctp';
+  hostIp: string;
+  hostPort: number;
+  containerIp: string;
+  containerPort: number;
+}
+
+/** The map/set elements of one published port: [container, key, value?]. */
+function portElements(p: NftPort): Array<[string, string, string | undefined]> {
+  const v6 = p.hostIp.includes(':');
+  const fam = v6 ? '6' : '4';
+  const proto = safe(p.proto);
+  const key = `${proto} . ${p.hostPort}`;
+  const value = `${safe(p.containerIp)} . ${p.containerPort}`;
+  const wildcard = p.hostIp === '0.0.0.0' || p.hostIp === '::';
+  const loopback = p.hostIp.startsWith('127.') || p.hostIp === '::1';
+  const out: Array<[string, string, string | undefined]> = [];
+  if (wildcard) out.push([`pm${fam}_any`, key, value]);
+  else if (!loopback) out.push([`pm${fam}_addr`, `${safe(p.hostIp)} . ${key}`, value]);
+  if (wildcard || loopback) out.push([`lo${fam}_ports`, key, undefined]);
+  return out;
+}
+
+export function renderPortsAdd(ports: readonly NftPort[]): string {
+  const t = `inet ${TABLE}`;
+  const lines = ports.flatMap((p) => portElements(p).map(([m, k, v]) => `add element ${t} ${m} { ${k}${v ? ` : ${v}` : ''} }`));
+  return lines.length ? `${lines.join('\n')}\n` : '';
+}
+
+/** Remove port elements; each is added first so a missing one is no error. */
+export function renderPortsRemove(ports: readonly NftPort[]): string {
+  const t = `inet ${TABLE}`;
+  const lines = ports.flatMap((p) =>
+    portElements(p).flatMap(([m, k, v]) => [`add element ${t} ${m} { ${k}${v ? ` : ${v}` : ''} }`, `delete element ${t} ${m} { ${k} }`]),
+  );
+  return lines.length ? `${lines.join('\n')}\n` : '';
+}
+
+/** Empty every port map and set (before re-adding the full desired set). */
+export function renderPortsFlush(): string {
+  const t = `inet ${TABLE}`;
+  return ['pm4_addr', 'pm4_any', 'pm6_addr', 'pm6_any'].map((m) => `flush map ${t} ${m}`).concat(['lo4_ports', 'lo6_ports'].map((s) => `flush set ${t} ${s}`)).join('\n') + '\n';
 }
 
 export function renderNetwork(n: NftNetwork): string {
@@ -69,7 +151,7 @@ export function renderNetwork(n: NftNetwork): string {
   const c = chainNames(n.sid);
   const br = q(n.bridge);
   const lines: string[] = [];
-  for (const name of [c.out, c.in, c.post]) lines.push(`add chain ${t} ${name}`, `flush chain ${t} ${name}`);
+  for (const name of networkChains(n.sid)) lines.push(`add chain ${t} ${name}`, `flush chain ${t} ${name}`);
 
   // Leaving the bridge (iif = bridge).
   if (n.icc) lines.push(`add rule ${t} ${c.out} oifname ${br} accept`);
@@ -102,14 +184,17 @@ export function renderNetwork(n: NftNetwork): string {
     for (const s of n.subnets4) lines.push(`add rule ${t} ${c.post} oifname != ${br} ip saddr ${safe(s)} masquerade`);
     for (const s of n.subnets6) lines.push(`add rule ${t} ${c.post} oifname != ${br} ip6 saddr ${safe(s)} masquerade`);
   }
-  // Hairpin: a container reaching a published port of its own network through
-  // the host address. Masquerading makes the reply come back through the host,
-  // so it works with or without br_netfilter.
-  lines.push(`add rule ${t} ${c.post} oifname ${br} ct status dnat masquerade`);
+  // Hairpin: a container reaching a published port of its own network (or
+  // its own) through the host address. Masquerading makes the reply come
+  // back through the host, with or without br_netfilter; clients from
+  // outside keep their address.
+  for (const s of n.subnets4) lines.push(`add rule ${t} ${c.hairpin} ct status dnat ip saddr ${safe(s)} masquerade`);
+  for (const s of n.subnets6) lines.push(`add rule ${t} ${c.hairpin} ct status dnat ip6 saddr ${safe(s)} masquerade`);
 
   lines.push(`add element ${t} fwd_out { ${br} : jump ${c.out} }`);
   lines.push(`add element ${t} fwd_in { ${br} : jump ${c.in} }`);
   lines.push(`add element ${t} post_in { ${br} : jump ${c.post} }`);
+  lines.push(`add element ${t} post_out { ${br} : jump ${c.hairpin} }`);
   return `${lines.join('\n')}\n`;
 }
 
@@ -123,16 +208,17 @@ export function renderNetworkRemoval(sid: string, bridge: string): string {
   const c = chainNames(sid);
   const br = q(bridge);
   const lines = [`add table ${t}`];
-  for (const name of [c.out, c.in, c.post]) lines.push(`add chain ${t} ${name}`);
-  lines.push(
-    `add element ${t} fwd_out { ${br} : jump ${c.out} }`,
-    `add element ${t} fwd_in { ${br} : jump ${c.in} }`,
-    `add element ${t} post_in { ${br} : jump ${c.post} }`,
-    `delete element ${t} fwd_out { ${br} }`,
-    `delete element ${t} fwd_in { ${br} }`,
-    `delete element ${t} post_in { ${br} }`,
-  );
-  for (const name of [c.out, c.in, c.post]) lines.push(`flush chain ${t} ${name}`, `delete chain ${t} ${name}`);
+  for (const name of networkChains(sid)) lines.push(`add chain ${t} ${name}`);
+  const maps: Array<[string, string]> = [
+    ['fwd_out', c.out],
+    ['fwd_in', c.in],
+    ['post_in', c.post],
+    ['post_out', c.hairpin],
+  ];
+  for (const [m] of maps) lines.push(`add map ${t} ${m} { type ifname : verdict; }`);
+  for (const [m, chain] of maps) lines.push(`add element ${t} ${m} { ${br} : jump ${chain} }`);
+  for (const [m] of maps) lines.push(`delete element ${t} ${m} { ${br} }`);
+  for (const name of networkChains(sid)) lines.push(`flush chain ${t} ${name}`, `delete chain ${t} ${name}`);
   return `${lines.join('\n')}\n`;
 }
 

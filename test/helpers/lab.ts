@@ -22,6 +22,18 @@ export const DOCKER = '/usr/bin/docker';
 export const IMAGE = 'busybox:local';
 const LAB_ROOT = '/tmp/tsnet-lab';
 
+/**
+ * The environment for processes the tests start. tap runs test files with
+ * its loaders in NODE_OPTIONS; a plugin or a helper server must not inherit
+ * them (they would run under tap's TypeScript loader and process tracking).
+ */
+export function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...process.env, ...extra };
+  delete env.NODE_OPTIONS;
+  for (const k of Object.keys(env)) if (k.startsWith('TAP') || k.startsWith('_TAPJS')) delete env[k];
+  return env;
+}
+
 export interface CmdResult {
   stdout: string;
   stderr: string;
@@ -30,7 +42,7 @@ export interface CmdResult {
 
 export async function sh(cmd: string, args: string[], opts: ExecaOptions & { check?: boolean } = {}): Promise<CmdResult> {
   const { check = true, ...rest } = opts;
-  const res = await execa(cmd, args, { reject: false, timeout: 120_000, ...rest });
+  const res = await execa(cmd, args, { reject: false, timeout: 120_000, env: cleanEnv(), extendEnv: false, ...rest });
   const out = { stdout: String(res.stdout ?? ''), stderr: String(res.stderr ?? ''), exitCode: res.exitCode ?? -1 };
   if (check && out.exitCode !== 0) {
     throw new Error(`${cmd} ${args.join(' ')} failed (${out.exitCode}): ${out.stderr.trim() || out.stdout.trim()}`);
@@ -215,7 +227,7 @@ export class LabHost {
       '--config-file', path.join(this.dir, 'daemon.json'),
       ...extra,
     ];
-    const child = spawn(args[0]!, args.slice(1), { stdio: ['ignore', log.fd, log.fd], detached: true });
+    const child = spawn(args[0]!, args.slice(1), { stdio: ['ignore', log.fd, log.fd], detached: true, env: cleanEnv() });
     child.unref();
     await log.close();
     await waitFor('dockerd', async () => (await this.docker(['info', '--format', '{{.ServerVersion}}'], { check: false })).exitCode === 0, 60_000, 200);
@@ -249,13 +261,12 @@ export class LabHost {
       [...this.enter().slice(1), process.execPath, path.join(REPO, 'dist', 'main.js')],
       {
         stdio: ['ignore', log.fd, log.fd],
-        env: {
-          ...process.env,
+        env: cleanEnv({
           TSNET_SOCKET: '/run/docker/plugins/tsnet.sock',
           TSNET_STATE_DIR: this.stateDir,
           TSNET_LOG_LEVEL: 'debug',
           ...this.tsnetEnv,
-        },
+        }),
       },
     );
     await log.close();
@@ -285,7 +296,7 @@ export class LabHost {
   }
 
   docker(args: string[], opts: ExecaOptions & { check?: boolean } = {}): Promise<CmdResult> {
-    return sh(DOCKER, ['-H', `unix://${this.dockerSock}`, ...args], { env: { DOCKER_API_VERSION: '1.41' }, ...opts });
+    return sh(DOCKER, ['-H', `unix://${this.dockerSock}`, ...args], { env: cleanEnv({ DOCKER_API_VERSION: '1.41' }), ...opts });
   }
 
   /** Run a command in this host's network (and mount) namespace. */

@@ -8,7 +8,7 @@ import { existsSync, promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Client } from 'undici';
-import { REPO, canConnect, sh, waitFor, type CmdResult } from './lab.js';
+import { REPO, canConnect, cleanEnv, sh, waitFor, type CmdResult } from './lab.js';
 
 export class Netns {
   readonly name: string;
@@ -79,7 +79,7 @@ export async function startPlugin(ns: Netns, opts: { dir: string; env?: Record<s
   const log = await fs.open(logFile, 'a');
   const child = spawn('nsenter', [`--net=${ns.path}`, '--', process.execPath, path.join(REPO, 'dist', 'main.js')], {
     stdio: ['ignore', log.fd, log.fd],
-    env: { ...process.env, TSNET_SOCKET: socket, TSNET_STATE_DIR: stateDir, TSNET_LOG_LEVEL: 'debug', ...opts.env },
+    env: cleanEnv({ TSNET_SOCKET: socket, TSNET_STATE_DIR: stateDir, TSNET_LOG_LEVEL: 'debug', ...opts.env }),
   });
   await log.close();
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));

@@ -1,0 +1,184 @@
+// Published ports (-p, -P) for one host. Design notes:
+// - Host ports are reserved in memory (proto/address/port), so two
+//   mappings never overlap: a wildcard binding conflicts with every address
+//   of its family, as bind(2) would.
+// - Each binding also holds its port with a userland proxy socket (proxy.ts)
+//   which finds conflicts with anything else on the host and carries the
+//   loopback path; the kernel DNATs everything else through map elements in
+//   tsnet's nftables table (firewall/nft.ts), one transaction per container
+//   whatever the number of mappings already in place.
+// - Loopback-bound ports get a raw-table drop for packets that arrive from
+//   another interface addressed to 127.0.0.1 (Docker 28's fix for
+//   moby/moby#45610); route_localnet is never set.
+import type { Logger } from 'pino';
+import { TsnetError } from '../errors.js';
+import type { Firewall, FirewallPort } from '../firewall/firewall.js';
+import type { Runner } from '../kernel/exec.js';
+import { listAddrs } from '../kernel/ip.js';
+import type { EndpointRecord, NetworkRecord, PortBinding } from '../store/schema.js';
+import { isLoopback, isV6, isWildcard, type PortRequest, type Proto } from './portmap.js';
+import { startProxy, type Proxy } from './proxy.js';
+
+export interface PublisherDeps {
+  runner: Runner;
+  firewall: Firewall;
+  log: Logger;
+}
+
+function family(ip: string): 4 | 6 {
+  return isV6(ip) ? 6 : 4;
+}
+
+function plainIp(cidr: string | undefined): string | undefined {
+  return cidr ? cidr.slice(0, cidr.indexOf('/')) : undefined;
+}
+
+export function toFirewallPorts(ep: Pick<EndpointRecord, 'address' | 'addressV6' | 'ports'>): FirewallPort[] {
+  const out: FirewallPort[] = [];
+  for (const b of ep.ports) {
+    const containerIp = family(b.hostIp) === 6 ? plainIp(ep.addressV6) : plainIp(ep.address);
+    if (containerIp) out.push({ ...b, containerIp });
+  }
+  return out;
+}
+
+export class PortPublisher {
+  readonly #runner: Runner;
+  readonly #firewall: Firewall;
+  readonly #log: Logger;
+  /** "tcp/4/0.0.0.0/8080" -> endpoint id */
+  readonly #reserved = new Map<string, string>();
+  readonly #proxies = new Map<string, Proxy[]>();
+
+  constructor(deps: PublisherDeps) {
+    this.#runner = deps.runner;
+    this.#firewall = deps.firewall;
+    this.#log = deps.log.child({ component: 'ports' });
+  }
+
+  #key(proto: Proto, ip: string, port: number): string {
+    return `${proto}/${ip}/${port}`;
+  }
+
+  /** Who holds proto/ip/port, taking wildcards into account. */
+  #holder(proto: Proto, ip: string, port: number): string | undefined {
+    const any = family(ip) === 6 ? '::' : '0.0.0.0';
+    const direct = this.#reserved.get(this.#key(proto, ip, port)) ?? this.#reserved.get(this.#key(proto, any, port));
+    if (direct || !isWildcard(ip)) return direct;
+    for (const [k, owner] of this.#reserved) {
+      const [p, addr, prt] = k.split('/');
+      if (p === proto && Number(prt) === port && family(addr!) === family(ip)) return owner;
+    }
+    return undefined;
+  }
+
+  async #ephemeralRange(): Promise<[number, number]> {
+    const text = await this.#runner.readSysctl('net/ipv4/ip_local_port_range');
+    const m = text ? /^(\d+)\s+(\d+)$/.exec(text) : null;
+    return m ? [Number(m[1]), Number(m[2])] : [32768, 60999];
+  }
+
+  async #hostAddresses(): Promise<Set<string>> {
+    const all = await listAddrs(this.#runner);
+    return new Set(all.flatMap((l) => l.addr_info.map((a) => a.local)));
+  }
+
+  /** Bind and program every request; all or nothing. */
+  async publish(ep: EndpointRecord, net: NetworkRecord, requests: PortRequest[], log: Logger): Promise<PortBinding[]> {
+    const bindings: PortBinding[] = [];
+    const proxies: Proxy[] = [];
+    const keys: string[] = [];
+    let addrs: Set<string> | undefined;
+    let range: [number, number] | undefined;
+    try {
+      for (const r of requests) {
+        const hostIp = r.hostIp || net.hostBindingIpv4;
+        const containerIp = family(hostIp) === 6 ? plainIp(ep.addressV6) : plainIp(ep.address);
+        if (!containerIp) {
+          // Docker publishes a default binding only for the families the container has.
+          if (!r.hostIp) continue;
+          throw new TsnetError('TSNET_ERR_INVALID_OPTION', `HostIP ${hostIp}: the container has no IPv${family(hostIp)} address on this network`);
+        }
+        if (!isWildcard(hostIp) && !isLoopback(hostIp)) {
+          addrs ??= await this.#hostAddresses();
+          if (!addrs.has(hostIp)) throw new TsnetError('TSNET_ERR_INVALID_OPTION', `HostIP ${hostIp} is not an address of this host`);
+        }
+        let candidates: [number, number];
+        if (r.hostPortStart === 0) candidates = range ??= await this.#ephemeralRange();
+        else candidates = [r.hostPortStart, r.hostPortEnd];
+        const single = candidates[0] === candidates[1];
+        let bound: PortBinding | undefined;
+        for (let port = candidates[0]; port <= candidates[1] && !bound; port++) {
+          const holder = this.#holder(r.proto, hostIp, port);
+          if (holder) {
+            if (single) throw new TsnetError('TSNET_ERR_PORT_IN_USE', `host port ${hostIp}:${port}/${r.proto} is already published by endpoint ${holder.slice(0, 12)}`);
+            continue;
+          }
+          try {
+            proxies.push(await startProxy({ proto: r.proto, hostIp, hostPort: port, containerIp, containerPort: r.containerPort }, this.#log));
+          } catch (err) {
+            if (single || !(err instanceof TsnetError) || err.code !== 'TSNET_ERR_PORT_IN_USE') throw err;
+            continue;
+          }
+          const key = this.#key(r.proto, hostIp, port);
+          this.#reserved.set(key, ep.id);
+          keys.push(key);
+          bound = { proto: r.proto, containerPort: r.containerPort, hostIp, hostPort: port };
+        }
+        if (!bound) throw new TsnetError('TSNET_ERR_PORT_IN_USE', `no free host port for ${r.proto} in ${candidates[0]}-${candidates[1]} on ${hostIp}`);
+        bindings.push(bound);
+      }
+      await this.#firewall.addPorts(toFirewallPorts({ ...ep, ports: bindings }));
+    } catch (err) {
+      for (const k of keys) this.#reserved.delete(k);
+      await Promise.all(proxies.map((p) => p.close()));
+      throw err;
+    }
+    this.#proxies.set(ep.id, [...(this.#proxies.get(ep.id) ?? []), ...proxies]);
+    log.info({ ports: bindings.map((b) => `${b.hostIp}:${b.hostPort}->${b.containerPort}/${b.proto}`) }, 'ports published');
+    return bindings;
+  }
+
+  /** Undo publish: rules, proxies, reservations, and conntrack entries of the mappings. Idempotent. */
+  async unpublish(ep: EndpointRecord, log: Logger): Promise<void> {
+    if (ep.ports.length > 0) await this.#firewall.removePorts(toFirewallPorts(ep));
+    await Promise.all((this.#proxies.get(ep.id) ?? []).map((p) => p.close()));
+    this.#proxies.delete(ep.id);
+    for (const [k, owner] of this.#reserved) if (owner === ep.id) this.#reserved.delete(k);
+    if (ep.ports.length > 0) {
+      // Stale NAT entries would keep steering a long-lived UDP flow to a gone container.
+      for (const ip of [plainIp(ep.address), plainIp(ep.addressV6)]) {
+        if (ip) await this.#runner.run('conntrack', ['-D', '-d', ip]).catch(() => undefined);
+      }
+      log.info({ ports: ep.ports.length }, 'ports unpublished');
+    }
+  }
+
+  /** After a restart: re-take the reservations and proxies of stored bindings (rules come back with the firewall sync). */
+  async restore(endpoints: EndpointRecord[]): Promise<string[]> {
+    const problems: string[] = [];
+    for (const ep of endpoints) {
+      if (ep.ports.length === 0 || this.#proxies.has(ep.id)) continue;
+      const proxies: Proxy[] = [];
+      for (const b of ep.ports) {
+        this.#reserved.set(this.#key(b.proto, b.hostIp, b.hostPort), ep.id);
+        const containerIp = family(b.hostIp) === 6 ? plainIp(ep.addressV6) : plainIp(ep.address);
+        if (!containerIp) continue;
+        try {
+          proxies.push(await startProxy({ ...b, containerIp }, this.#log));
+        } catch (err) {
+          // The DNAT rules still work; only loopback access and the port guard are lost.
+          problems.push(`${b.hostIp}:${b.hostPort}/${b.proto} of endpoint ${ep.id.slice(0, 12)}: ${(err as Error).message}`);
+        }
+      }
+      this.#proxies.set(ep.id, proxies);
+    }
+    if (problems.length > 0) this.#log.error({ problems }, 'some published ports could not be re-bound after restart; loopback access to them is lost');
+    return problems;
+  }
+
+  async closeAll(): Promise<void> {
+    await Promise.all([...this.#proxies.values()].flat().map((p) => p.close()));
+    this.#proxies.clear();
+  }
+}
