@@ -78,6 +78,11 @@ t.test('CreateNetwork programs bridge, address, forwarding, nft and iptables, th
     h.runner.calls.some((c) => c.line === 'iptables -w -I FORWARD 2 -j TSNET-FORWARD'),
     'FORWARD jumps to TSNET-FORWARD right after DOCKER-USER',
   );
+  t.same(
+    h.runner.writes().filter((c) => c.cmd.startsWith('ip6tables')),
+    [],
+    'an IPv4-only network adds no ip6tables glue',
+  );
 
   const order = h.runner.writes().map((c) => c.cmd + (c.input?.includes('link add') ? ':link-add' : ''));
   t.ok(order.indexOf('ip:link-add') < order.indexOf('nft'), 'the bridge exists before its rules');
@@ -107,6 +112,10 @@ t.test('CreateNetwork with IPv6, aux addresses, MTU and a custom bridge name', a
   t.notOk(h.runner.sysctlWrites.some(([k]) => k.endsWith('disable_ipv6')), 'IPv6 stays enabled on a dual-stack bridge');
   t.ok(h.runner.sysctlWrites.some(([k, v]) => k === 'net/ipv6/conf/all/forwarding' && v === '1'));
   t.match(h.runner.callsOf('nft')[1]!.input, 'ip6 saddr fd00:1::/64 masquerade');
+  t.ok(
+    h.runner.callsOf('ip6tables-restore').some((c) => c.input?.includes('-A TSNET-FORWARD -i br-mine ')),
+    'a dual-stack network gets the ip6tables FORWARD glue too',
+  );
   const rec = h.store.state.networks[id]!;
   t.same(rec.ipv4[0]!.aux, { router: '10.10.0.2', plain: '10.10.0.3' });
   t.same(rec.ipv6, [{ pool: 'fd00:1::/64', gateway: 'fd00:1::1/64', aux: {} }]);

@@ -278,8 +278,8 @@ t.test('src/firewall render functions', async (t) => {
     matchGolden(t, 'iptables-chain-empty.txt', empty);
     t.equal(empty, `*filter\n:${CHAIN} - [0:0]\nCOMMIT\n`, 'no networks: an empty chain');
     const two = renderChain([
-      { sid: 'bbbbbbbbbbbb', bridge: 'tsbr-b' },
-      { sid: 'aaaaaaaaaaaa', bridge: 'tsbr-a' },
+      { sid: 'bbbbbbbbbbbb', bridge: 'tsbr-b', v4: true, v6: false },
+      { sid: 'aaaaaaaaaaaa', bridge: 'tsbr-a', v4: true, v6: true },
     ]);
     matchGolden(t, 'iptables-chain-two.txt', two);
     const lines = two.split('\n');
@@ -312,8 +312,8 @@ t.test('src/firewall render functions', async (t) => {
     // A newline in a bridge name would be a second iptables-restore line
     // (e.g. "-F FORWARD"); a space would change the rule's meaning.
     for (const bridge of ['br\n-F FORWARD', 'br 0', 'br"0', '']) {
-      t.throws(() => renderChain([{ sid: SID, bridge }]), `bridge ${JSON.stringify(bridge)}`);
+      t.throws(() => renderChain([{ sid: SID, bridge, v4: true, v6: false }]), `bridge ${JSON.stringify(bridge)}`);
     }
-    t.throws(() => renderChain([{ sid: 'x\nCOMMIT', bridge: 'br0' }]), 'sid with a newline');
+    t.throws(() => renderChain([{ sid: 'x\nCOMMIT', bridge: 'br0', v4: true, v6: false }]), 'sid with a newline');
   });
 });
