@@ -6,6 +6,7 @@ import { promises as fs } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import type { Logger } from 'pino';
+import { AllocationHold, registerAdminRoutes } from './admin.js';
 import { buildApp } from './app.js';
 import { loadConfig, type Config } from './config.js';
 import { NetworkDriverService } from './driver/driver.js';
@@ -49,14 +50,35 @@ export async function start(config: Config, log: Logger): Promise<{ stop: () => 
   const runner = createRunner(log);
   const store = new Store({ dir: config.stateDir, log });
   const loaded = await store.open();
-  if (loaded.problems.length > 0) {
-    log.error({ problems: loaded.problems, source: loaded.source }, 'state store damaged; loaded the last good copy');
+  const hold = new AllocationHold();
+  if (loaded.source === 'previous') {
+    // One generation may be lost: addresses handed out in it are unknown, so
+    // none are handed out until an operator has looked.
+    hold.reason =
+      `state was restored from ${store.prevFile} because ${loaded.problems.join('; ')}. ` +
+      `Addresses allocated just before that are unknown, so tsnet hands out none until an operator checks ` +
+      `(docker network inspect, running containers) and runs "tsnetctl accept-state"`;
+    log.error({ problems: loaded.problems, source: loaded.source }, `state store damaged; loaded the last good copy; address allocation paused: ${hold.reason}`);
+    // Survives restarts until accepted, even once state.json is rewritten.
+    await fs.writeFile(hold.file(store.dir), `${hold.reason}\n`, { mode: 0o600 });
+  } else {
+    const kept = await fs.readFile(hold.file(store.dir), 'utf8').catch(() => undefined);
+    if (kept) {
+      hold.reason = kept.trim();
+      log.error(`address allocation still paused: ${hold.reason}`);
+    }
   }
   const firewall = new Firewall(runner, log);
   const ports = new PortPublisher({ runner, firewall, log });
   const driver = new NetworkDriverService({ runner, store, firewall, ports, log });
-  const ipam = new IpamService({ store, runner, log, defaultPools: config.defaultPools });
-  const app = buildApp({ driver, ipam, log });
+  const ipam = new IpamService({ store, runner, log, defaultPools: config.defaultPools, readOnlyReason: () => hold.reason });
+  let reconcileNow: () => Promise<void> = async () => undefined;
+  const app = buildApp({
+    driver,
+    ipam,
+    log,
+    admin: (a) => registerAdminRoutes(a, { store, hold, reconcileNow: () => reconcileNow(), startedAt: new Date() }),
+  });
 
   await prepareSocket(config.socket, log);
   // Create the socket 0660 from the start rather than chmod-ing after listen.
@@ -81,7 +103,7 @@ export async function start(config: Config, log: Logger): Promise<{ stop: () => 
   );
 
   let reconciling: Promise<void> = Promise.resolve();
-  const reconcileNow = (): Promise<void> => {
+  reconcileNow = (): Promise<void> => {
     reconciling = reconciling.then(async () => {
       const report = await driver.exclusive(() => reconcile({ runner, store, firewall, ports, log }));
       log.info({ ...report }, 'reconcile finished');

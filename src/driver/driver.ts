@@ -56,8 +56,10 @@ export function firewallSpec(net: NetworkRecord): FirewallNetwork {
     bridge: net.bridge,
     internal: net.internal,
     icc: net.icc,
-    masquerade: net.masquerade,
-    directAccess: net.gatewayMode === 'routed' || net.gatewayMode === 'nat-unprotected',
+    masquerade4: net.masquerade && net.gatewayMode !== 'routed',
+    masquerade6: net.masquerade && (net.gatewayModeIpv6 ?? 'nat') !== 'routed',
+    directAccess4: net.gatewayMode === 'routed' || net.gatewayMode === 'nat-unprotected',
+    directAccess6: net.gatewayModeIpv6 === 'routed' || net.gatewayModeIpv6 === 'nat-unprotected',
     subnets4: net.ipv4.map((s) => s.pool),
     subnets6: net.ipv6.map((s) => s.pool),
   };
@@ -69,6 +71,31 @@ export function bridgeAddresses(net: NetworkRecord): string[] {
   const v4 = net.inhibitIpv4 ? [] : net.ipv4.map((s) => s.gateway).filter((g): g is string => !!g);
   const v6 = net.ipv6.map((s) => s.gateway).filter((g): g is string => !!g);
   return [...v4, ...v6];
+}
+
+/** The first setting in which a repeated CreateNetwork differs from the stored network, if any. */
+export function settingsDiff(
+  net: NetworkRecord,
+  want: { bridge: string; ipv4: NetworkRecord['ipv4']; ipv6: NetworkRecord['ipv6']; cfg: ReturnType<typeof parseNetworkOptions> },
+): string | undefined {
+  const { cfg } = want;
+  const pairs: Array<[string, unknown, unknown]> = [
+    ['bridge', net.bridge, want.bridge],
+    ['IPv4Data', net.ipv4, want.ipv4],
+    ['IPv6Data', net.ipv6, want.ipv6],
+    ['internal', net.internal, cfg.internal],
+    ['enable_ip_masquerade', net.masquerade, cfg.masquerade],
+    ['enable_icc', net.icc, cfg.icc],
+    ['gateway_mode_ipv4', net.gatewayMode, cfg.gatewayMode],
+    ['gateway_mode_ipv6', net.gatewayModeIpv6 ?? 'nat', cfg.gatewayModeIpv6],
+    ['inhibit_ipv4', net.inhibitIpv4, cfg.inhibitIpv4],
+    ['host_binding_ipv4', net.hostBindingIpv4, cfg.hostBindingIpv4],
+    ['container_iface_prefix', net.ifacePrefix, cfg.ifacePrefix],
+    ['trusted_host_interfaces', net.trustedHostInterfaces, cfg.trustedHostInterfaces],
+    ['mtu', net.mtu, cfg.mtu ?? net.mtu],
+  ];
+  for (const [name, a, b] of pairs) if (JSON.stringify(a) !== JSON.stringify(b)) return name;
+  return undefined;
 }
 
 export class NetworkDriverService {
@@ -153,8 +180,9 @@ export class NetworkDriverService {
     return this.#guard(id, async () => {
       const existing = this.#store.state.networks[id];
       if (existing) {
-        if (existing.bridge === bridge && JSON.stringify(existing.ipv4) === JSON.stringify(ipv4)) return {};
-        throw new TsnetError('TSNET_ERR_NETWORK_EXISTS', `network ${shortId(id)} already exists with other settings`);
+        const diff = settingsDiff(existing, { bridge, ipv4, ipv6, cfg });
+        if (!diff) return {};
+        throw new TsnetError('TSNET_ERR_NETWORK_EXISTS', `network ${shortId(id)} already exists with other settings (${diff} differs)`);
       }
       const others = Object.values(this.#store.state.networks);
       const sameBridge = others.find((n) => n.bridge === bridge);
@@ -198,6 +226,7 @@ export class NetworkDriverService {
         masquerade: cfg.masquerade,
         icc: cfg.icc,
         gatewayMode: cfg.gatewayMode,
+        gatewayModeIpv6: cfg.gatewayModeIpv6,
         hostBindingIpv4: cfg.hostBindingIpv4,
         inhibitIpv4: cfg.inhibitIpv4,
         ifacePrefix: cfg.ifacePrefix,
@@ -513,6 +542,7 @@ export class NetworkDriverService {
         ep.ports = [];
       }
       if (requests.length === 0) return {};
+      await this.#reclaimStalePorts(requests, net, log);
       const bindings = await this.#ports.publish(ep, net, requests, log);
       ep.ports = bindings;
       try {
@@ -524,6 +554,25 @@ export class NetworkDriverService {
       }
       return {};
     });
+  }
+
+  /**
+   * A host port held by an endpoint whose veth is gone (its container died
+   * while dockerd was down, say) is released rather than refused: otherwise
+   * a restarted container could never get its own port back.
+   */
+  async #reclaimStalePorts(requests: ReturnType<typeof parsePortmap>, net: NetworkRecord, log: Logger): Promise<void> {
+    for (const holderId of this.#ports.holders(requests, net.hostBindingIpv4)) {
+      const holder = this.#store.state.endpoints[holderId];
+      if (holder && (await getLink(this.#runner, holder.hostVeth))) continue;
+      log.warn({ staleEndpoint: holderId }, 'releasing host ports held by an endpoint whose veth is gone');
+      if (holder) {
+        await this.#ports.unpublish(holder, log);
+        delete this.#store.state.endpoints[holderId];
+      } else {
+        await this.#ports.unpublish({ id: holderId, ports: [] } as unknown as EndpointRecord, log);
+      }
+    }
   }
 
   async revokeExternalConnectivity(req: EndpointRequest, log: Logger): Promise<Record<string, never>> {

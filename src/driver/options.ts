@@ -36,6 +36,7 @@ export interface NetworkConfig {
   icc: boolean;
   hostBindingIpv4: string;
   gatewayMode: GatewayMode;
+  gatewayModeIpv6: GatewayMode;
   inhibitIpv4: boolean;
   mtu: number | undefined;
   ifacePrefix: string;
@@ -166,10 +167,11 @@ export function parseNetworkOptions(options: Record<string, unknown> | null | un
   return {
     mode,
     bridgeName,
-    masquerade: gatewayMode === 'routed' ? false : masquerade,
+    masquerade,
     icc,
     hostBindingIpv4,
     gatewayMode,
+    gatewayModeIpv6: gatewayMode6 as GatewayMode,
     inhibitIpv4,
     mtu,
     ifacePrefix,

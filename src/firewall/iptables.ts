@@ -11,7 +11,9 @@
 // just that chain). That makes every call idempotent and self-healing, and
 // costs one process per family whatever the number of networks.
 import type { Logger } from 'pino';
+import { TsnetError } from '../errors.js';
 import type { Runner } from '../kernel/exec.js';
+import { isValidIfName } from '../kernel/names.js';
 
 export const CHAIN = 'TSNET-FORWARD';
 
@@ -26,6 +28,9 @@ export interface IptNetwork {
 export function renderChain(networks: readonly IptNetwork[]): string {
   const lines = ['*filter', `:${CHAIN} - [0:0]`];
   for (const n of [...networks].sort((a, b) => a.bridge.localeCompare(b.bridge))) {
+    // Values become lines of iptables-restore input: a newline would be a new command.
+    if (!isValidIfName(n.bridge)) throw new TsnetError('TSNET_ERR_INTERNAL', `unsafe bridge name for iptables: ${JSON.stringify(n.bridge)}`);
+    if (!/^[0-9a-f]{12}$/.test(n.sid)) throw new TsnetError('TSNET_ERR_INTERNAL', `unsafe network id for iptables: ${JSON.stringify(n.sid)}`);
     const tag = `tsnet:${n.sid}`;
     lines.push(`-A ${CHAIN} -i ${n.bridge} -m comment --comment ${tag} -j ACCEPT`);
     lines.push(`-A ${CHAIN} -o ${n.bridge} -m comment --comment ${tag} -j ACCEPT`);

@@ -22,9 +22,12 @@ export interface NftNetwork {
   bridge: string;
   internal: boolean;
   icc: boolean;
-  masquerade: boolean;
-  /** allow new connections from outside straight to container addresses */
-  directAccess: boolean;
+  /** source NAT towards the uplink, per family (Docker: masquerade option and not routed mode) */
+  masquerade4: boolean;
+  masquerade6: boolean;
+  /** allow new connections from outside straight to container addresses, per family */
+  directAccess4: boolean;
+  directAccess6: boolean;
   subnets4: string[];
   subnets6: string[];
 }
@@ -175,14 +178,15 @@ export function renderNetwork(n: NftNetwork): string {
     lines.push(`add rule ${t} ${c.in} ct state established,related accept`);
     lines.push(`add rule ${t} ${c.in} ct status dnat accept`);
     lines.push(`add rule ${t} ${c.in} meta iifkind "bridge" drop`);
-    if (n.directAccess) lines.push(`add rule ${t} ${c.in} accept`);
+    if (n.directAccess4) lines.push(`add rule ${t} ${c.in} meta nfproto ipv4 accept`);
+    if (n.directAccess6) lines.push(`add rule ${t} ${c.in} meta nfproto ipv6 accept`);
     lines.push(`add rule ${t} ${c.in} drop`);
   }
 
   // Source NAT for traffic leaving through the uplink.
-  if (n.masquerade && !n.internal) {
-    for (const s of n.subnets4) lines.push(`add rule ${t} ${c.post} oifname != ${br} ip saddr ${safe(s)} masquerade`);
-    for (const s of n.subnets6) lines.push(`add rule ${t} ${c.post} oifname != ${br} ip6 saddr ${safe(s)} masquerade`);
+  if (!n.internal) {
+    if (n.masquerade4) for (const s of n.subnets4) lines.push(`add rule ${t} ${c.post} oifname != ${br} ip saddr ${safe(s)} masquerade`);
+    if (n.masquerade6) for (const s of n.subnets6) lines.push(`add rule ${t} ${c.post} oifname != ${br} ip6 saddr ${safe(s)} masquerade`);
   }
   // Hairpin: a container reaching a published port of its own network (or
   // its own) through the host address. Masquerading makes the reply come

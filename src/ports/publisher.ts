@@ -72,6 +72,17 @@ export class PortPublisher {
     return undefined;
   }
 
+  /** Endpoints holding fixed host ports these requests ask for (to check for stale holders first). */
+  holders(requests: PortRequest[], defaultHostIp: string): string[] {
+    const out = new Set<string>();
+    for (const r of requests) {
+      if (r.hostPortStart === 0 || r.hostPortStart !== r.hostPortEnd) continue;
+      const h = this.#holder(r.proto, r.hostIp || defaultHostIp, r.hostPortStart);
+      if (h) out.add(h);
+    }
+    return [...out];
+  }
+
   async #ephemeralRange(): Promise<[number, number]> {
     const text = await this.#runner.readSysctl('net/ipv4/ip_local_port_range');
     const m = text ? /^(\d+)\s+(\d+)$/.exec(text) : null;

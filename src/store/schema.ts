@@ -24,6 +24,8 @@ export const SubnetSchema = Type.Object({
 });
 export type SubnetRecord = Static<typeof SubnetSchema>;
 
+const GatewayModeSchema = Type.Union([Type.Literal('nat'), Type.Literal('nat-unprotected'), Type.Literal('routed'), Type.Literal('isolated')]);
+
 export const NetworkSchema = Type.Object({
   id: Id,
   mode: Type.Union([Type.Literal('bridge'), Type.Literal('overlay')]),
@@ -36,7 +38,9 @@ export const NetworkSchema = Type.Object({
   mtu: Type.Integer({ minimum: 68, maximum: 65535 }),
   masquerade: Type.Boolean(),
   icc: Type.Boolean(),
-  gatewayMode: Type.Union([Type.Literal('nat'), Type.Literal('nat-unprotected'), Type.Literal('routed'), Type.Literal('isolated')]),
+  gatewayMode: GatewayModeSchema,
+  /** absent in records written before it existed: nat */
+  gatewayModeIpv6: Type.Optional(GatewayModeSchema),
   hostBindingIpv4: Type.String(),
   /** the bridge gets no IPv4 gateway address (com.docker.network.bridge.inhibit_ipv4) */
   inhibitIpv4: Type.Boolean(),

@@ -161,17 +161,21 @@ t.test('src/kernel/ip.ts', async (t) => {
 t.test('src/firewall render functions', async (t) => {
   const SID = '0123456789ab';
 
-  function net(flags: Partial<NftNetwork> = {}): NftNetwork {
+  // Both families share one flag here; per-family behaviour is covered in test/api/network.test.ts.
+  function net(flags: Partial<NftNetwork> & { masquerade?: boolean; directAccess?: boolean } = {}): NftNetwork {
+    const { masquerade = true, directAccess = false, ...rest } = flags;
     return {
       sid: SID,
       bridge: 'tsbr-0123456789',
       internal: false,
       icc: true,
-      masquerade: true,
-      directAccess: false,
+      masquerade4: masquerade,
+      masquerade6: masquerade,
+      directAccess4: directAccess,
+      directAccess6: directAccess,
       subnets4: ['10.210.0.0/24'],
       subnets6: ['fd74:736e:6574::/64'],
-      ...flags,
+      ...rest,
     };
   }
 
@@ -220,7 +224,7 @@ t.test('src/firewall render functions', async (t) => {
               t.ok(out.includes('meta oifkind "bridge" drop'), `${label}: but not into another bridge`);
               t.ok(inn.includes('meta iifkind "bridge" drop'), `${label}: nor be entered from one`);
               t.equal(inn.at(-1), 'drop', `${label}: unsolicited inbound dropped at the end`);
-              t.equal(inn.includes('accept'), directAccess, `${label}: direct access ${directAccess ? 'accepts' : 'does not accept'} new inbound`);
+              t.equal(inn.includes('meta nfproto ipv4 accept') && inn.includes('meta nfproto ipv6 accept'), directAccess, `${label}: direct access ${directAccess ? 'accepts' : 'does not accept'} new inbound`);
               const snat = post.filter((r) => r.includes('saddr'));
               t.same(
                 snat,

@@ -40,6 +40,7 @@ t.test('src/driver/options.ts parseNetworkOptions', async (t) => {
           icc: true,
           hostBindingIpv4: '0.0.0.0',
           gatewayMode: 'nat',
+          gatewayModeIpv6: 'nat',
           inhibitIpv4: false,
           mtu: undefined,
           ifacePrefix: 'eth',
@@ -99,7 +100,9 @@ t.test('src/driver/options.ts parseNetworkOptions', async (t) => {
 
   t.test('gateway_mode_ipv4', async (t) => {
     for (const m of ['nat', 'nat-unprotected', 'routed'] as const) t.equal(parseNetworkOptions(opts({ [OPT.gatewayModeIpv4]: m })).gatewayMode, m);
-    t.equal(parseNetworkOptions(opts({ [OPT.gatewayModeIpv4]: 'routed' })).masquerade, false, 'routed means no masquerade');
+    // The masquerade option is kept as given; routed mode turns NAT off per family in the firewall spec.
+    t.equal(parseNetworkOptions(opts({ [OPT.gatewayModeIpv4]: 'routed' })).masquerade, true, 'the masquerade option is kept as given');
+    t.equal(parseNetworkOptions(opts({ [OPT.gatewayModeIpv6]: 'routed' })).gatewayModeIpv6, 'routed', 'the IPv6 mode is kept');
     t.equal(parseNetworkOptions(opts({ [OPT.gatewayModeIpv4]: 'isolated' }, { 'com.docker.network.internal': true })).gatewayMode, 'isolated');
     refuses(t, opts({ [OPT.gatewayModeIpv4]: 'isolated' }), OPT.gatewayModeIpv4, 'internal');
     refuses(t, opts({ [OPT.gatewayModeIpv4]: 'bogus' }), OPT.gatewayModeIpv4, '"bogus"');

@@ -1,0 +1,66 @@
+// Operator calls on the plugin socket, beside dockerd's (same root-only
+// socket, same POST /<Subsystem>.<Method> convention, so nothing new listens):
+//   Tsnet.Status       networks, endpoints, published ports, store health
+//   Tsnet.Reconcile    reconcile the kernel with the store now
+//   Tsnet.AcceptState  resume address allocation after the store was
+//                      restored from its previous copy (see store.ts)
+// `node dist/cli.js` (tsnetctl) is the client.
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import type { FastifyInstance } from 'fastify';
+import type { Store } from './store/store.js';
+
+/** Why address allocation is paused, if it is. */
+export class AllocationHold {
+  reason: string | undefined;
+
+  file(stateDir: string): string {
+    return path.join(stateDir, 'allocation-hold.txt');
+  }
+}
+
+export interface AdminDeps {
+  store: Store;
+  hold: AllocationHold;
+  reconcileNow: () => Promise<unknown>;
+  startedAt: Date;
+}
+
+export function registerAdminRoutes(app: FastifyInstance, deps: AdminDeps): void {
+  app.post('/Tsnet.Status', async () => {
+    const s = deps.store.state;
+    return {
+      startedAt: deps.startedAt.toISOString(),
+      stateDir: deps.store.dir,
+      generation: deps.store.generation,
+      allocationHold: deps.hold.reason ?? null,
+      networks: Object.values(s.networks).map((n) => ({
+        id: n.id,
+        bridge: n.bridge,
+        subnets: [...n.ipv4, ...n.ipv6].map((x) => x.pool),
+        internal: n.internal,
+        endpoints: Object.values(s.endpoints).filter((e) => e.networkId === n.id).length,
+      })),
+      endpoints: Object.values(s.endpoints).map((e) => ({
+        id: e.id,
+        networkId: e.networkId,
+        hostVeth: e.hostVeth,
+        address: e.address ?? null,
+        ports: e.ports.map((p) => `${p.hostIp}:${p.hostPort}->${p.containerPort}/${p.proto}`),
+      })),
+      pools: Object.values(s.pools).map((p) => ({ id: p.id, pool: p.pool, subPool: p.subPool ?? null, allocated: Object.keys(p.allocations).length })),
+    };
+  });
+  app.post('/Tsnet.Reconcile', async () => {
+    await deps.reconcileNow();
+    return {};
+  });
+  app.post('/Tsnet.AcceptState', async () => {
+    const was = deps.hold.reason;
+    // Writing the state makes the loaded copy the current one again.
+    await deps.store.commit();
+    await fs.rm(deps.hold.file(deps.store.dir), { force: true });
+    deps.hold.reason = undefined;
+    return { resumed: was !== undefined };
+  });
+}
