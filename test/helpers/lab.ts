@@ -271,15 +271,16 @@ export class LabHost {
     );
     await log.close();
     this.tsnet = child;
-    await waitFor(
-      'tsnet socket',
-      async () => {
-        if (child.exitCode !== null) throw new Error(`tsnet exited with ${child.exitCode}; see ${this.tsnetLog}`);
-        return existsSync(this.pluginSocket) && (await canConnect(this.pluginSocket));
-      },
-      20_000,
-      50,
+    const died = new Promise<never>((_, reject) =>
+      child.once('exit', (code, signal) => reject(new Error(`tsnet exited with ${code ?? signal}; see ${this.tsnetLog}`))),
     );
+    died.catch(() => undefined);
+    try {
+      await Promise.race([died, waitFor('tsnet socket', async () => existsSync(this.pluginSocket) && (await canConnect(this.pluginSocket)), 20_000, 50)]);
+    } catch (err) {
+      this.tsnet = undefined;
+      throw err;
+    }
   }
 
   async stopTsnet(signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {

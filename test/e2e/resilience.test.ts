@@ -1,0 +1,142 @@
+// Never lose a network: kill -9 during a start storm, things deleted behind
+// tsnet's back, dockerd restarts, a damaged store. A real dockerd throughout.
+import t from 'tap';
+import { promises as fs } from 'node:fs';
+import { Lab, REPO, IMAGE, waitFor } from '../helpers/lab.js';
+import { canPing, containerIp, removeAll, runContainer } from '../helpers/docker.js';
+
+const lab = await Lab.start({ hosts: 1 });
+t.teardown(() => lab.stop());
+const h = lab.host;
+t.afterEach(async () => {
+  if (!h.tsnet) await h.startTsnet();
+  await removeAll(h);
+});
+
+async function tsnetLinks(): Promise<Array<{ ifname: string; ifalias?: string; master?: string }>> {
+  return (JSON.parse((await h.exec('ip', ['-json', 'link', 'show'])).stdout) as Array<{ ifname: string; ifalias?: string; master?: string }>).filter((l) =>
+    l.ifalias?.startsWith('tsnet:'),
+  );
+}
+
+async function storedState(): Promise<{ endpoints: Record<string, { address?: string; hostVeth: string }>; networks: Record<string, unknown> }> {
+  return JSON.parse(await fs.readFile(`${h.stateDir}/state.json`, 'utf8')).state;
+}
+
+function tsnetctl(cmd: string): Promise<{ stdout: string; exitCode: number }> {
+  return h.exec(process.execPath, [`${REPO}/dist/cli.js`, '--socket', '/run/docker/plugins/tsnet.sock', cmd], { check: false });
+}
+
+t.test('kill -9 during a burst of 30 container starts: running containers work, no address twice', async (t) => {
+  await h.docker(['network', 'create', '-d', 'tsnet', '--ipam-driver', 'tsnet', '--subnet', '10.80.0.0/24', 'storm']);
+  const names = Array.from({ length: 30 }, (_, i) => `s${i}`);
+  const starts = names.map((n, i) =>
+    new Promise((r) => setTimeout(r, i * 40)).then(() => h.docker(['run', '-d', '--name', n, '--network', 'storm', IMAGE, 'sleep', '3600'], { check: false })),
+  );
+  // Let a few land, then kill the plugin in the middle of the rest.
+  await waitFor('first containers', async () => Object.keys((await storedState()).endpoints).length >= 5, 60_000, 50);
+  await h.stopTsnet('SIGKILL');
+  await new Promise((r) => setTimeout(r, 1500));
+  await h.startTsnet();
+  const results = await Promise.all(starts);
+  t.ok(results.some((r) => r.exitCode === 0), 'some containers started');
+  // Containers that failed to start are not running; everything running must work.
+  const running = (await h.docker(['ps', '--filter', 'network=storm', '--format', '{{.Names}}'])).stdout.split('\n').filter(Boolean);
+  t.ok(running.length >= 5, `${running.length} containers running`);
+  // Those whose start failed may be retried by the user: start them now.
+  for (const n of names.filter((n) => !running.includes(n))) await h.docker(['start', n], { check: false });
+  const all = (await h.docker(['ps', '--filter', 'network=storm', '--format', '{{.Names}}'])).stdout.split('\n').filter(Boolean);
+  t.equal(all.length, 30, 'every container runs once retried');
+  const ips = await Promise.all(all.map((n) => containerIp(h, n, 'storm')));
+  t.equal(new Set(ips).size, ips.length, 'no address is used twice');
+  for (let i = 0; i < all.length; i += 6) {
+    t.ok(await canPing(h, all[i]!, all[(i + 7) % all.length]!), `${all[i]} reaches a peer by name`);
+  }
+  const stored = await storedState();
+  const veths = (await tsnetLinks()).filter((l) => l.ifalias?.startsWith('tsnet:ep:')).map((l) => l.ifname).sort();
+  t.same(veths, Object.values(stored.endpoints).map((e) => e.hostVeth).sort(), 'host veths and endpoint records match exactly');
+  t.equal(veths.length, 30, 'one endpoint per running container');
+});
+
+t.test('a bridge and a rule deleted behind tsnet\'s back come back at restart; containers keep talking', async (t) => {
+  await h.docker(['network', 'create', '-d', 'tsnet', '--ipam-driver', 'tsnet', 'heal']);
+  await runContainer(h, 'h1', 'heal');
+  await runContainer(h, 'h2', 'heal');
+  t.ok(await canPing(h, 'h1', 'h2'));
+  await h.stopTsnet();
+  t.ok(await canPing(h, 'h1', 'h2'), 'traffic flows while tsnet is stopped');
+  const bridge = (await tsnetLinks()).find((l) => l.ifalias?.startsWith('tsnet:net:'))!.ifname;
+  await h.exec('ip', ['link', 'del', bridge]);
+  await h.exec('iptables', ['-F', 'TSNET-FORWARD']);
+  t.notOk(await canPing(h, 'h1', 'h2', 1), 'broken behind tsnet\'s back');
+  await h.startTsnet();
+  await waitFor('reconcile', async () => (await fs.readFile(h.tsnetLog, 'utf8')).includes('bridge was missing; re-created it'), 10_000);
+  await waitFor('connectivity back', () => canPing(h, 'h1', 'h2', 1), 10_000, 200);
+  t.ok(await canPing(h, 'h1', 'h2'), 'restored');
+  t.match((await h.exec('iptables', ['-S', 'TSNET-FORWARD'])).stdout, new RegExp(`-i ${bridge}`), 'FORWARD accept restored');
+  await runContainer(h, 'h3', 'heal');
+  t.ok(await canPing(h, 'h3', 'h1'), 'new containers attach right after');
+  // On demand, too: tsnetctl reconcile.
+  await h.exec('ip', ['link', 'set', bridge, 'down']);
+  t.equal((await tsnetctl('reconcile')).exitCode, 0, 'tsnetctl reconcile');
+  t.ok(await canPing(h, 'h1', 'h2'), 'fixed by an on-demand reconcile');
+  const status = JSON.parse((await tsnetctl('status')).stdout);
+  t.equal(status.networks.length, 1, 'tsnetctl status lists the network');
+});
+
+t.test('dockerd restart: restart-policy containers come back with working networking', async (t) => {
+  await h.docker(['network', 'create', '-d', 'tsnet', '--ipam-driver', 'tsnet', 'sticky']);
+  await runContainer(h, 'r1', 'sticky', ['--restart', 'always']);
+  await runContainer(h, 'r2', 'sticky', ['--restart', 'always']);
+  t.ok(await canPing(h, 'r1', 'r2'));
+  await h.stopDockerd();
+  await h.startDockerd();
+  await waitFor('containers restarted', async () => (await h.docker(['ps', '--filter', 'network=sticky', '-q'])).stdout.split('\n').filter(Boolean).length === 2, 60_000, 500);
+  t.ok(await canPing(h, 'r1', 'r2'), 'r1 reaches r2 by name after the restart');
+  t.ok(await canPing(h, 'r2', 'r1'));
+  const stored = await storedState();
+  t.equal(Object.keys(stored.endpoints).length, 2, 'stale endpoints of the old containers were cleaned');
+  t.equal((await tsnetLinks()).filter((l) => l.ifalias?.startsWith('tsnet:ep:')).length, 2, 'and their veths');
+  await h.docker(['update', '--restart', 'no', 'r1', 'r2']);
+});
+
+t.test('a damaged store: the last good copy is used and allocation pauses until accepted', async (t) => {
+  await h.docker(['network', 'create', '-d', 'tsnet', '--ipam-driver', 'tsnet', 'dmg']);
+  await runContainer(h, 'd1', 'dmg');
+  await runContainer(h, 'd2', 'dmg');
+  await h.stopTsnet();
+  // A torn write: state.json cut in half (a kill during a write that skipped the rename would look like this).
+  const file = `${h.stateDir}/state.json`;
+  const text = await fs.readFile(file, 'utf8');
+  await fs.writeFile(file, text.slice(0, Math.floor(text.length / 2)));
+  await h.startTsnet();
+  const log = await fs.readFile(h.tsnetLog, 'utf8');
+  t.match(log, /state store damaged; loaded the last good copy/, 'detected and logged');
+  t.match(log, /tsnetctl accept-state/, 'the log line says what to do');
+  t.ok(await canPing(h, 'd1', 'd2'), 'running containers unaffected');
+  const refused = await h.docker(['run', '-d', '--name', 'd3', '--network', 'dmg', IMAGE, 'sleep', '60'], { check: false });
+  t.not(refused.exitCode, 0, 'no address is handed out meanwhile');
+  t.match(refused.stderr, /hands out none until an operator checks/);
+  // Restarting does not forget the pause.
+  await h.stopTsnet();
+  await h.startTsnet();
+  t.not((await h.docker(['start', 'd3'], { check: false })).exitCode, 0, 'still paused after a restart');
+  t.equal((await tsnetctl('accept-state')).exitCode, 0, 'operator accepts the state');
+  t.equal((await h.docker(['start', 'd3'], { check: false })).exitCode, 0, 'allocation resumes');
+  const ips = await Promise.all(['d1', 'd2', 'd3'].map((n) => containerIp(h, n, 'dmg')));
+  t.equal(new Set(ips).size, 3, 'distinct addresses');
+});
+
+t.test('both copies damaged: tsnet refuses to start rather than start empty', async (t) => {
+  await h.docker(['network', 'create', '-d', 'tsnet', '--ipam-driver', 'tsnet', 'gone']);
+  await h.stopTsnet();
+  await fs.writeFile(`${h.stateDir}/state.json`, '{"garbage": tru');
+  await fs.writeFile(`${h.stateDir}/state.prev.json`, '');
+  await t.rejects(h.startTsnet(), /tsnet exited with 1/, 'does not start');
+  const log = await fs.readFile(h.tsnetLog, 'utf8');
+  t.match(log, /no usable state in .*will not start with an empty store/);
+  // Put a good state back so the rest of the file can clean up.
+  await fs.rm(h.stateDir, { recursive: true, force: true });
+  await h.startTsnet();
+  await h.docker(['network', 'rm', 'gone'], { check: false });
+});
