@@ -20,6 +20,8 @@ export interface Config {
   defaultPools: DefaultPool[];
   /** seconds between periodic reconciles; 0 = only at start-up and on SIGHUP */
   reconcileInterval: number;
+  /** where the (writable) host /proc/sys is: /proc/sys, or a bind mount of it in the managed plugin */
+  procSys: string;
   /** extra TCP listener (host:port), off unless asked */
   tcpListen: string | undefined;
 }
@@ -32,6 +34,7 @@ export const DEFAULTS = {
   // and gives 256 networks; the ULA /48 gives 65,536 IPv6 /64s.
   defaultPools: '10.210.0.0/16:24,fd74:736e:6574::/48:64',
   reconcileInterval: '0',
+  procSys: '/proc/sys',
 } as const;
 
 const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
@@ -72,9 +75,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const defaultPools = parseDefaultPools(env.TSNET_DEFAULT_POOLS || DEFAULTS.defaultPools);
   const ri = env.TSNET_RECONCILE_INTERVAL || DEFAULTS.reconcileInterval;
   if (!/^\d{1,6}$/.test(ri)) throw new TsnetError('TSNET_ERR_INVALID_CONFIG', `TSNET_RECONCILE_INTERVAL: ${quote(ri)} must be a number of seconds (0 = off)`);
+  const procSys = env.TSNET_PROC_SYS || DEFAULTS.procSys;
+  if (!path.isAbsolute(procSys)) throw new TsnetError('TSNET_ERR_INVALID_CONFIG', `TSNET_PROC_SYS: ${quote(procSys)} must be an absolute path`);
   const tcpListen = env.TSNET_TCP_LISTEN || undefined;
   if (tcpListen !== undefined && !/^(127\.0\.0\.1|\[::1\]|localhost):\d{1,5}$/.test(tcpListen)) {
     throw new TsnetError('TSNET_ERR_INVALID_CONFIG', `TSNET_TCP_LISTEN: ${quote(tcpListen)} must be 127.0.0.1:PORT (the protocol has no authentication; never expose it)`);
   }
-  return { socket, stateDir, logLevel, defaultPools, reconcileInterval: Number(ri), tcpListen };
+  return { socket, stateDir, logLevel, defaultPools, reconcileInterval: Number(ri), procSys, tcpListen };
 }

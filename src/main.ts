@@ -47,7 +47,7 @@ export async function prepareSocket(socketPath: string, log: Logger): Promise<vo
 
 export async function start(config: Config, log: Logger): Promise<{ stop: () => Promise<void>; reconcileNow: () => Promise<void> }> {
   const t0 = performance.now();
-  const runner = createRunner(log);
+  const runner = createRunner(log, undefined, { procSys: config.procSys });
   const store = new Store({ dir: config.stateDir, log });
   const loaded = await store.open();
   const hold = new AllocationHold();

@@ -11,7 +11,8 @@ export function route(app: FastifyInstance, method: string, handler: Handler): v
   app.post(`/${method}`, async (request) => {
     const log = (request.log as unknown as Logger).child({ method, ...requestBindings(request.body) });
     const started = performance.now();
-    const result = await handler(request.body ?? {}, log);
+    // Only an absent body (Content-Length: 0) means {}; a JSON null is malformed.
+    const result = await handler(request.body === undefined ? {} : request.body, log);
     log.debug({ ms: +(performance.now() - started).toFixed(2) }, 'handled');
     return result ?? {};
   });

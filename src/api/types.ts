@@ -79,11 +79,12 @@ export const DiscoveryRequest = Type.Object({
 });
 
 // IPAM (protocol.md §4). Addresses in requests are plain IPs.
-const PoolId = Type.String({ minLength: 1, maxLength: 160, pattern: '^[A-Za-z0-9_.:/-]+$', description: 'a PoolID returned by RequestPool' });
+// PoolIDs are "<address space>/<CIDR>" (ipam.ts); nothing else was ever handed out.
+const PoolId = Type.String({ maxLength: 80, pattern: '^tsnet-(local|global)/[0-9a-f.:]+/[0-9]{1,3}$', description: 'a PoolID returned by RequestPool (tsnet-local/CIDR)' });
 const StrMap = Type.Optional(Type.Union([Type.Record(Type.String({ maxLength: 256 }), Type.String({ maxLength: 4096 })), Type.Null()], { description: 'an object of strings or null' }));
 
 export const RequestPoolRequest = Type.Object({
-  AddressSpace: Type.Optional(Type.String({ maxLength: 64, pattern: '^[A-Za-z0-9_.-]*$', description: 'an address space name' })),
+  AddressSpace: Type.Optional(Type.String({ pattern: '^(tsnet-local|tsnet-global|)$', description: 'one of the address spaces GetDefaultAddressSpaces returned (tsnet-local, tsnet-global)' })),
   Pool: Type.Optional(Type.String({ maxLength: 64, description: 'a CIDR or ""' })),
   SubPool: Type.Optional(Type.String({ maxLength: 64, description: 'a CIDR or ""' })),
   Options: StrMap,

@@ -61,11 +61,11 @@ export interface Runner {
 // names: interface names may contain dots.
 const SYSCTL_PATH = /^net\/(ipv4|ipv6|bridge|core)\/[A-Za-z0-9_.\/-]+$/;
 
-function toPath(key: string): string {
+function toPath(key: string, procSys: string): string {
   if (!SYSCTL_PATH.test(key) || key.split('/').some((part) => part === '..' || part === '.' || part === '')) {
     throw new TsnetError('TSNET_ERR_INTERNAL', `refusing sysctl path ${key}`);
   }
-  return `/proc/sys/${key}`;
+  return `${procSys}/${key}`;
 }
 
 /** The sysctl path of a per-interface setting. */
@@ -73,7 +73,18 @@ export function ifSysctl(family: 'ipv4' | 'ipv6', ifname: string, leaf: string):
   return `net/${family}/conf/${ifname}/${leaf}`;
 }
 
-export function createRunner(log: Logger, netnsPath?: string): Runner {
+export interface RunnerOptions {
+  /**
+   * Where /proc/sys is writable (TSNET_PROC_SYS). A managed plugin's own
+   * /proc/sys is read-only, so it gets the host's /proc/sys/net bind-mounted
+   * elsewhere; net sysctls resolve against the opener's network namespace,
+   * which for a plugin with `network.type: host` is the host's.
+   */
+  procSys?: string;
+}
+
+export function createRunner(log: Logger, netnsPath?: string, options: RunnerOptions = {}): Runner {
+  const procSys = (options.procSys ?? '/proc/sys').replace(/\/+$/, '');
   const run = async (cmd: string, args: readonly string[], opts: RunOptions = {}): Promise<RunResult> => {
     const [file, argv] = netnsPath ? ['nsenter', [`--net=${netnsPath}`, '--', cmd, ...args]] : [cmd, [...args]];
     const started = performance.now();
@@ -99,7 +110,7 @@ export function createRunner(log: Logger, netnsPath?: string): Runner {
     netnsPath,
     run,
     async writeSysctl(key, value) {
-      const p = toPath(key);
+      const p = toPath(key, procSys);
       if (!netnsPath) {
         await fs.writeFile(p, value);
         return;
@@ -109,7 +120,7 @@ export function createRunner(log: Logger, netnsPath?: string): Runner {
       await run('tee', [p], { input: value });
     },
     async readSysctl(key) {
-      const p = toPath(key);
+      const p = toPath(key, procSys);
       try {
         if (!netnsPath) return (await fs.readFile(p, 'utf8')).trim();
         return (await run('cat', [p])).stdout.trim();

@@ -98,7 +98,7 @@ t.test('every failure is HTTP 500 {"Err": "..."}, on both subsystems', async (t)
     ['NetworkDriver.DiscoverNew', { DiscoveryType: 'x' }, /DiscoveryType/],
     ['IpamDriver.RequestPool', { Pool: 'nonsense' }, /"nonsense" is not a CIDR/],
     ['IpamDriver.RequestAddress', { PoolID: 'tsnet-local/10.1.2.0/24', Address: '' }, /no pool with PoolID/],
-    ['IpamDriver.ReleaseAddress', { PoolID: 'x', Address: 'not-an-ip' }, /not a plain IP/],
+    ['IpamDriver.ReleaseAddress', { PoolID: 'tsnet-local/10.0.0.0/24', Address: 'not-an-ip' }, /not a plain IP/],
     ['IpamDriver.ReleasePool', { PoolID: '' }, /PoolID/],
     ['IpamDriver.RequestPool', [1, 2], /must be a JSON object/],
   ];
