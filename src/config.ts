@@ -4,7 +4,7 @@
 // value and what would be accepted, never a half-working plugin.
 import path from 'node:path';
 import { TsnetError, quote } from './errors.js';
-import { formatPrefix, parsePrefix, width, type Prefix } from './ipam/cidr.js';
+import { formatPrefix, parseIp, parsePrefix, width, type Prefix } from './ipam/cidr.js';
 
 export interface DefaultPool {
   /** the range to carve from */
@@ -24,6 +24,13 @@ export interface Config {
   procSys: string;
   /** extra TCP listener (host:port), off unless asked */
   tcpListen: string | undefined;
+  /** etcd client URLs; empty = no cluster (bridge and static-peer overlays only) */
+  etcdEndpoints: string[];
+  /** this host's underlay (VTEP) address; undefined = the source address of the default route */
+  advertiseAddr: string | undefined;
+  vxlanPort: number;
+  /** seconds a host's etcd lease lives without keepalives */
+  etcdLeaseTtl: number;
 }
 
 export const DEFAULTS = {
@@ -35,6 +42,8 @@ export const DEFAULTS = {
   defaultPools: '10.210.0.0/16:24,fd74:736e:6574::/48:64',
   reconcileInterval: '0',
   procSys: '/proc/sys',
+  vxlanPort: '4789',
+  etcdLeaseTtl: '15',
 } as const;
 
 const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
@@ -81,5 +90,43 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (tcpListen !== undefined && !/^(127\.0\.0\.1|\[::1\]|localhost):\d{1,5}$/.test(tcpListen)) {
     throw new TsnetError('TSNET_ERR_INVALID_CONFIG', `TSNET_TCP_LISTEN: ${quote(tcpListen)} must be 127.0.0.1:PORT (the protocol has no authentication; never expose it)`);
   }
-  return { socket, stateDir, logLevel, defaultPools, reconcileInterval: Number(ri), procSys, tcpListen };
+  const etcdEndpoints = (env.TSNET_ETCD_ENDPOINTS ?? '')
+    .split(',')
+    .map((e) => e.trim())
+    .filter((e) => e !== '');
+  for (const e of etcdEndpoints) {
+    let ok = false;
+    try {
+      const u = new URL(e);
+      ok = (u.protocol === 'http:' || u.protocol === 'https:') && u.hostname !== '' && u.pathname === '/' && !u.search && !u.username;
+    } catch {
+      ok = false;
+    }
+    if (!ok) throw new TsnetError('TSNET_ERR_INVALID_CONFIG', `TSNET_ETCD_ENDPOINTS: ${quote(e)} is not an etcd client URL like http://10.0.0.5:2379`);
+  }
+  const advertiseAddr = env.TSNET_ADVERTISE_ADDR || undefined;
+  if (advertiseAddr !== undefined && !parseIp(advertiseAddr)) {
+    throw new TsnetError('TSNET_ERR_INVALID_CONFIG', `TSNET_ADVERTISE_ADDR: ${quote(advertiseAddr)} is not an IP address`);
+  }
+  const port = env.TSNET_VXLAN_PORT || DEFAULTS.vxlanPort;
+  if (!/^\d{1,5}$/.test(port) || Number(port) < 1 || Number(port) > 65535) {
+    throw new TsnetError('TSNET_ERR_INVALID_CONFIG', `TSNET_VXLAN_PORT: ${quote(port)} is not a UDP port (1-65535)`);
+  }
+  const ttl = env.TSNET_ETCD_LEASE_TTL || DEFAULTS.etcdLeaseTtl;
+  if (!/^\d{1,4}$/.test(ttl) || Number(ttl) < 2 || Number(ttl) > 3600) {
+    throw new TsnetError('TSNET_ERR_INVALID_CONFIG', `TSNET_ETCD_LEASE_TTL: ${quote(ttl)} must be seconds between 2 and 3600`);
+  }
+  return {
+    socket,
+    stateDir,
+    logLevel,
+    defaultPools,
+    reconcileInterval: Number(ri),
+    procSys,
+    tcpListen,
+    etcdEndpoints,
+    advertiseAddr,
+    vxlanPort: Number(port),
+    etcdLeaseTtl: Number(ttl),
+  };
 }

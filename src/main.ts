@@ -18,6 +18,9 @@ import { createRunner } from './kernel/exec.js';
 import { createLogger } from './log.js';
 import { Store } from './store/store.js';
 import { PortPublisher } from './ports/publisher.js';
+import { ClusterRegistry } from './cluster/registry.js';
+import { OverlayManager } from './overlay/manager.js';
+import { randomBytes } from 'node:crypto';
 
 /** Remove a stale socket file; refuse to take over one a live process still serves. */
 export async function prepareSocket(socketPath: string, log: Logger): Promise<void> {
@@ -45,6 +48,23 @@ export async function prepareSocket(socketPath: string, log: Logger): Promise<vo
   log.info({ socket: socketPath }, 'removed stale socket');
 }
 
+/**
+ * The cluster registry, when etcd endpoints are configured. The host ID is
+ * made once and kept in the state directory, so a restarted tsnet takes its
+ * own etcd keys over rather than appearing as a new host.
+ */
+async function openRegistry(config: Config, store: Store, runner: ReturnType<typeof createRunner>, log: Logger): Promise<ClusterRegistry> {
+  const idFile = path.join(store.dir, 'host-id');
+  let hostId = (await fs.readFile(idFile, 'utf8').catch(() => '')).trim();
+  if (!/^[0-9a-f]{16}$/.test(hostId)) {
+    hostId = randomBytes(8).toString('hex');
+    await fs.writeFile(idFile, `${hostId}\n`, { mode: 0o600 });
+  }
+  const probe = new OverlayManager({ runner, store, registry: undefined, log, vxlanPort: config.vxlanPort, advertiseAddr: config.advertiseAddr });
+  const { local } = await probe.underlay();
+  return new ClusterRegistry({ endpoints: config.etcdEndpoints, hostId, vtep: local, leaseTtl: config.etcdLeaseTtl, log });
+}
+
 export async function start(config: Config, log: Logger): Promise<{ stop: () => Promise<void>; reconcileNow: () => Promise<void> }> {
   const t0 = performance.now();
   const runner = createRunner(log, undefined, { procSys: config.procSys });
@@ -70,8 +90,10 @@ export async function start(config: Config, log: Logger): Promise<{ stop: () => 
   }
   const firewall = new Firewall(runner, log);
   const ports = new PortPublisher({ runner, firewall, log });
-  const driver = new NetworkDriverService({ runner, store, firewall, ports, log });
-  const ipam = new IpamService({ store, runner, log, defaultPools: config.defaultPools, readOnlyReason: () => hold.reason });
+  const registry = config.etcdEndpoints.length > 0 ? await openRegistry(config, store, runner, log) : undefined;
+  const overlay = new OverlayManager({ runner, store, registry, log, vxlanPort: config.vxlanPort, advertiseAddr: config.advertiseAddr });
+  const driver = new NetworkDriverService({ runner, store, firewall, ports, overlay, log });
+  const ipam = new IpamService({ store, runner, log, defaultPools: config.defaultPools, readOnlyReason: () => hold.reason, overlay });
   let reconcileNow: () => Promise<void> = async () => undefined;
   const app = buildApp({
     driver,
@@ -105,12 +127,13 @@ export async function start(config: Config, log: Logger): Promise<{ stop: () => 
   let reconciling: Promise<void> = Promise.resolve();
   reconcileNow = (): Promise<void> => {
     reconciling = reconciling.then(async () => {
-      const report = await driver.exclusive(() => reconcile({ runner, store, firewall, ports, log }));
+      const report = await driver.exclusive(() => reconcile({ runner, store, firewall, ports, overlay, log }));
       log.info({ ...report }, 'reconcile finished');
     }).catch((err: unknown) => log.error({ err }, 'reconcile failed'));
     return reconciling;
   };
   void reconcileNow();
+  registry?.start();
 
   let timer: NodeJS.Timeout | undefined;
   if (config.reconcileInterval > 0) {
@@ -123,9 +146,27 @@ export async function start(config: Config, log: Logger): Promise<{ stop: () => 
     await app.close();
     await reconciling;
     await ports.closeAll();
+    await overlay.close();
+    await registry?.close();
     await store.close();
   };
   return { stop, reconcileNow };
+}
+
+/**
+ * Leave after a fatal start-up error. As PID 1 (the managed plugin, in its
+ * own PID namespace) wait for SIGTERM instead: dockerd 20.10 restarts a
+ * plugin that exits while `docker plugin enable` waits for its socket, the
+ * restart races with its clean-up, and the next enable fails with "id
+ * already in use". Waiting until dockerd gives up (~10 s) and stops us
+ * leaves one log line and a clean, failed enable.
+ */
+export function exitFatal(code: number): void {
+  if (process.pid !== 1) process.exit(code);
+  const leave = (): never => process.exit(code);
+  process.once('SIGTERM', leave);
+  process.once('SIGINT', leave);
+  setInterval(() => undefined, 1 << 30);
 }
 
 async function main(): Promise<void> {
@@ -134,7 +175,7 @@ async function main(): Promise<void> {
     config = loadConfig();
   } catch (err) {
     process.stderr.write(`${JSON.stringify({ level: 'fatal', name: 'tsnet', msg: (err as Error).message })}\n`);
-    process.exit(2);
+    return exitFatal(2);
   }
   const log = createLogger(config.logLevel);
   let running: Awaited<ReturnType<typeof start>>;
@@ -142,7 +183,7 @@ async function main(): Promise<void> {
     running = await start(config, log);
   } catch (err) {
     log.fatal({ err }, `tsnet cannot start: ${(err as Error).message}`);
-    log.flush(() => process.exit(1));
+    log.flush(() => exitFatal(1));
     return;
   }
   let stopping = false;

@@ -23,6 +23,7 @@ import { defaultRouteInfo, deleteLink, getLink, ipBatch } from '../kernel/ip.js'
 import { createBridge, createVeth } from '../kernel/link.js';
 import {
   ALIAS_PREFIX,
+  bridgeMac,
   bridgeName,
   endpointAlias,
   endpointMac,
@@ -30,6 +31,7 @@ import {
   networkAlias,
   peerVethName,
   shortId,
+  vxlanName,
 } from '../kernel/names.js';
 import type { Store } from '../store/store.js';
 import type { EndpointRecord, NetworkRecord } from '../store/schema.js';
@@ -37,6 +39,8 @@ import { KeyedLock } from '../util/keyed-lock.js';
 import { parseNetworkOptions } from './options.js';
 import { PORTMAP_KEY, parsePortmap } from '../ports/portmap.js';
 import type { PortPublisher } from '../ports/publisher.js';
+import { VXLAN_OVERHEAD, type OverlayManager } from '../overlay/manager.js';
+import { createVxlan } from '../kernel/vxlan.js';
 import { runSteps, type Step } from './steps.js';
 import { findOverlap, gatewayIp, parseSubnets, subnetPrefixes } from './subnets.js';
 
@@ -45,6 +49,7 @@ export interface DriverDeps {
   store: Store;
   firewall: Firewall;
   ports: PortPublisher;
+  overlay: OverlayManager;
   log: Logger;
 }
 
@@ -80,6 +85,7 @@ export function settingsDiff(
 ): string | undefined {
   const { cfg } = want;
   const pairs: Array<[string, unknown, unknown]> = [
+    ['tsnet.mode', net.mode, cfg.mode],
     ['bridge', net.bridge, want.bridge],
     ['IPv4Data', net.ipv4, want.ipv4],
     ['IPv6Data', net.ipv6, want.ipv6],
@@ -103,6 +109,7 @@ export class NetworkDriverService {
   readonly #store: Store;
   readonly #firewall: Firewall;
   readonly #ports: PortPublisher;
+  readonly #overlay: OverlayManager;
   readonly #log: Logger;
   readonly #locks = new KeyedLock();
   /** closed while reconcile runs; every kernel-touching call waits at it */
@@ -115,6 +122,7 @@ export class NetworkDriverService {
     this.#store = deps.store;
     this.#firewall = deps.firewall;
     this.#ports = deps.ports;
+    this.#overlay = deps.overlay;
     this.#log = deps.log.child({ component: 'driver' });
   }
 
@@ -163,9 +171,6 @@ export class NetworkDriverService {
 
   async createNetwork(req: CreateNetworkRequest, log: Logger): Promise<Record<string, never>> {
     const cfg = parseNetworkOptions(req.Options);
-    if (cfg.mode === 'overlay') {
-      throw new TsnetError('TSNET_ERR_INVALID_OPTION', 'tsnet.mode=overlay is not available in this build of tsnet');
-    }
     const ipv4 = parseSubnets(req.IPv4Data, false, 'IPv4Data');
     const ipv6 = parseSubnets(req.IPv6Data, true, 'IPv6Data');
     if (cfg.gatewayMode !== 'isolated') {
@@ -198,6 +203,24 @@ export class NetworkDriverService {
         );
       }
 
+      // Overlays: VNI agreed in the cluster, underlay found, before any kernel change.
+      let overlay: Awaited<ReturnType<OverlayManager['plan']>> | undefined;
+      let poolId: string | undefined;
+      if (cfg.mode === 'overlay') {
+        const space = req.IPv4Data?.[0]?.AddressSpace ?? '';
+        const candidate = ipv4[0] ? `${space}/${ipv4[0].pool}` : undefined;
+        poolId = candidate && this.#store.state.pools[candidate] ? candidate : undefined;
+        overlay = await this.#overlay.plan({
+          id,
+          subnet: ipv4[0]?.pool,
+          subPool: poolId ? this.#store.state.pools[poolId]!.subPool : undefined,
+          gateway: ipv4[0]?.gateway,
+          poolId,
+          vni: cfg.vni,
+          peers: cfg.peers,
+          vxlan: vxlanName(id),
+        });
+      }
       let adopt = false;
       const link = await getLink(this.#runner, bridge);
       if (link) {
@@ -213,10 +236,11 @@ export class NetworkDriverService {
         }
       }
 
-      const mtu = cfg.mtu ?? (await this.#defaultMtu());
+      const mtu = cfg.mtu ?? (overlay ? overlay.underlay.mtu - VXLAN_OVERHEAD : await this.#defaultMtu());
       const record: NetworkRecord = {
         id,
-        mode: 'bridge',
+        mode: overlay ? 'overlay' : 'bridge',
+        ...(overlay ? { overlay: overlay.overlay } : {}),
         bridge,
         createdBridge: !adopt,
         ipv4,
@@ -242,7 +266,7 @@ export class NetworkDriverService {
           do: () =>
             createBridge(this.#runner, {
               name: bridge,
-              mac: endpointMac(`bridge:${id}`),
+              mac: bridgeMac(record),
               mtu,
               alias: networkAlias(id),
               addresses,
@@ -255,6 +279,20 @@ export class NetworkDriverService {
           when: adopt,
           do: () => ipBatch(this.#runner, [...addresses.map((a) => ['addr', 'replace', a, 'dev', bridge]), ['link', 'set', 'dev', bridge, 'up']]),
           undo: () => ipBatch(this.#runner, addresses.map((a) => ['addr', 'del', a, 'dev', bridge]), { force: true }).catch(() => undefined),
+        },
+        {
+          name: 'vxlan',
+          when: overlay !== undefined,
+          do: async () => {
+            const o = overlay!;
+            try {
+              await createVxlan(this.#runner, { name: o.overlay.vxlan, vni: o.overlay.vni, port: this.#overlay.port, local: o.underlay.local, dev: o.underlay.dev, mtu, bridge, alias: networkAlias(id), learning: o.overlay.mode === 'static' });
+            } catch (err) {
+              await deleteLink(this.#runner, o.overlay.vxlan).catch(() => undefined);
+              throw err;
+            }
+          },
+          undo: async () => void (await deleteLink(this.#runner, overlay!.overlay.vxlan)),
         },
         {
           // Routing between the bridge and the uplink needs forwarding, as
@@ -273,16 +311,32 @@ export class NetworkDriverService {
           undo: () => this.#firewall.removeNetwork(shortId(id), bridge),
         },
       ];
+      steps.push({
+        name: 'overlay-rules',
+        when: overlay !== undefined,
+        do: async () => {
+          await this.#overlay.addGatewayGuard(record);
+          await this.#overlay.syncRules(record);
+        },
+        undo: async () => {
+          await this.#overlay.removeGatewayGuard(record);
+          await this.#overlay.syncRules();
+        },
+      });
       const undo = await runSteps(steps, log);
       this.#store.state.networks[id] = record;
+      const pool = poolId && overlay?.overlay.mode === 'cluster' ? this.#store.state.pools[poolId] : undefined;
+      if (pool) pool.overlayNetwork = id;
       try {
         await this.#store.commit();
       } catch (err) {
         delete this.#store.state.networks[id];
+        if (pool) delete pool.overlayNetwork;
         await undo().catch(() => undefined);
         throw err;
       }
-      log.info({ bridge, subnets: prefixes.map(formatPrefix), internal: cfg.internal, adopted: adopt, mtu }, 'network created');
+      if (overlay) this.#overlay.start(record);
+      log.info({ bridge, subnets: prefixes.map(formatPrefix), internal: cfg.internal, adopted: adopt, mtu, vni: record.overlay?.vni }, 'network created');
       return {};
     });
   }
@@ -321,6 +375,11 @@ export class NetworkDriverService {
         await this.#ports.unpublish(ep, log).catch((err) => errors.push(err));
         await deleteLink(this.#runner, ep.hostVeth).catch((err) => errors.push(err));
       }
+      if (net.overlay) {
+        await this.#overlay.stop(net, { leave: true });
+        await this.#overlay.removeGatewayGuard(net).catch((err) => errors.push(err));
+        await deleteLink(this.#runner, net.overlay.vxlan).catch((err) => errors.push(err));
+      }
       await this.#firewall.removeNetwork(shortId(id), net.bridge).catch((err) => errors.push(err));
       if (net.createdBridge) await deleteLink(this.#runner, net.bridge).catch((err) => errors.push(err));
       else {
@@ -333,6 +392,7 @@ export class NetworkDriverService {
       for (const ep of stale) delete this.#store.state.endpoints[ep.id];
       delete this.#store.state.networks[id];
       await this.#store.commit();
+      if (net.overlay) await this.#overlay.syncRules().catch((err) => errors.push(err));
       if (errors.length > 0) {
         log.error({ errors: errors.map((e) => (e as Error).message) }, 'network deleted with cleanup errors; reconcile will retry');
       } else log.info({ bridge: net.bridge }, 'network deleted');
@@ -418,6 +478,7 @@ export class NetworkDriverService {
         await undo().catch(() => undefined);
         throw err;
       }
+      if (net.overlay) await this.#overlay.publish(net, record);
       log.info({ hostVeth: host, address, addressV6, mac }, 'endpoint created');
       // Never echo a field dockerd filled in (protocol.md §2.6).
       return record.macAssigned ? { Interface: { MacAddress: mac } } : {};
@@ -515,6 +576,7 @@ export class NetworkDriverService {
         return {};
       }
       await this.#ports.unpublish(ep, log);
+      await this.#overlay.unpublish(this.#store.state.networks[ep.networkId], ep);
       await deleteLink(this.#runner, ep.hostVeth);
       delete this.#store.state.endpoints[ep.id];
       await this.#store.commit();

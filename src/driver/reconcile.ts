@@ -14,11 +14,13 @@ import type { Firewall } from '../firewall/firewall.js';
 import type { Runner } from '../kernel/exec.js';
 import { deleteLinks, ipBatch, listAddrs, listLinks, type LinkInfo } from '../kernel/ip.js';
 import { createBridge } from '../kernel/link.js';
-import { ALIAS_PREFIX, endpointMac, networkAlias, shortId } from '../kernel/names.js';
+import { ALIAS_PREFIX, bridgeMac, networkAlias, shortId } from '../kernel/names.js';
 import type { Store } from '../store/store.js';
 import type { NetworkRecord } from '../store/schema.js';
 import { bridgeAddresses, firewallSpec } from './driver.js';
 import { toFirewallPorts, type PortPublisher } from '../ports/publisher.js';
+import type { OverlayManager } from '../overlay/manager.js';
+import { createVxlan } from '../kernel/vxlan.js';
 
 export interface ReconcileReport {
   bridgesCreated: string[];
@@ -36,6 +38,7 @@ export interface ReconcileDeps {
   store: Store;
   firewall: Firewall;
   ports: PortPublisher;
+  overlay: OverlayManager;
   log: Logger;
 }
 
@@ -63,6 +66,31 @@ export async function reconcile(deps: ReconcileDeps): Promise<ReconcileReport> {
     } catch (err) {
       report.errors.push(`network ${shortId(net.id)}: ${(err as Error).message}`);
       log.error({ err, networkId: net.id }, 'could not reconcile network');
+    }
+  }
+
+  // Overlays: the VXLAN port exists and is on its bridge, rules are in, the
+  // control plane is followed again (forwarding entries come from etcd).
+  for (const net of Object.values(state.networks)) {
+    const o = net.overlay;
+    if (!o) continue;
+    try {
+      const vx = links.get(o.vxlan);
+      if (!vx) {
+        const u = await deps.overlay.underlay();
+        await createVxlan(runner, { name: o.vxlan, vni: o.vni, port: deps.overlay.port, local: u.local, dev: u.dev, mtu: net.mtu, bridge: net.bridge, alias: networkAlias(net.id), learning: o.mode === 'static' });
+        report.bridgesFixed.push(o.vxlan);
+        log.warn({ networkId: net.id, vxlan: o.vxlan }, 'VXLAN device was missing; re-created it');
+      } else if (vx.master !== net.bridge || !vx.flags.includes('UP')) {
+        await ipBatch(runner, [['link', 'set', 'dev', o.vxlan, 'master', net.bridge], ['link', 'set', 'dev', o.vxlan, 'up']]);
+        report.bridgesFixed.push(o.vxlan);
+      }
+      await deps.overlay.addGatewayGuard(net);
+      deps.overlay.start(net);
+      if (!vx) deps.overlay.reprogram(net);
+    } catch (err) {
+      report.errors.push(`overlay ${shortId(net.id)}: ${(err as Error).message}`);
+      log.error({ err, networkId: net.id }, 'could not reconcile overlay');
     }
   }
 
@@ -104,6 +132,7 @@ export async function reconcile(deps: ReconcileDeps): Promise<ReconcileReport> {
     const { removedChains } = await firewall.syncAll(Object.values(state.networks).map(firewallSpec), endpoints.flatMap(toFirewallPorts));
     report.staleChainsRemoved.push(...removedChains);
     report.errors.push(...(await deps.ports.restore(endpoints)));
+    await deps.overlay.syncRules();
   } catch (err) {
     report.errors.push(`firewall: ${(err as Error).message}`);
     log.error({ err }, 'could not restore the firewall');
@@ -119,7 +148,7 @@ async function reconcileBridge(runner: Runner, net: NetworkRecord, link: LinkInf
   if (!link) {
     await createBridge(runner, {
       name: net.bridge,
-      mac: endpointMac(`bridge:${net.id}`),
+      mac: bridgeMac(net),
       mtu: net.mtu,
       alias: networkAlias(net.id),
       addresses: wanted,

@@ -20,6 +20,7 @@ import type { PoolRecord } from '../store/schema.js';
 import { KeyedLock } from '../util/keyed-lock.js';
 import type { ReleaseAddressRequest, ReleasePoolRequest, RequestAddressRequest, RequestPoolRequest } from '../api/types.js';
 import { PoolAllocator } from './allocator.js';
+import type { OverlayManager } from '../overlay/manager.js';
 import { containsPrefix, formatIp, formatPrefix, overlaps, parseIp, parsePrefix, subnets, width, type Prefix } from './cidr.js';
 
 export const LOCAL_SPACE = 'tsnet-local';
@@ -34,6 +35,8 @@ export interface IpamDeps {
   defaultPools: DefaultPool[];
   /** refuse new allocations (store loaded from a fallback copy) */
   readOnlyReason?: () => string | undefined;
+  /** cluster-wide allocation for pools of overlay networks */
+  overlay?: OverlayManager;
 }
 
 export class IpamService {
@@ -43,12 +46,15 @@ export class IpamService {
   readonly #locks = new KeyedLock();
   readonly #allocators = new Map<string, PoolAllocator>();
   readonly #readOnlyReason: () => string | undefined;
+  readonly #overlay: OverlayManager | undefined;
 
   constructor(deps: IpamDeps) {
     this.#store = deps.store;
     this.#runner = deps.runner;
     this.#defaults = deps.defaultPools;
     this.#readOnlyReason = deps.readOnlyReason ?? (() => undefined);
+    this.#overlay = deps.overlay;
+    if (this.#overlay) this.#overlay.isAllocated = (poolId, v) => this.#allocators.get(poolId)?.has(v) ?? false;
     for (const rec of Object.values(this.#store.state.pools)) this.#allocators.set(rec.id, new PoolAllocator(rec));
   }
 
@@ -199,6 +205,7 @@ export class IpamService {
       const v6 = alloc.prefix.v6;
       let value: bigint;
       const wanted = req.Address ?? '';
+      const overlayNet = !isGateway ? this.#overlay?.networkForPool(req.PoolID) : undefined;
       if (wanted !== '') {
         const ip = parseIp(wanted);
         if (!ip) throw new TsnetError('TSNET_ERR_INVALID_REQUEST', `Address ${quote(wanted)} is not a plain IP address`);
@@ -208,6 +215,10 @@ export class IpamService {
         if (alloc.isReserved(ip.value)) {
           throw new TsnetError('TSNET_ERR_ADDRESS_OUT_OF_POOL', `address ${wanted} is the ${ip.value === alloc.prefix.base ? 'network' : 'broadcast'} address of ${alloc.record.pool}`);
         }
+        if (overlayNet && !alloc.has(ip.value)) {
+          // Unique across the cluster, not just here (may ask etcd or the block's owner).
+          await this.#overlay!.allocate(overlayNet, ip.value, (v) => alloc.has(v) || alloc.isReserved(v));
+        }
         if (alloc.has(ip.value)) {
           const owner = alloc.owner(ip.value);
           throw new TsnetError(
@@ -216,6 +227,8 @@ export class IpamService {
           );
         }
         value = ip.value;
+      } else if (overlayNet) {
+        value = await this.#overlay!.allocate(overlayNet, undefined, (v) => alloc.has(v) || alloc.isReserved(v) || !alloc.inPool(v));
       } else {
         const free = alloc.firstFree();
         if (free === undefined) {
@@ -238,6 +251,8 @@ export class IpamService {
       if (!alloc || !alloc.has(ip.value)) return undefined;
       const prev = alloc.owner(ip.value)!;
       alloc.release(ip.value);
+      const overlayNet = this.#overlay?.networkForPool(req.PoolID);
+      if (overlayNet) await this.#overlay!.release(overlayNet, ip.value);
       log.debug({ poolId: req.PoolID, address: req.Address }, 'address released');
       // If someone took the address meanwhile, the release stands.
       return { result: undefined, undo: () => void (alloc.has(ip.value) || alloc.take(ip.value, prev)) };

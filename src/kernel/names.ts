@@ -69,6 +69,16 @@ export function endpointMac(endpointId: string): string {
   return bytes.map((b) => b.toString(16).padStart(2, '0')).join(':');
 }
 
+/**
+ * The bridge's MAC, which is the gateway's. An overlay's gateway is the same
+ * on every host (a distributed gateway), so its MAC comes from the subnet,
+ * which all hosts share, not from the network ID, which each host's dockerd
+ * makes up.
+ */
+export function bridgeMac(net: { id: string; overlay?: { subnet: string } | undefined }): string {
+  return endpointMac(net.overlay ? `gateway:${net.overlay.subnet}` : `bridge:${net.id}`);
+}
+
 /** Short form of a Docker ID for rule comments and chain names. */
 export function shortId(id: string): string {
   return id.slice(0, 12);

@@ -24,6 +24,26 @@ export const SubnetSchema = Type.Object({
 });
 export type SubnetRecord = Static<typeof SubnetSchema>;
 
+export const OverlaySchema = Type.Object({
+  /** cluster: etcd control plane; static: a fixed peer list, no control plane */
+  mode: Type.Union([Type.Literal('cluster'), Type.Literal('static')]),
+  vni: Type.Integer({ minimum: 1, maximum: 16777215 }),
+  vxlan: IfName,
+  subnet: Type.String(),
+  /** the IPAM pool whose endpoint addresses are allocated cluster-wide */
+  poolId: Type.Optional(Type.String()),
+  /** dynamic range blocks are carved from (SubPool, else the subnet) */
+  range: Type.String(),
+  peers: Type.Array(Type.String()),
+  local: Type.String(),
+  underlay: IfName,
+  /** address blocks this host leased (keys as in etcd) */
+  blocks: Type.Array(Type.String()),
+  /** static addresses this host claimed outside its own blocks */
+  claims: Type.Array(Type.String()),
+});
+export type OverlayRecord = Static<typeof OverlaySchema>;
+
 const GatewayModeSchema = Type.Union([Type.Literal('nat'), Type.Literal('nat-unprotected'), Type.Literal('routed'), Type.Literal('isolated')]);
 
 export const NetworkSchema = Type.Object({
@@ -47,9 +67,8 @@ export const NetworkSchema = Type.Object({
   /** prefix of the interface name inside containers (eth -> eth0, eth1 …) */
   ifacePrefix: Type.String({ pattern: '^[A-Za-z][A-Za-z0-9_-]{0,10}$' }),
   trustedHostInterfaces: Type.Array(IfName),
-  vni: Type.Optional(Type.Integer({ minimum: 1, maximum: 16777215 })),
-  vxlan: Type.Optional(IfName),
-  peers: Type.Optional(Type.Array(Type.String())),
+  /** present for tsnet.mode=overlay */
+  overlay: Type.Optional(OverlaySchema),
   /** the -o map as dockerd sent it, for inspection and re-validation */
   options: Type.Record(Type.String(), Type.String()),
   createdAt: Type.String(),
@@ -87,6 +106,8 @@ export const PoolSchema = Type.Object({
   v6: Type.Boolean(),
   /** chosen by tsnet from the default pools rather than asked for with --subnet */
   dynamic: Type.Boolean(),
+  /** set when an overlay network uses this pool: endpoint addresses are then unique cluster-wide */
+  overlayNetwork: Type.Optional(Type.String()),
   options: Type.Record(Type.String(), Type.String()),
   allocations: Type.Record(Type.String(), AllocationSchema),
   createdAt: Type.String(),

@@ -12,6 +12,7 @@ import { NetworkDriverService } from '../../src/driver/driver.js';
 import { Firewall } from '../../src/firewall/firewall.js';
 import { IpamService } from '../../src/ipam/ipam.js';
 import { PortPublisher } from '../../src/ports/publisher.js';
+import { OverlayManager } from '../../src/overlay/manager.js';
 import { Store, decodeFile } from '../../src/store/store.js';
 import type { State } from '../../src/store/schema.js';
 import { FakeRunner, keepAlive, silentLogger } from './fake-runner.js';
@@ -45,11 +46,13 @@ export async function buildHarness(t: TeardownHost, opts: { defaultPools?: strin
   await store.open();
   const firewall = new Firewall(runner, log);
   const ports = new PortPublisher({ runner, firewall, log });
-  const driver = new NetworkDriverService({ runner, store, firewall, ports, log });
+  const overlay = new OverlayManager({ runner, store, registry: undefined, log, vxlanPort: 4789, advertiseAddr: undefined });
+  const driver = new NetworkDriverService({ runner, store, firewall, ports, overlay, log });
   const ipam = new IpamService({
     store,
     runner,
     log,
+    overlay,
     defaultPools: parseDefaultPools(opts.defaultPools ?? '10.210.0.0/16:24,fd74:736e:6574::/48:64'),
   });
   const app = buildApp({ driver, ipam, log });

@@ -353,7 +353,11 @@ export interface LabOptions extends HostOptions {
   outside?: boolean;
   /** start dockerd on every host (default true) */
   dockerd?: boolean;
+  /** run etcd in a namespace of its own on the LAN (10.99.0.5:2379) */
+  etcd?: boolean;
 }
+
+export const ETCD_URL = 'http://10.99.0.5:2379';
 
 export class Lab {
   readonly id: string;
@@ -415,6 +419,15 @@ export class Lab {
       await sh('ip', ['-n', this.outNs, 'addr', 'add', '10.99.0.100/24', 'dev', 'eth0']);
       await sh('ip', ['-n', this.outNs, 'link', 'set', 'eth0', 'up']);
     }
+    if (opts.etcd) {
+      await sh('ip', ['netns', 'add', this.etcdNs]);
+      await sh('ip', ['-n', this.etcdNs, 'link', 'set', 'lo', 'up']);
+      await sh('ip', ['-n', this.lanNs, 'link', 'add', 'etcd', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', this.etcdNs]);
+      await sh('ip', ['-n', this.lanNs, 'link', 'set', 'etcd', 'master', 'lan0', 'up']);
+      await sh('ip', ['-n', this.etcdNs, 'addr', 'add', '10.99.0.5/24', 'dev', 'eth0']);
+      await sh('ip', ['-n', this.etcdNs, 'link', 'set', 'eth0', 'up']);
+      await this.startEtcd();
+    }
     const n = opts.hosts ?? 1;
     for (let i = 1; i <= n; i++) {
       const h = new LabHost(this, i);
@@ -432,6 +445,45 @@ export class Lab {
     }
   }
 
+  get etcdNs(): string {
+    return `${this.prefix}-etcd`;
+  }
+
+  #etcd: ChildProcess | undefined;
+
+  async startEtcd(): Promise<void> {
+    const log = await fs.open(path.join(this.dir, 'etcd.log'), 'a');
+    const child = spawn(
+      'ip',
+      [
+        'netns', 'exec', this.etcdNs, 'etcd',
+        '--name', 'lab', '--data-dir', path.join(this.dir, 'etcd-data'),
+        '--listen-client-urls', ETCD_URL, '--advertise-client-urls', ETCD_URL,
+        '--listen-peer-urls', 'http://127.0.0.1:2380', '--initial-advertise-peer-urls', 'http://127.0.0.1:2380',
+        '--initial-cluster', 'lab=http://127.0.0.1:2380',
+      ],
+      { stdio: ['ignore', log.fd, log.fd], env: cleanEnv() },
+    );
+    await log.close();
+    this.#etcd = child;
+    await waitFor('etcd', async () => (await sh('ip', ['netns', 'exec', this.etcdNs, 'etcdctl', '--endpoints', ETCD_URL, 'endpoint', 'health'], { check: false, env: cleanEnv({ ETCDCTL_API: '3' }) })).exitCode === 0, 20_000, 200);
+  }
+
+  async stopEtcd(): Promise<void> {
+    const c = this.#etcd;
+    if (!c || c.exitCode !== null || c.signalCode !== null) return;
+    const exited = new Promise<void>((r) => c.once('exit', () => r()));
+    c.kill('SIGTERM');
+    await Promise.race([exited, sleep(10_000)]);
+    if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+    this.#etcd = undefined;
+  }
+
+  /** etcdctl against the lab's etcd. */
+  etcdctl(args: string[]): Promise<CmdResult> {
+    return sh('ip', ['netns', 'exec', this.etcdNs, 'etcdctl', '--endpoints', ETCD_URL, ...args], { check: false, env: cleanEnv({ ETCDCTL_API: '3' }) });
+  }
+
   /** Run a command in the outside namespace. */
   outside(cmd: string, args: string[], opts: ExecaOptions & { check?: boolean } = {}): Promise<CmdResult> {
     return sh('ip', ['netns', 'exec', this.outNs, cmd, ...args], opts);
@@ -445,6 +497,8 @@ export class Lab {
       process.removeListener('SIGINT', this.#onSignal);
     }
     await Promise.all(this.hosts.map((h) => h.teardown()));
+    await this.stopEtcd();
+    await sh('ip', ['netns', 'del', this.etcdNs], { check: false });
     await sh('ip', ['netns', 'del', this.outNs], { check: false });
     await sh('ip', ['netns', 'del', this.lanNs], { check: false });
     if (!process.env.TSNET_LAB_KEEP) await fs.rm(this.dir, { recursive: true, force: true }).catch(() => undefined);

@@ -1,0 +1,434 @@
+// The overlay control plane in etcd. Design notes:
+// - Key layout (prefix /tsnet/v1):
+//     hosts/<host>                                {vtep}            under the host lease
+//     overlays/<subnet>                           {subnet, vni, gateway}
+//     vnis/<vni>                                  <subnet>
+//     overlays/<subnet>/members/<host>            {vtep}            under the host lease
+//     overlays/<subnet>/blocks/<block>            {host}            leased address blocks
+//     overlays/<subnet>/claims/<ip>               {host, state}     static addresses
+//     overlays/<subnet>/endpoints/<host>/<ep>     {ip, mac, vtep}   under the host lease
+//   <subnet> and <block> are CIDRs with '/' replaced by '_'.
+// - Everything that claims something (an overlay's VNI, a block, a static
+//   address) is one etcd transaction comparing the key's version with 0, so
+//   two hosts can never both win it.
+// - The host lease is kept alive by etcd3; when it is lost (etcd down longer
+//   than the TTL) a new one is granted as soon as etcd answers and every key
+//   this host owns is written again under it. A plugin restart does the same,
+//   so other hosts never see this host's endpoints flap.
+// - Watches list first, then watch from the listed revision; after a
+//   disconnect etcd3 resumes, and after compaction (the watch is cancelled)
+//   the whole prefix is listed again.
+import { EventEmitter } from 'node:events';
+import { ExponentialBackoff } from 'cockatiel';
+import { Etcd3, type Lease, type Watcher } from 'etcd3';
+import type { Logger } from 'pino';
+import { TsnetError } from '../errors.js';
+
+export const ROOT = '/tsnet/v1';
+
+export interface ClusterOptions {
+  endpoints: string[];
+  hostId: string;
+  vtep: string;
+  leaseTtl: number;
+  log: Logger;
+}
+
+export interface OverlayInfo {
+  subnet: string;
+  vni: number;
+  gateway?: string;
+}
+
+export interface OverlayView {
+  revision: number;
+  members: Map<string, { vtep: string }>;
+  endpoints: Map<string, { host: string; ip: string; mac: string; vtep: string }>;
+  blocks: Map<string, { host: string }>;
+  claims: Map<string, Claim>;
+}
+
+export interface Claim {
+  host: string;
+  state: 'pending' | 'ok' | 'refused';
+  reason?: string;
+}
+
+export function subnetKey(subnet: string): string {
+  return subnet.replace('/', '_');
+}
+
+const CALL_TIMEOUT_MS = 3000;
+
+function withTimeout<T>(p: Promise<T>, what: string): Promise<T> {
+  let timer: NodeJS.Timeout;
+  return Promise.race([
+    p,
+    new Promise<T>((_, reject) => {
+      timer = setTimeout(() => reject(new TsnetError('TSNET_ERR_CLUSTER', `etcd did not answer (${what}) within ${CALL_TIMEOUT_MS / 1000}s`)), CALL_TIMEOUT_MS);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}
+
+export class ClusterRegistry extends EventEmitter {
+  readonly hostId: string;
+  readonly vtep: string;
+  readonly #client: Etcd3;
+  readonly #ttl: number;
+  readonly #log: Logger;
+  #lease: Lease | undefined;
+  /** keys this host owns under its lease, re-written whenever the lease is renewed */
+  readonly #leased = new Map<string, string>();
+  #regranting: Promise<void> | undefined;
+  #closed = false;
+  #available = false;
+
+  constructor(opts: ClusterOptions) {
+    super();
+    this.hostId = opts.hostId;
+    this.vtep = opts.vtep;
+    this.#ttl = opts.leaseTtl;
+    this.#log = opts.log.child({ component: 'cluster' });
+    this.#client = new Etcd3({
+      hosts: opts.endpoints,
+      dialTimeout: 2000,
+      defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + CALL_TIMEOUT_MS }),
+      // etcd3 calls .next() on this at run time (a backoff factory), though its
+      // typings ask for a backoff; reconnect within 2 s rather than its 30 s default.
+      faultHandling: { watchBackoff: new ExponentialBackoff({ initialDelay: 200, maxDelay: 2000 }) as never },
+    });
+  }
+
+  /** etcd answered the last call (the lease is alive). */
+  get available(): boolean {
+    return this.#available;
+  }
+
+  /** Register this host; retries in the background until etcd answers. */
+  start(): void {
+    void this.#regrant();
+  }
+
+  #regrant(): Promise<void> {
+    this.#regranting ??= (async () => {
+      for (let attempt = 0; !this.#closed; attempt++) {
+        try {
+          const lease = this.#client.lease(this.#ttl, { autoKeepAlive: true });
+          await withTimeout(lease.grant(), 'grant lease');
+          lease.on('lost', (err) => {
+            if (this.#lease !== lease || this.#closed) return;
+            this.#available = false;
+            this.#log.warn({ err: err.message }, 'etcd lease lost; re-registering when etcd answers');
+            this.#lease = undefined;
+            void this.#regrant();
+          });
+          this.#lease = lease;
+          this.#leased.set(`${ROOT}/hosts/${this.hostId}`, JSON.stringify({ vtep: this.vtep }));
+          await this.flush();
+          this.#log.info({ hostId: this.hostId, vtep: this.vtep, keys: this.#leased.size }, 'registered with etcd');
+          this.emit('available');
+          return;
+        } catch (err) {
+          this.#available = false;
+          if (attempt % 10 === 0) this.#log.warn({ err: (err as Error).message }, 'etcd unreachable; retrying');
+          await new Promise((r) => setTimeout(r, Math.min(2000, 200 * (attempt + 1))));
+        }
+      }
+    })().finally(() => (this.#regranting = undefined));
+    return this.#regranting;
+  }
+
+  async #putLeased(key: string, value: string): Promise<void> {
+    this.#leased.set(key, value);
+    try {
+      if (!this.#lease) throw new TsnetError('TSNET_ERR_CLUSTER', 'etcd is unreachable (no lease); the key will be written when it returns');
+      await withTimeout(this.#lease.put(key).value(value).exec(), `put ${key}`);
+    } catch (err) {
+      this.#available = false;
+      this.#scheduleFlush();
+      throw err;
+    }
+  }
+
+  #flushTimer: NodeJS.Timeout | undefined;
+
+  /**
+   * Retry writing every owned key until etcd takes them. The lease may well
+   * have survived the outage (etcd restores leases on restart), so nothing
+   * else would notice that a write was missed.
+   */
+  #scheduleFlush(): void {
+    if (this.#flushTimer || this.#closed) return;
+    this.#flushTimer = setTimeout(() => {
+      this.#flushTimer = undefined;
+      this.flush().then(
+        () => this.#log.info({ keys: this.#leased.size }, 'wrote pending keys to etcd'),
+        () => this.#scheduleFlush(),
+      );
+    }, 1000);
+    this.#flushTimer.unref();
+  }
+
+  readonly #pendingDeletes = new Set<string>();
+
+  async #deleteLeased(key: string): Promise<void> {
+    this.#leased.delete(key);
+    try {
+      await withTimeout(this.#client.delete().key(key).exec(), `delete ${key}`);
+      this.#pendingDeletes.delete(key);
+    } catch (err) {
+      // Otherwise the key would live on under our (still valid) lease.
+      this.#pendingDeletes.add(key);
+      this.#scheduleFlush();
+      throw err;
+    }
+  }
+
+  /** Look up or create the overlay of a subnet; a given VNI must agree with the cluster. */
+  async ensureOverlay(subnet: string, want: { vni?: number; gateway?: string }): Promise<OverlayInfo> {
+    const sk = subnetKey(subnet);
+    const key = `${ROOT}/overlays/${sk}`;
+    for (let attempt = 0; attempt < 8; attempt++) {
+      const existing = await withTimeout(this.#client.get(key).string(), 'get overlay');
+      if (existing) {
+        const info = JSON.parse(existing) as OverlayInfo;
+        if (want.vni !== undefined && want.vni !== info.vni) {
+          throw new TsnetError('TSNET_ERR_INVALID_OPTION', `tsnet.vni: ${want.vni} disagrees with the cluster, where ${subnet} is VNI ${info.vni}`);
+        }
+        if (want.gateway && info.gateway && want.gateway !== info.gateway) {
+          throw new TsnetError('TSNET_ERR_INVALID_OPTION', `gateway ${want.gateway} disagrees with the cluster, where ${subnet} uses ${info.gateway}`);
+        }
+        return info;
+      }
+      const vni = want.vni ?? (await this.#freeVni(subnet, attempt));
+      const info: OverlayInfo = { subnet, vni, ...(want.gateway ? { gateway: want.gateway } : {}) };
+      const res = await withTimeout(
+        this.#client
+          .if(key, 'Version', '==', 0)
+          .and(`${ROOT}/vnis/${vni}`, 'Version', '==', 0)
+          .then(this.#client.put(key).value(JSON.stringify(info)), this.#client.put(`${ROOT}/vnis/${vni}`).value(sk))
+          .commit(),
+        'claim overlay',
+      );
+      if (res.succeeded) {
+        this.#log.info({ subnet, vni }, 'overlay created in the cluster');
+        return info;
+      }
+      const owner = await withTimeout(this.#client.get(`${ROOT}/vnis/${vni}`).string(), 'get vni');
+      if (want.vni !== undefined && owner && owner !== sk) {
+        throw new TsnetError('TSNET_ERR_INVALID_OPTION', `tsnet.vni: ${vni} is already used by overlay ${owner.replace('_', '/')}`);
+      }
+    }
+    throw new TsnetError('TSNET_ERR_CLUSTER', `could not claim an overlay for ${subnet}: too much contention`);
+  }
+
+  /** A VNI derived from the subnet (so hosts agree without asking), probing on from there if taken. */
+  async #freeVni(subnet: string, attempt: number): Promise<number> {
+    let h = 2166136261;
+    for (const c of subnet) h = Math.imul(h ^ c.charCodeAt(0), 16777619) >>> 0;
+    // Docker's overlay allocates from 4096 up; stay in that space too.
+    const base = 4096 + (h % (16777215 - 4096));
+    for (let i = 0; i < 64; i++) {
+      const vni = 4096 + ((base - 4096 + attempt * 64 + i) % (16777215 - 4096));
+      const taken = await withTimeout(this.#client.get(`${ROOT}/vnis/${vni}`).string(), 'get vni');
+      if (!taken) return vni;
+    }
+    throw new TsnetError('TSNET_ERR_CLUSTER', 'no free VNI found');
+  }
+
+  async join(subnet: string): Promise<void> {
+    await this.#putLeased(`${ROOT}/overlays/${subnetKey(subnet)}/members/${this.hostId}`, JSON.stringify({ vtep: this.vtep }));
+  }
+
+  async leave(subnet: string): Promise<void> {
+    const sk = subnetKey(subnet);
+    for (const k of [...this.#leased.keys()]) if (k.startsWith(`${ROOT}/overlays/${sk}/`)) this.#leased.delete(k);
+    await withTimeout(this.#client.delete().key(`${ROOT}/overlays/${sk}/members/${this.hostId}`).exec(), 'leave');
+    await withTimeout(this.#client.delete().prefix(`${ROOT}/overlays/${sk}/endpoints/${this.hostId}/`).exec(), 'leave');
+  }
+
+  /** Try to lease one of the candidate blocks; returns the key won, or undefined if all are taken. */
+  async leaseBlock(subnet: string, candidates: Iterable<string>, limit = 64): Promise<string | undefined> {
+    const prefix = `${ROOT}/overlays/${subnetKey(subnet)}/blocks/`;
+    const taken = new Set((await withTimeout(this.#client.getAll().prefix(prefix).keys(), 'list blocks')).map((k) => k.slice(prefix.length)));
+    let tried = 0;
+    for (const b of candidates) {
+      if (taken.has(b)) continue;
+      if (tried++ >= limit) break;
+      const res = await withTimeout(
+        this.#client
+          .if(`${prefix}${b}`, 'Version', '==', 0)
+          .then(this.#client.put(`${prefix}${b}`).value(JSON.stringify({ host: this.hostId })))
+          .commit(),
+        'lease block',
+      );
+      if (res.succeeded) return b;
+    }
+    return undefined;
+  }
+
+  /** A static address in no leased block: one transaction that also checks the block is still unleased. */
+  async claimUnblocked(subnet: string, ip: string, block: string): Promise<boolean> {
+    const sk = subnetKey(subnet);
+    const res = await withTimeout(
+      this.#client
+        .if(`${ROOT}/overlays/${sk}/claims/${ip}`, 'Version', '==', 0)
+        .and(`${ROOT}/overlays/${sk}/blocks/${block}`, 'Version', '==', 0)
+        .then(this.#client.put(`${ROOT}/overlays/${sk}/claims/${ip}`).value(JSON.stringify({ host: this.hostId, state: 'ok' } satisfies Claim)))
+        .commit(),
+      'claim address',
+    );
+    return res.succeeded;
+  }
+
+  /**
+   * A static address inside another host's block: ask its owner, who alone
+   * hands out addresses there, and wait for the answer. An owner that does
+   * not answer means a clear error, never a guess.
+   */
+  async requestClaim(subnet: string, ip: string, owner: string, waitMs = 3000): Promise<void> {
+    const key = `${ROOT}/overlays/${subnetKey(subnet)}/claims/${ip}`;
+    const res = await withTimeout(
+      this.#client
+        .if(key, 'Version', '==', 0)
+        .then(this.#client.put(key).value(JSON.stringify({ host: this.hostId, state: 'pending' } satisfies Claim)))
+        .commit(),
+      'request claim',
+    );
+    if (!res.succeeded) throw new TsnetError('TSNET_ERR_ADDRESS_IN_USE', `address ${ip} is already claimed in the cluster`);
+    const until = Date.now() + waitMs;
+    while (Date.now() < until) {
+      const text = await withTimeout(this.#client.get(key).string(), 'read claim');
+      const claim = text ? (JSON.parse(text) as Claim) : undefined;
+      if (claim?.state === 'ok' && claim.host === this.hostId) return;
+      if (!claim || claim.state === 'refused') {
+        await this.#client.delete().key(key).exec().catch(() => undefined);
+        throw new TsnetError('TSNET_ERR_ADDRESS_IN_USE', `address ${ip} is in use on host ${owner}${claim?.reason ? ` (${claim.reason})` : ''}`);
+      }
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    await this.#client.delete().key(key).exec().catch(() => undefined);
+    throw new TsnetError('TSNET_ERR_CLUSTER', `address ${ip} belongs to host ${owner}'s block, and that host did not confirm within ${waitMs / 1000}s; is its tsnet running?`);
+  }
+
+  async answerClaim(subnet: string, ip: string, claim: Claim): Promise<void> {
+    await withTimeout(this.#client.put(`${ROOT}/overlays/${subnetKey(subnet)}/claims/${ip}`).value(JSON.stringify(claim)).exec(), 'answer claim');
+  }
+
+  async releaseClaim(subnet: string, ip: string): Promise<void> {
+    await withTimeout(this.#client.delete().key(`${ROOT}/overlays/${subnetKey(subnet)}/claims/${ip}`).exec(), 'release claim');
+  }
+
+  async publishEndpoint(subnet: string, endpointId: string, ep: { ip: string; mac: string }): Promise<void> {
+    await this.#putLeased(`${ROOT}/overlays/${subnetKey(subnet)}/endpoints/${this.hostId}/${endpointId}`, JSON.stringify({ ...ep, vtep: this.vtep }));
+  }
+
+  async unpublishEndpoint(subnet: string, endpointId: string): Promise<void> {
+    await this.#deleteLeased(`${ROOT}/overlays/${subnetKey(subnet)}/endpoints/${this.hostId}/${endpointId}`);
+  }
+
+  /** Write whatever is pending (keys recorded while etcd was unreachable). */
+  async flush(): Promise<void> {
+    if (!this.#lease) {
+      await this.#regrant();
+      return;
+    }
+    try {
+      for (const [k, v] of this.#leased) await withTimeout(this.#lease.put(k).value(v).exec(), 're-put');
+      for (const k of [...this.#pendingDeletes]) {
+        await withTimeout(this.#client.delete().key(k).exec(), `delete ${k}`);
+        this.#pendingDeletes.delete(k);
+      }
+      this.#available = true;
+    } catch (err) {
+      this.#available = false;
+      throw err;
+    }
+  }
+
+  /**
+   * Follow everything under one overlay. The handler gets the whole view
+   * after every change (coalesced), so it can diff against the kernel.
+   */
+  watchOverlay(subnet: string, onView: (view: OverlayView) => void): { close: () => Promise<void> } {
+    const prefix = `${ROOT}/overlays/${subnetKey(subnet)}/`;
+    let watcher: Watcher | undefined;
+    let closed = false;
+    let view: OverlayView | undefined;
+    let timer: NodeJS.Timeout | undefined;
+    const emit = (): void => {
+      if (timer || !view) return;
+      timer = setTimeout(() => {
+        timer = undefined;
+        if (view && !closed) onView(view);
+      }, 20);
+    };
+    const apply = (key: string, value: string | undefined): void => {
+      if (!view) return;
+      const rest = key.slice(prefix.length).split('/');
+      try {
+        const parsed = value === undefined ? undefined : JSON.parse(value);
+        if (rest[0] === 'members' && rest[1]) value === undefined ? view.members.delete(rest[1]) : view.members.set(rest[1], parsed);
+        else if (rest[0] === 'blocks' && rest[1]) value === undefined ? view.blocks.delete(rest[1]) : view.blocks.set(rest[1], parsed);
+        else if (rest[0] === 'claims' && rest[1]) value === undefined ? view.claims.delete(rest[1]) : view.claims.set(rest[1], parsed);
+        else if (rest[0] === 'endpoints' && rest[1] && rest[2]) {
+          const id = `${rest[1]}/${rest[2]}`;
+          value === undefined ? view.endpoints.delete(id) : view.endpoints.set(id, { host: rest[1], ...parsed });
+        }
+      } catch (err) {
+        this.#log.warn({ key, err: (err as Error).message }, 'ignoring a malformed etcd value');
+      }
+    };
+    const relist = async (): Promise<void> => {
+      for (let attempt = 0; !closed; attempt++) {
+        try {
+          const res = await withTimeout(this.#client.getAll().prefix(prefix).exec(), 'list overlay');
+          view = { revision: Number(res.header.revision), members: new Map(), endpoints: new Map(), blocks: new Map(), claims: new Map() };
+          for (const kv of res.kvs) apply(kv.key.toString(), kv.value.toString());
+          emit();
+          const w = await this.#client.watch().prefix(prefix).startRevision(String(view.revision + 1)).create();
+          if (closed) {
+            await w.cancel();
+            return;
+          }
+          watcher = w;
+          w.on('put', (kv) => {
+            apply(kv.key.toString(), kv.value.toString());
+            emit();
+          });
+          w.on('delete', (kv) => {
+            apply(kv.key.toString(), undefined);
+            emit();
+          });
+          w.on('error', (err) => {
+            // Cancelled, e.g. the revision was compacted away: list again.
+            this.#log.warn({ subnet, err: err.message }, 'etcd watch cancelled; listing again');
+            void w.cancel().catch(() => undefined);
+            if (watcher === w) watcher = undefined;
+            void relist();
+          });
+          return;
+        } catch (err) {
+          if (attempt % 10 === 0) this.#log.warn({ subnet, err: (err as Error).message }, 'cannot list the overlay in etcd; retrying');
+          await new Promise((r) => setTimeout(r, Math.min(2000, 200 * (attempt + 1))));
+        }
+      }
+    };
+    void relist();
+    return {
+      close: async () => {
+        closed = true;
+        if (timer) clearTimeout(timer);
+        await watcher?.cancel().catch(() => undefined);
+      },
+    };
+  }
+
+  /** Stop without revoking: a restarted tsnet takes its keys over before the lease runs out. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    if (this.#flushTimer) clearTimeout(this.#flushTimer);
+    this.#lease?.release();
+    this.#client.close();
+  }
+}

@@ -1,0 +1,159 @@
+// Multi-host overlays: three lab hosts (each its own dockerd and tsnet) on a
+// LAN namespace, etcd in a namespace of its own. Containers on different
+// hosts talk over VXLAN; addresses stay unique across hosts; lease expiry,
+// an etcd outage and a forged VXLAN sender behave as promised.
+import t from 'tap';
+import { Lab, ETCD_URL, IMAGE, waitFor, type LabHost } from '../helpers/lab.js';
+import { canPing, containerIp } from '../helpers/docker.js';
+
+const LEASE_TTL = 4;
+const lab = await Lab.start({ hosts: 3, etcd: true, tsnetEnv: { TSNET_ETCD_ENDPOINTS: ETCD_URL, TSNET_ETCD_LEASE_TTL: String(LEASE_TTL) } });
+t.teardown(() => lab.stop());
+const [h1, h2, h3] = lab.hosts as [LabHost, LabHost, LabHost];
+const NET = ['network', 'create', '-d', 'tsnet', '--ipam-driver', 'tsnet', '-o', 'tsnet.mode=overlay', '--subnet', '10.200.0.0/16', 'appnet'];
+
+async function vxlanOf(h: LabHost): Promise<string> {
+  const links = JSON.parse((await h.exec('ip', ['-json', 'link', 'show', 'type', 'vxlan'])).stdout) as Array<{ ifname: string }>;
+  return links[0]!.ifname;
+}
+
+async function neighbours(h: LabHost): Promise<string> {
+  return (await h.exec('ip', ['neigh', 'show', 'dev', await vxlanOf(h)])).stdout;
+}
+
+t.before(async () => {
+  for (const h of lab.hosts) await h.docker(NET);
+});
+
+t.test('containers on different hosts reach each other by IP, ICMP and TCP', async (t) => {
+  await h1.docker(['run', '-d', '--name', 'web', '--network', 'appnet', IMAGE, 'httpd', '-f', '-p', '80', '-h', '/www']);
+  await h2.docker(['run', '-d', '--name', 'cli2', '--network', 'appnet', IMAGE, 'sleep', '3600']);
+  await h3.docker(['run', '-d', '--name', 'cli3', '--network', 'appnet', IMAGE, 'sleep', '3600']);
+  const webIp = await containerIp(h1, 'web', 'appnet');
+  const ip3 = await containerIp(h3, 'cli3', 'appnet');
+  t.match(webIp, /^10\.200\./);
+  await waitFor('host 2 learns host 1\'s endpoint', async () => (await neighbours(h2)).includes(webIp), 5000, 100);
+  t.ok(await canPing(h2, 'cli2', webIp), 'host 2 -> host 1');
+  await waitFor('host 1 learns host 3\'s endpoint', async () => (await neighbours(h1)).includes(ip3), 5000, 100);
+  t.ok(await canPing(h1, 'web', ip3), 'host 1 -> host 3');
+  const http = await h3.docker(['exec', 'cli3', 'sh', '-c', `printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 ${webIp} 80`], { check: false });
+  t.match(http.stdout, /tsnet-lab-ok/, 'TCP across hosts');
+  t.equal((await h2.docker(['exec', 'cli2', 'cat', '/sys/class/net/eth0/mtu'])).stdout.trim(), '1450', 'MTU is the underlay minus 50');
+  const gw = (await h2.docker(['exec', 'cli2', 'ip', 'route'])).stdout;
+  t.match(gw, /default via 10\.200\.0\.1 /, 'the same gateway address on every host');
+  t.equal((await h2.docker(['exec', 'cli2', 'sh', '-c', 'nc -w 3 10.99.0.100 1 </dev/null; ping -c 1 -W 2 10.99.0.100'], { check: false })).exitCode, 0, 'egress through the host\'s own uplink');
+  const fdb = (await h1.exec('bridge', ['fdb', 'show', 'dev', await vxlanOf(h1)])).stdout;
+  t.match(fdb, /00:00:00:00:00:00 dst 10\.99\.0\.12 self permanent/, 'flood entry for host 2');
+  t.match(fdb, /00:00:00:00:00:00 dst 10\.99\.0\.13 self permanent/, 'flood entry for host 3');
+});
+
+t.test('addresses stay unique across 30 containers started in parallel on three hosts', async (t) => {
+  const starts = [];
+  for (let i = 0; i < 30; i++) {
+    const h = lab.hosts[i % 3]!;
+    starts.push(h.docker(['run', '-d', '--name', `p${i}`, '--network', 'appnet', IMAGE, 'sleep', '3600']));
+  }
+  await Promise.all(starts);
+  const ips: string[] = [];
+  for (let i = 0; i < 30; i++) ips.push(await containerIp(lab.hosts[i % 3]!, `p${i}`, 'appnet'));
+  t.equal(new Set(ips).size, 30, `30 distinct addresses: ${ips.join(' ')}`);
+  // And they reach each other across hosts.
+  await waitFor('convergence', async () => (await neighbours(h1)).includes(ips[29]!), 5000, 100);
+  t.ok(await canPing(h1, 'p0', ips[29]!), 'p0 (host 1) -> p29 (host 3)');
+  t.ok(await canPing(h3, 'p29', ips[1]!), 'p29 (host 3) -> p1 (host 2)');
+  const blocks = (await lab.etcdctl(['get', '--prefix', '/tsnet/v1/overlays/10.200.0.0_16/blocks/', '--keys-only'])).stdout.split('\n').filter(Boolean);
+  t.ok(blocks.length >= 3, `each host leased its own block(s): ${blocks.length}`);
+});
+
+t.test('a static --ip is checked cluster-wide', async (t) => {
+  await h1.docker(['run', '-d', '--name', 's1', '--network', 'appnet', '--ip', '10.200.200.10', IMAGE, 'sleep', '3600']);
+  const dup = await h2.docker(['run', '-d', '--name', 's2', '--network', 'appnet', '--ip', '10.200.200.10', IMAGE, 'sleep', '60'], { check: false });
+  t.not(dup.exitCode, 0, 'the same static address on another host is refused');
+  t.match(dup.stderr, /already claimed/);
+  // An address inside another host's block: confirmed by that host, or refused when in use there.
+  const taken = await containerIp(h1, 'web', 'appnet');
+  const inUse = await h2.docker(['run', '-d', '--name', 's3', '--network', 'appnet', '--ip', taken, IMAGE, 'sleep', '60'], { check: false });
+  t.not(inUse.exitCode, 0, 'an address host 1 handed out cannot be taken on host 2');
+  const parts = taken.split('.');
+  const freeInBlock = `${parts[0]}.${parts[1]}.${parts[2]}.${Number(parts[3]) + 40}`;
+  await h2.docker(['run', '-d', '--name', 's4', '--network', 'appnet', '--ip', freeInBlock, IMAGE, 'sleep', '3600']);
+  t.equal(await containerIp(h2, 's4', 'appnet'), freeInBlock, 'a free address in host 1\'s block, confirmed by host 1');
+  await waitFor('host 1 sees s4', async () => (await neighbours(h1)).includes(freeInBlock), 5000, 100);
+  t.ok(await canPing(h1, 'web', freeInBlock), 'and reachable');
+});
+
+t.test('etcd down: traffic continues, new containers attach from leased blocks, state converges when it returns', async (t) => {
+  const before = await containerIp(h2, 'cli2', 'appnet');
+  await lab.stopEtcd();
+  t.ok(await canPing(h1, 'web', before), 'existing traffic continues without etcd');
+  await h2.docker(['run', '-d', '--name', 'late', '--network', 'appnet', IMAGE, 'sleep', '3600']);
+  const lateIp = await containerIp(h2, 'late', 'appnet');
+  t.match(lateIp, /^10\.200\./, 'a new container attaches from the host\'s leased block');
+  t.ok(await canPing(h2, 'late', 'cli2'), 'and works locally at once');
+  await lab.startEtcd();
+  await waitFor('host 1 learns the late container', async () => (await neighbours(h1)).includes(lateIp), 20_000, 200);
+  t.ok(await canPing(h1, 'web', lateIp), 'host 1 reaches the container started during the outage');
+  await h2.docker(['run', '-d', '--name', 'after', '--network', 'appnet', IMAGE, 'sleep', '3600']);
+  const afterIp = await containerIp(h2, 'after', 'appnet');
+  await waitFor('host 1 learns the next one', async () => (await neighbours(h1)).includes(afterIp), 5000, 100);
+  t.ok(await canPing(h1, 'web', afterIp), 'a container started after etcd returned is reachable from host 1');
+});
+
+t.test('a VXLAN packet from a non-member host is dropped', async (t) => {
+  const target = await containerIp(h1, 'web', 'appnet');
+  const vni = (await h1.exec('ip', ['-d', '-json', 'link', 'show', 'dev', await vxlanOf(h1)])).stdout.match(/"id":(\d+)/)![1]!;
+  // The attacker: a VTEP of its own in the outside namespace, right VNI, aimed at host 1.
+  await lab.outside('ip', ['link', 'add', 'evil', 'type', 'vxlan', 'id', vni, 'dstport', '4789', 'remote', h1.lanIp, 'local', '10.99.0.100', 'dev', 'eth0']);
+  await lab.outside('ip', ['addr', 'add', '10.200.250.250/16', 'dev', 'evil']);
+  await lab.outside('ip', ['link', 'set', 'evil', 'up']);
+  t.teardown(() => lab.outside('ip', ['link', 'del', 'evil'], { check: false }));
+  const counter = async (): Promise<number> => Number(/counter packets (\d+)/.exec((await h1.exec('nft', ['list', 'chain', 'inet', 'tsnet', 'vxlan_in'])).stdout)?.[1] ?? -1);
+  const before = await counter();
+  t.not((await lab.outside('ping', ['-c', '2', '-W', '1', target], { check: false })).exitCode, 0, 'the forged traffic gets no answer');
+  t.ok((await counter()) > before, 'host 1 dropped it at the VXLAN port');
+});
+
+t.test('a host whose plugin stops and whose lease expires disappears from the others', async (t) => {
+  const ip3 = await containerIp(h3, 'cli3', 'appnet');
+  t.match(await neighbours(h1), ip3, 'host 1 knows host 3\'s endpoint');
+  await h3.stopTsnet('SIGKILL');
+  await waitFor('lease expiry', async () => !(await neighbours(h1)).includes(ip3), (LEASE_TTL + 10) * 1000, 250);
+  const fdb = (await h1.exec('bridge', ['fdb', 'show', 'dev', await vxlanOf(h1)])).stdout;
+  t.notMatch(fdb, /dst 10\.99\.0\.13/, 'no FDB entry for host 3 left on host 1');
+  await h3.startTsnet();
+  await waitFor('host 3 back', async () => (await neighbours(h1)).includes(ip3), 10_000, 200);
+  t.ok(await canPing(h1, 'web', ip3), 'a restarted plugin rebuilds its overlay state: host 3 reachable again');
+});
+
+t.test('bad overlay input: clear errors, nothing created', async (t) => {
+  const noSubnet = await h1.docker(['network', 'create', '-d', 'tsnet', '--ipam-driver', 'tsnet', '-o', 'tsnet.mode=overlay', 'bad1'], { check: false });
+  t.not(noSubnet.exitCode, 0);
+  t.match(noSubnet.stderr, /explicit --subnet/);
+  const vni = (await h1.exec('ip', ['-d', '-json', 'link', 'show', 'dev', await vxlanOf(h1)])).stdout.match(/"id":(\d+)/)![1]!;
+  const clash = await h2.docker(['network', 'create', '-d', 'tsnet', '--ipam-driver', 'tsnet', '-o', 'tsnet.mode=overlay', '-o', `tsnet.vni=${vni}`, '--subnet', '10.201.0.0/16', 'bad2'], { check: false });
+  t.not(clash.exitCode, 0);
+  t.match(clash.stderr, /already used by overlay 10\.200\.0\.0\/16/);
+  const range = await h2.docker(['network', 'create', '-d', 'tsnet', '--ipam-driver', 'tsnet', '-o', 'tsnet.mode=overlay', '-o', 'tsnet.vni=16777216', '--subnet', '10.202.0.0/16', 'bad3'], { check: false });
+  t.match(range.stderr, /tsnet\.vni: 16777216 is out of range 1…16777215/);
+  const peers = await h2.docker(['network', 'create', '-d', 'tsnet', '--ipam-driver', 'tsnet', '-o', 'tsnet.mode=overlay', '-o', 'tsnet.peers=10.99.0.11,nonsense', '--subnet', '10.203.0.0/16', 'bad4'], { check: false });
+  t.match(peers.stderr, /tsnet\.peers: "nonsense" is not an IP address/);
+  const docIpam = await h2.docker(['network', 'create', '-d', 'tsnet', '-o', 'tsnet.mode=overlay', '--subnet', '10.204.0.0/16', 'bad5'], { check: false });
+  t.match(docIpam.stderr, /needs --ipam-driver tsnet/);
+  const vxlans = JSON.parse((await h2.exec('ip', ['-json', 'link', 'show', 'type', 'vxlan'])).stdout) as unknown[];
+  t.equal(vxlans.length, 1, 'no VXLAN device left by the refused creates');
+});
+
+t.test('static peers: an overlay with no etcd at all', async (t) => {
+  // Hosts 1 and 2, static peers, each handing out addresses from its own --ip-range.
+  const common = ['-o', 'tsnet.mode=overlay', '-o', `tsnet.peers=${h1.lanIp},${h2.lanIp}`, '--subnet', '10.230.0.0/24', '--gateway', '10.230.0.1'];
+  await h1.docker(['network', 'create', '-d', 'tsnet', '--ipam-driver', 'tsnet', ...common, '--ip-range', '10.230.0.64/26', 'peers']);
+  await h2.docker(['network', 'create', '-d', 'tsnet', '--ipam-driver', 'tsnet', ...common, '--ip-range', '10.230.0.128/26', 'peers']);
+  await h1.docker(['run', '-d', '--name', 'pa', '--network', 'peers', IMAGE, 'sleep', '3600']);
+  await h2.docker(['run', '-d', '--name', 'pb', '--network', 'peers', IMAGE, 'sleep', '3600']);
+  const pb = await containerIp(h2, 'pb', 'peers');
+  const last = Number(pb.split('.')[3]);
+  t.ok(pb.startsWith('10.230.0.') && last >= 128 && last < 192, `host 2 allocates from its own range (${pb})`);
+  t.ok(await canPing(h1, 'pa', pb), 'host 1 -> host 2 without a control plane');
+  const keys = (await lab.etcdctl(['get', '--prefix', '/tsnet/v1/overlays/10.230', '--keys-only'])).stdout.trim();
+  t.equal(keys, '', 'nothing of it in etcd');
+});
