@@ -2,7 +2,7 @@
 // network namespaces of its own, nothing touches this machine's network),
 // creates a tsnet network, starts two containers, shows them pinging each
 // other by name, tears everything down, and says what it did along the way.
-import { Lab } from '../test/helpers/lab.js';
+import { Lab, ETCD_URL } from '../test/helpers/lab.js';
 import { containerIp, runContainer } from '../test/helpers/docker.js';
 
 function say(text: string): void {
@@ -12,9 +12,10 @@ function show(cmd: string, out: string): void {
   process.stdout.write(`$ ${cmd}\n${out.trimEnd()}\n`);
 }
 
-say('Starting a lab: a private network namespace with its own dockerd, and tsnet serving /run/docker/plugins/tsnet.sock inside it');
-const lab = await Lab.start({ hosts: 1 });
+say('Starting a lab: two simulated hosts (private network namespaces, each with its own dockerd and tsnet) on a LAN, and etcd');
+const lab = await Lab.start({ hosts: 2, etcd: true, tsnetEnv: { TSNET_ETCD_ENDPOINTS: ETCD_URL } });
 const h = lab.host;
+const h2 = lab.hosts[1]!;
 try {
   say('Creating a tsnet network (bridge mode, addresses from tsnet\'s own IPAM)');
   const create = await h.docker(['network', 'create', '-d', 'tsnet', '--ipam-driver', 'tsnet', 'demo']);
@@ -35,14 +36,35 @@ try {
   say('What tsnet programmed in that namespace');
   const links = await h.exec('ip', ['-br', 'link', 'show', 'type', 'bridge']);
   show('ip -br link show type bridge', links.stdout);
-  const rules = await h.exec('nft', ['list', 'table', 'inet', 'tsnet']);
-  show('nft list table inet tsnet', rules.stdout.split('\n').slice(0, 30).join('\n'));
+  const ruleset = (await h.exec('nft', ['list', 'table', 'inet', 'tsnet'])).stdout;
+  // The network's own chains: isolation, egress and NAT, tagged with its ID.
+  const chains = ruleset.split('\n\n').filter((b) => /chain n-[0-9a-f]{12}-/.test(b)).join('\n\n');
+  show('nft list table inet tsnet   # (the network\'s chains)', chains);
 
-  say('Tearing down: containers, network, dockerd, namespaces');
+  say('Removing them: tsnet takes its bridge, rules and table away with the last network');
   await h.docker(['rm', '-f', 'alice', 'bob']);
   await h.docker(['network', 'rm', 'demo']);
   const left = await h.exec('nft', ['list', 'tables']);
-  show('nft list tables   # tsnet removed its table with its last network', left.stdout || '(none)');
+  show('nft list tables', left.stdout || '(none)');
+
+  say('An overlay across two hosts: the same network created on each, coordinated through etcd, carried by VXLAN');
+  const ovl = ['network', 'create', '-d', 'tsnet', '--ipam-driver', 'tsnet', '-o', 'tsnet.mode=overlay', '--subnet', '10.200.0.0/16', 'appnet'];
+  show(`host1$ docker ${ovl.join(' ')}`, (await h.docker(ovl)).stdout);
+  show(`host2$ docker ${ovl.join(' ')}`, (await h2.docker(ovl)).stdout);
+  await runContainer(h, 'carol', 'appnet');
+  await runContainer(h2, 'dave', 'appnet');
+  const daveIp = await containerIp(h2, 'dave', 'appnet');
+  show('host1$ docker run -d --name carol --network appnet busybox sleep 3600', `carol is ${await containerIp(h, 'carol', 'appnet')} on host 1`);
+  show('host2$ docker run -d --name dave --network appnet busybox sleep 3600', `dave is ${daveIp} on host 2`);
+  await new Promise((r) => setTimeout(r, 1000));
+  say('carol (host 1) pings dave (host 2) across the LAN, inside VXLAN');
+  show(`host1$ docker exec carol ping -c 3 ${daveIp}`, (await h.docker(['exec', 'carol', 'ping', '-c', '3', daveIp])).stdout);
+  const vx = JSON.parse((await h.exec('ip', ['-json', 'link', 'show', 'type', 'vxlan'])).stdout)[0].ifname as string;
+  show(`host1$ bridge fdb show dev ${vx}   # where host 1 sends dave's MAC, and where broadcast goes`, (await h.exec('bridge', ['fdb', 'show', 'dev', vx])).stdout);
+
+  say('Tearing down: containers, networks, dockerds, etcd, namespaces');
+  await h.docker(['rm', '-f', 'carol']);
+  await h2.docker(['rm', '-f', 'dave']);
 } finally {
   await lab.stop();
 }
