@@ -3,8 +3,5 @@
 # lab of their own (namespaces created and removed by the run).
 set -eu
 cd "$(dirname "$0")/.."
-[ "$(id -u)" = 0 ] || { echo "the benchmark runs dockerd in network namespaces: run as root" >&2; exit 1; }
-./scripts/ensure-deps.sh --test
-[ -d node_modules ] || npm ci --no-audit --no-fund
-npm run build --silent
+./scripts/prepare.sh "the benchmark runs dockerd in network namespaces" --test
 exec npx tsx bench/bench.ts "$@"

@@ -6,11 +6,8 @@
 # Extra arguments go to tap (e.g. scripts/test.sh test/unit).
 set -eu
 cd "$(dirname "$0")/.."
-[ "$(id -u)" = 0 ] || { echo "the kernel and e2e tiers create network namespaces: run as root" >&2; exit 1; }
-./scripts/ensure-deps.sh --test
-if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-  npm ci --no-audit --no-fund
-fi
+./scripts/prepare.sh "the kernel and e2e tiers create network namespaces" --test
+# Always a fresh build for the tests, whatever the timestamps say.
 npm run build --silent
 npx tsc -p tsconfig.test.json
 rm -rf .tap/test-results
