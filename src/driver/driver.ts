@@ -328,7 +328,7 @@ export class NetworkDriverService {
       const pool = poolId && overlay?.overlay.mode === 'cluster' ? this.#store.state.pools[poolId] : undefined;
       if (pool) pool.overlayNetwork = id;
       try {
-        await this.#store.commit();
+        await this.#store.commit([['networks', id], ...(pool ? [['pools', pool.id]] : [])]);
       } catch (err) {
         delete this.#store.state.networks[id];
         if (pool) delete pool.overlayNetwork;
@@ -472,7 +472,7 @@ export class NetworkDriverService {
       };
       this.#store.state.endpoints[epId] = record;
       try {
-        await this.#store.commit();
+        await this.#store.commit([['endpoints', epId]]);
       } catch (err) {
         delete this.#store.state.endpoints[epId];
         await undo().catch(() => undefined);
@@ -537,7 +537,7 @@ export class NetworkDriverService {
       const ep = this.#requireEndpoint(req.NetworkID, req.EndpointID);
       if (req.SandboxKey) {
         ep.sandboxKey = req.SandboxKey.slice(0, 4096);
-        this.#store.commitLazy();
+        this.#store.commitLazy([['endpoints', ep.id]]);
       }
       const gw4 = !net.internal && net.gatewayMode !== 'isolated' && !net.inhibitIpv4 ? gatewayIp(net.ipv4[0]?.gateway) : undefined;
       const gw6 = !net.internal && net.gatewayMode !== 'isolated' ? gatewayIp(net.ipv6[0]?.gateway) : undefined;
@@ -559,7 +559,7 @@ export class NetworkDriverService {
       const ep = this.#store.state.endpoints[req.EndpointID];
       if (!ep) return {};
       delete ep.sandboxKey;
-      this.#store.commitLazy();
+      this.#store.commitLazy([['endpoints', ep.id]]);
       log.debug('endpoint left');
       return {};
     });
@@ -579,7 +579,7 @@ export class NetworkDriverService {
       await this.#overlay.unpublish(this.#store.state.networks[ep.networkId], ep);
       await deleteLink(this.#runner, ep.hostVeth);
       delete this.#store.state.endpoints[ep.id];
-      await this.#store.commit();
+      await this.#store.commit([['endpoints', ep.id]]);
       log.info({ hostVeth: ep.hostVeth }, 'endpoint deleted');
       return {};
     });
@@ -599,16 +599,21 @@ export class NetworkDriverService {
         if (requests.length > 0) log.warn('ports are not published from an --internal network');
         return {};
       }
-      if (ep.ports.length > 0) {
+      const hadPorts = ep.ports.length > 0;
+      if (hadPorts) {
         await this.#ports.unpublish(ep, log);
         ep.ports = [];
       }
-      if (requests.length === 0) return {};
-      await this.#reclaimStalePorts(requests, net, log);
+      if (requests.length === 0) {
+        // Only named records are journalled: the cleared bindings must be written here.
+        if (hadPorts) await this.#store.commit([['endpoints', ep.id]]);
+        return {};
+      }
+      const reclaimed = await this.#reclaimStalePorts(requests, net, log);
       const bindings = await this.#ports.publish(ep, net, requests, log);
       ep.ports = bindings;
       try {
-        await this.#store.commit();
+        await this.#store.commit([['endpoints', ep.id], ...reclaimed.map((id) => ['endpoints', id])]);
       } catch (err) {
         await this.#ports.unpublish(ep, log).catch(() => undefined);
         ep.ports = [];
@@ -623,7 +628,8 @@ export class NetworkDriverService {
    * while dockerd was down, say) is released rather than refused: otherwise
    * a restarted container could never get its own port back.
    */
-  async #reclaimStalePorts(requests: ReturnType<typeof parsePortmap>, net: NetworkRecord, log: Logger): Promise<void> {
+  async #reclaimStalePorts(requests: ReturnType<typeof parsePortmap>, net: NetworkRecord, log: Logger): Promise<string[]> {
+    const dropped: string[] = [];
     for (const holderId of this.#ports.holders(requests, net.hostBindingIpv4)) {
       const holder = this.#store.state.endpoints[holderId];
       if (holder && (await getLink(this.#runner, holder.hostVeth))) continue;
@@ -631,10 +637,12 @@ export class NetworkDriverService {
       if (holder) {
         await this.#ports.unpublish(holder, log);
         delete this.#store.state.endpoints[holderId];
+        dropped.push(holderId);
       } else {
         await this.#ports.unpublish({ id: holderId, ports: [] } as unknown as EndpointRecord, log);
       }
     }
+    return dropped;
   }
 
   async revokeExternalConnectivity(req: EndpointRequest, log: Logger): Promise<Record<string, never>> {
@@ -643,7 +651,7 @@ export class NetworkDriverService {
       if (!ep || ep.ports.length === 0) return {};
       await this.#ports.unpublish(ep, log);
       ep.ports = [];
-      await this.#store.commit();
+      await this.#store.commit([['endpoints', ep.id]]);
       return {};
     });
   }

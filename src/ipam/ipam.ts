@@ -15,7 +15,7 @@ import type { DefaultPool } from '../config.js';
 import { TsnetError, quote } from '../errors.js';
 import type { Runner } from '../kernel/exec.js';
 import { listRoutes } from '../kernel/ip.js';
-import type { Store } from '../store/store.js';
+import type { Store, StorePath } from '../store/store.js';
 import type { PoolRecord } from '../store/schema.js';
 import { KeyedLock } from '../util/keyed-lock.js';
 import type { ReleaseAddressRequest, ReleasePoolRequest, RequestAddressRequest, RequestPoolRequest } from '../api/types.js';
@@ -122,6 +122,7 @@ export class IpamService {
       log.info({ poolId: id, pool: cidr, subPool: record.subPool, dynamic }, 'pool allocated');
       return {
         result: { PoolID: id, Pool: cidr, Data: {} },
+        paths: [['pools', id]],
         undo: () => {
           delete this.#store.state.pools[id];
           this.#allocators.delete(id);
@@ -183,6 +184,7 @@ export class IpamService {
       log.info({ poolId: req.PoolID, leftover: Object.keys(rec.allocations).length }, 'pool released');
       return {
         result: undefined,
+        paths: [['pools', req.PoolID]],
         undo: () => {
           this.#store.state.pools[req.PoolID] = rec;
           this.#allocators.set(req.PoolID, new PoolAllocator(rec));
@@ -239,7 +241,9 @@ export class IpamService {
       const kind = isGateway ? 'gateway' : wanted !== '' ? 'static' : 'dynamic';
       const text = alloc.take(value, { kind, ...(name ? { name: String(name).slice(0, 128) } : {}), at: new Date().toISOString() });
       log.debug({ poolId: req.PoolID, address: text, kind }, 'address allocated');
-      return { result: { Address: `${text}/${alloc.prefix.bits}`, Data: {} }, undo: () => void alloc.release(value) };
+      // Overlay pools also change cluster bookkeeping: those commit the whole state.
+      const paths = overlayNet ? undefined : [['pools', req.PoolID, 'allocations', text]];
+      return { result: { Address: `${text}/${alloc.prefix.bits}`, Data: {} }, paths, undo: () => void alloc.release(value) };
     });
   }
 
@@ -254,8 +258,9 @@ export class IpamService {
       const overlayNet = this.#overlay?.networkForPool(req.PoolID);
       if (overlayNet) await this.#overlay!.release(overlayNet, ip.value);
       log.debug({ poolId: req.PoolID, address: req.Address }, 'address released');
+      const paths = overlayNet ? undefined : [['pools', req.PoolID, 'allocations', formatIp({ v6: alloc.prefix.v6, value: ip.value })]];
       // If someone took the address meanwhile, the release stands.
-      return { result: undefined, undo: () => void (alloc.has(ip.value) || alloc.take(ip.value, prev)) };
+      return { result: undefined, paths, undo: () => void (alloc.has(ip.value) || alloc.take(ip.value, prev)) };
     });
     return {};
   }
@@ -266,12 +271,13 @@ export class IpamService {
    * its change is durable; if the write fails the change is taken back.
    * (Another request may see the change before it is durable; its own
    * commit then includes it, so what was answered is always on disk.)
+   * `paths` names what the change touched, so the store journals just that.
    */
-  async #mutate<T>(keys: string[], change: () => Promise<{ result: T; undo: () => void } | undefined>): Promise<T> {
+  async #mutate<T>(keys: string[], change: () => Promise<{ result: T; undo: () => void; paths?: StorePath[] | undefined } | undefined>): Promise<T> {
     const outcome = await this.#locks.runAll(keys, change);
     if (!outcome) return undefined as T;
     try {
-      await this.#store.commit();
+      await this.#store.commit(outcome.paths);
     } catch (err) {
       await this.#locks.runAll(keys, async () => outcome.undo());
       throw err;

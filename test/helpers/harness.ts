@@ -94,7 +94,10 @@ export async function buildHarness(t: TeardownHost, opts: { defaultPools?: strin
     async diskState() {
       const decoded = decodeFile(await readFile(store.file, 'utf8'));
       if (typeof decoded === 'string') throw new Error(`state file unreadable: ${decoded}`);
-      return decoded.state;
+      // What a restart would see: state.json with its journal replayed.
+      const loaded = await store.load();
+      if (loaded.source !== 'current') throw new Error(`state on disk is not clean: ${loaded.problems.join('; ')}`);
+      return loaded.state;
     },
   };
 }
