@@ -18,7 +18,7 @@ import { createRunner } from './kernel/exec.js';
 import { createLogger } from './log.js';
 import { Store } from './store/store.js';
 import { PortPublisher } from './ports/publisher.js';
-import { ClusterRegistry } from './cluster/registry.js';
+import type { ClusterRegistry } from './cluster/registry.js';
 import { OverlayManager } from './overlay/manager.js';
 import { randomBytes } from 'node:crypto';
 
@@ -62,6 +62,9 @@ async function openRegistry(config: Config, store: Store, runner: ReturnType<typ
   }
   const probe = new OverlayManager({ runner, store, registry: undefined, log, vxlanPort: config.vxlanPort, advertiseAddr: config.advertiseAddr });
   const { local } = await probe.underlay();
+  // Loaded only with etcd configured: etcd3 (gRPC, protobuf) takes ~250 ms
+  // to load, and a managed plugin must listen within dockerd's first 500 ms.
+  const { ClusterRegistry } = await import('./cluster/registry.js');
   return new ClusterRegistry({ endpoints: config.etcdEndpoints, hostId, vtep: local, leaseTtl: config.etcdLeaseTtl, log });
 }
 
