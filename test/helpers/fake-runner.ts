@@ -218,7 +218,8 @@ function ok(stdout = ''): RunResult {
 function isQuery(c: RecordedCall): boolean {
   if (c.cmd === 'ip') return c.args[0] === '-json';
   if (c.cmd === 'nft') return c.args[0] === '-j';
-  if (c.cmd === 'iptables' || c.cmd === 'ip6tables') return c.args.includes('-S');
+  if (c.cmd === 'iptables' || c.cmd === 'ip6tables') return c.args.includes('-S') || c.args.includes('--version');
+  if (c.cmd === 'nft' && c.args[0] === 'list') return true;
   return false;
 }
 
