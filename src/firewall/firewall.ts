@@ -22,6 +22,10 @@ import {
 } from './nft.js';
 
 export type FirewallNetwork = NftNetwork;
+
+function glueOf(n: FirewallNetwork): IptNetwork {
+  return { sid: n.sid, bridge: n.bridge, v4: n.subnets4.length > 0 || n.subnets6.length === 0, v6: n.subnets6.length > 0 };
+}
 export type FirewallPort = NftPort;
 
 export class Firewall {
@@ -46,7 +50,7 @@ export class Firewall {
   }
 
   #glue(): IptNetwork[] {
-    return [...this.#networks.values()].map((n) => ({ sid: n.sid, bridge: n.bridge, v4: n.subnets4.length > 0 || n.subnets6.length === 0, v6: n.subnets6.length > 0 }));
+    return [...this.#networks.values()].map(glueOf);
   }
 
   async #ensureReady(): Promise<void> {
@@ -58,7 +62,7 @@ export class Firewall {
     await nftApply(this.#runner, renderNetwork(n));
     this.#networks.set(n.bridge, n);
     try {
-      await this.#ipt.sync(this.#glue(), { ensureJump: false });
+      await this.#ipt.add(glueOf(n), this.#glue());
     } catch (err) {
       this.#networks.delete(n.bridge);
       await nftApply(this.#runner, renderNetworkRemoval(n.sid, n.bridge)).catch(() => undefined);
@@ -67,7 +71,8 @@ export class Firewall {
   }
 
   async removeNetwork(sid: string, bridge: string): Promise<void> {
-    const had = this.#networks.delete(bridge);
+    const had = this.#networks.get(bridge);
+    this.#networks.delete(bridge);
     if (this.#networks.size === 0) {
       // The last network leaves no trace: no table, no chain, no jump.
       await this.removeAll();
@@ -75,7 +80,7 @@ export class Firewall {
     }
     await this.#ensureReady();
     await nftApply(this.#runner, renderNetworkRemoval(sid, bridge));
-    if (had) await this.#ipt.sync(this.#glue(), { ensureJump: false });
+    if (had) await this.#ipt.delete(glueOf(had), this.#glue());
   }
 
   /** Publish ports: map elements only, one transaction, independent of how many exist. */

@@ -6,10 +6,13 @@
 // DOCKER-USER so an operator's DOCKER-USER rules still apply to tsnet traffic,
 // as they do to Docker's bridges.
 //
-// The chain is rewritten whole from the in-memory list of networks in one
-// iptables-restore --noflush transaction (the ":TSNET-FORWARD" line flushes
-// just that chain). That makes every call idempotent and self-healing, and
-// costs one process per family whatever the number of networks.
+// At start-up and reconcile the chain is rewritten whole from the in-memory
+// list of networks in one iptables-restore --noflush transaction (the
+// ":TSNET-FORWARD" line flushes just that chain), which is idempotent and
+// self-healing. A network created or removed in between appends or deletes
+// just its two rules: rewriting 2×N rules made network create slower with
+// every network present (iptables-nft: 2 ms of CPU with 10 networks, 10 ms
+// with 200). A delete that finds its rules gone falls back to the rewrite.
 import type { Logger } from 'pino';
 import { TsnetError } from '../errors.js';
 import type { Runner } from '../kernel/exec.js';
@@ -25,21 +28,31 @@ export interface IptNetwork {
   v6: boolean;
 }
 
+function ruleLines(op: '-A' | '-D', n: IptNetwork): string[] {
+  // Values become lines of iptables-restore input: a newline would be a new command.
+  if (!isValidIfName(n.bridge)) throw new TsnetError('TSNET_ERR_INTERNAL', `unsafe bridge name for iptables: ${JSON.stringify(n.bridge)}`);
+  if (!/^[0-9a-f]{12}$/.test(n.sid)) throw new TsnetError('TSNET_ERR_INTERNAL', `unsafe network id for iptables: ${JSON.stringify(n.sid)}`);
+  const tag = `tsnet:${n.sid}`;
+  return [`${op} ${CHAIN} -i ${n.bridge} -m comment --comment ${tag} -j ACCEPT`, `${op} ${CHAIN} -o ${n.bridge} -m comment --comment ${tag} -j ACCEPT`];
+}
+
 export function renderChain(networks: readonly IptNetwork[]): string {
   const lines = ['*filter', `:${CHAIN} - [0:0]`];
-  for (const n of [...networks].sort((a, b) => a.bridge.localeCompare(b.bridge))) {
-    // Values become lines of iptables-restore input: a newline would be a new command.
-    if (!isValidIfName(n.bridge)) throw new TsnetError('TSNET_ERR_INTERNAL', `unsafe bridge name for iptables: ${JSON.stringify(n.bridge)}`);
-    if (!/^[0-9a-f]{12}$/.test(n.sid)) throw new TsnetError('TSNET_ERR_INTERNAL', `unsafe network id for iptables: ${JSON.stringify(n.sid)}`);
-    const tag = `tsnet:${n.sid}`;
-    lines.push(`-A ${CHAIN} -i ${n.bridge} -m comment --comment ${tag} -j ACCEPT`);
-    lines.push(`-A ${CHAIN} -o ${n.bridge} -m comment --comment ${tag} -j ACCEPT`);
-  }
+  for (const n of [...networks].sort((a, b) => a.bridge.localeCompare(b.bridge))) lines.push(...ruleLines('-A', n));
   lines.push('COMMIT', '');
   return lines.join('\n');
 }
 
+/** One network's two rules appended to (-A) or deleted from (-D) the chain, leaving the rest alone. */
+export function renderRules(op: '-A' | '-D', n: IptNetwork): string {
+  return ['*filter', ...ruleLines(op, n), 'COMMIT', ''].join('\n');
+}
+
 type Family = 'iptables' | 'ip6tables';
+
+function has(f: Family, n: IptNetwork): boolean {
+  return f === 'iptables' ? n.v4 : n.v6;
+}
 
 export class IptablesGlue {
   readonly #runner: Runner;
@@ -73,18 +86,51 @@ export class IptablesGlue {
    * so an IPv4-only host never sees tsnet create ip6tables state.
    */
   async sync(networks: readonly IptNetwork[], opts: { ensureJump: boolean }): Promise<void> {
+    for (const f of await this.families()) await this.#syncFamily(f, networks, opts.ensureJump);
+  }
+
+  async #syncFamily(f: Family, networks: readonly IptNetwork[], ensureJump: boolean): Promise<void> {
+    const mine = networks.filter((n) => has(f, n));
+    if (mine.length === 0) {
+      // Nothing to list when this process removed the chain itself (or never made one).
+      if (this.#chain.get(f) !== 'absent') await this.#remove(f);
+      return;
+    }
+    await this.#runner.run(`${f}-restore`, ['-w', '--noflush'], { input: renderChain(mine) });
+    this.#chain.set(f, 'present');
+    if (ensureJump || !this.#jumped.has(f)) await this.#ensureJump(f);
+  }
+
+  /** `n` was added; `all` includes it. */
+  async add(n: IptNetwork, all: readonly IptNetwork[]): Promise<void> {
     for (const f of await this.families()) {
-      const mine = networks.filter((n) => (f === 'iptables' ? n.v4 : n.v6));
-      if (mine.length === 0) {
-        await this.#remove(f);
+      if (!has(f, n)) continue;
+      if (this.#chain.get(f) !== 'present' || !this.#jumped.has(f)) await this.#syncFamily(f, all, false);
+      else await this.#runner.run(`${f}-restore`, ['-w', '--noflush'], { input: renderRules('-A', n) });
+    }
+  }
+
+  /** `n` was removed; `all` no longer includes it. */
+  async delete(n: IptNetwork, all: readonly IptNetwork[]): Promise<void> {
+    for (const f of await this.families()) {
+      if (!has(f, n)) continue;
+      if (this.#chain.get(f) !== 'present' || !all.some((o) => has(f, o))) {
+        await this.#syncFamily(f, all, false);
         continue;
       }
-      await this.#runner.run(`${f}-restore`, ['-w', '--noflush'], { input: renderChain(mine) });
-      if (opts.ensureJump || !this.#jumped.has(f)) await this.#ensureJump(f);
+      try {
+        await this.#runner.run(`${f}-restore`, ['-w', '--noflush'], { input: renderRules('-D', n) });
+      } catch (err) {
+        // Its rules were already gone (removed behind tsnet's back): rewrite the chain.
+        this.#log.warn({ err: (err as Error).message, family: f }, 'could not delete a network\'s FORWARD rules; rewriting TSNET-FORWARD');
+        await this.#syncFamily(f, all, false);
+      }
     }
   }
 
   readonly #jumped = new Set<Family>();
+  /** whether this process knows TSNET-FORWARD to exist; unknown until first synced */
+  readonly #chain = new Map<Family, 'present' | 'absent'>();
 
   async #ensureJump(f: Family): Promise<void> {
     this.#jumped.add(f);
@@ -106,12 +152,15 @@ export class IptablesGlue {
 
   async #remove(f: Family): Promise<void> {
     this.#jumped.delete(f);
+    this.#chain.delete(f);
     const { stdout } = await this.#runner.run(f, ['-w', '-S']);
     const lines = stdout.split('\n');
     const jumps = lines.filter((l) => l === `-A FORWARD -j ${CHAIN}`).length;
     const exists = lines.includes(`-N ${CHAIN}`);
-    if (!exists && jumps === 0) return;
-    const script = ['*filter', ...Array.from({ length: jumps }, () => `-D FORWARD -j ${CHAIN}`), ...(exists ? [`-F ${CHAIN}`, `-X ${CHAIN}`] : []), 'COMMIT', ''].join('\n');
-    await this.#runner.run(`${f}-restore`, ['-w', '--noflush'], { input: script });
+    if (exists || jumps > 0) {
+      const script = ['*filter', ...Array.from({ length: jumps }, () => `-D FORWARD -j ${CHAIN}`), ...(exists ? [`-F ${CHAIN}`, `-X ${CHAIN}`] : []), 'COMMIT', ''].join('\n');
+      await this.#runner.run(`${f}-restore`, ['-w', '--noflush'], { input: script });
+    }
+    this.#chain.set(f, 'absent');
   }
 }

@@ -426,9 +426,12 @@ t.test('DeleteNetwork of one network keeps the firewall of the others', async (t
   t.match(nft[0]!.input, `delete chain inet tsnet n-${shortId(a)}-out`);
   t.notMatch(nft[0]!.input, 'delete table', 'the table stays');
   t.notMatch(nft[0]!.input, shortId(b), 'b is untouched');
+  // Only a's two rules are deleted; the chain is not rewritten.
   const restore = h.runner.callsOf('iptables-restore').at(-1)!.input!;
-  t.match(restore, `-i ${bridgeName(b)} `);
-  t.notMatch(restore, bridgeName(a), 'a left TSNET-FORWARD');
+  t.match(restore, `-D TSNET-FORWARD -i ${bridgeName(a)} -m comment --comment tsnet:${shortId(a)} -j ACCEPT`, 'a left TSNET-FORWARD');
+  t.match(restore, `-D TSNET-FORWARD -o ${bridgeName(a)} -m comment --comment tsnet:${shortId(a)} -j ACCEPT`);
+  t.notMatch(restore, bridgeName(b), 'b is untouched');
+  t.notMatch(restore, ':TSNET-FORWARD', 'no flush of the chain');
 });
 
 t.test('DeleteNetwork also removes endpoints dockerd never deleted', async (t) => {
