@@ -48,6 +48,9 @@ export class PortPublisher {
   readonly #log: Logger;
   /** "tcp/4/0.0.0.0/8080" -> endpoint id */
   readonly #reserved = new Map<string, string>();
+  /** "tcp/4/8080" -> the keys of #reserved on that port and family; endpoint id -> its keys (no scans of every mapping) */
+  readonly #byPort = new Map<string, Set<string>>();
+  readonly #byOwner = new Map<string, Set<string>>();
   readonly #proxies = new Map<string, Proxy[]>();
 
   constructor(deps: PublisherDeps) {
@@ -60,16 +63,42 @@ export class PortPublisher {
     return `${proto}/${ip}/${port}`;
   }
 
+  #portKey(proto: Proto, ip: string, port: number): string {
+    return `${proto}/${family(ip)}/${port}`;
+  }
+
+  #reserve(proto: Proto, ip: string, port: number, owner: string): string {
+    const key = this.#key(proto, ip, port);
+    this.#release(key);
+    this.#reserved.set(key, owner);
+    const pk = this.#portKey(proto, ip, port);
+    if (!this.#byPort.has(pk)) this.#byPort.set(pk, new Set());
+    this.#byPort.get(pk)!.add(key);
+    if (!this.#byOwner.has(owner)) this.#byOwner.set(owner, new Set());
+    this.#byOwner.get(owner)!.add(key);
+    return key;
+  }
+
+  #release(key: string): void {
+    const owner = this.#reserved.get(key);
+    if (owner === undefined) return;
+    this.#reserved.delete(key);
+    const [proto, ip, port] = key.split('/') as [Proto, string, string];
+    const pk = this.#portKey(proto, ip, Number(port));
+    this.#byPort.get(pk)?.delete(key);
+    if (this.#byPort.get(pk)?.size === 0) this.#byPort.delete(pk);
+    this.#byOwner.get(owner)?.delete(key);
+    if (this.#byOwner.get(owner)?.size === 0) this.#byOwner.delete(owner);
+  }
+
   /** Who holds proto/ip/port, taking wildcards into account. */
   #holder(proto: Proto, ip: string, port: number): string | undefined {
     const any = family(ip) === 6 ? '::' : '0.0.0.0';
     const direct = this.#reserved.get(this.#key(proto, ip, port)) ?? this.#reserved.get(this.#key(proto, any, port));
     if (direct || !isWildcard(ip)) return direct;
-    for (const [k, owner] of this.#reserved) {
-      const [p, addr, prt] = k.split('/');
-      if (p === proto && Number(prt) === port && family(addr!) === family(ip)) return owner;
-    }
-    return undefined;
+    // A wildcard conflicts with any address of its family on that port.
+    const [first] = this.#byPort.get(this.#portKey(proto, ip, port)) ?? [];
+    return first === undefined ? undefined : this.#reserved.get(first);
   }
 
   /** Endpoints holding fixed host ports these requests ask for (to check for stale holders first). */
@@ -131,9 +160,7 @@ export class PortPublisher {
             if (single || !(err instanceof TsnetError) || err.code !== 'TSNET_ERR_PORT_IN_USE') throw err;
             continue;
           }
-          const key = this.#key(r.proto, hostIp, port);
-          this.#reserved.set(key, ep.id);
-          keys.push(key);
+          keys.push(this.#reserve(r.proto, hostIp, port, ep.id));
           bound = { proto: r.proto, containerPort: r.containerPort, hostIp, hostPort: port };
         }
         if (!bound) throw new TsnetError('TSNET_ERR_PORT_IN_USE', `no free host port for ${r.proto} in ${candidates[0]}-${candidates[1]} on ${hostIp}`);
@@ -141,7 +168,7 @@ export class PortPublisher {
       }
       await this.#firewall.addPorts(toFirewallPorts({ ...ep, ports: bindings }));
     } catch (err) {
-      for (const k of keys) this.#reserved.delete(k);
+      for (const k of keys) this.#release(k);
       await Promise.all(proxies.map((p) => p.close()));
       throw err;
     }
@@ -155,7 +182,7 @@ export class PortPublisher {
     if (ep.ports.length > 0) await this.#firewall.removePorts(toFirewallPorts(ep));
     await Promise.all((this.#proxies.get(ep.id) ?? []).map((p) => p.close()));
     this.#proxies.delete(ep.id);
-    for (const [k, owner] of this.#reserved) if (owner === ep.id) this.#reserved.delete(k);
+    for (const k of [...(this.#byOwner.get(ep.id) ?? [])]) this.#release(k);
     if (ep.ports.length > 0) {
       // Stale NAT entries would keep steering a long-lived UDP flow to a gone container.
       for (const ip of [plainIp(ep.address), plainIp(ep.addressV6)]) {
@@ -172,7 +199,7 @@ export class PortPublisher {
       if (ep.ports.length === 0 || this.#proxies.has(ep.id)) continue;
       const proxies: Proxy[] = [];
       for (const b of ep.ports) {
-        this.#reserved.set(this.#key(b.proto, b.hostIp, b.hostPort), ep.id);
+        this.#reserve(b.proto, b.hostIp, b.hostPort, ep.id);
         const containerIp = family(b.hostIp) === 6 ? plainIp(ep.addressV6) : plainIp(ep.address);
         if (!containerIp) continue;
         try {
