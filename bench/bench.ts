@@ -1,120 +1,318 @@
 // npm run bench: tsnet side by side with Docker's own bridge driver on the
-// same lab dockerd, runs interleaved so drift hits both alike. Benchmarks are
-// not tests: nothing here fails on a number; a figure that cannot be measured
-// is printed as n/a.
-//   BENCH_ROUNDS   interleaved rounds per figure (default 15)
+// same lab dockerd, runs interleaved so drift hits both alike; then the
+// control plane (IPAM over the socket, start-up with a large store) and scale
+// (bench/scale.ts). Benchmarks are not tests: nothing here fails on a number;
+// a figure that cannot be measured is printed as n/a, never estimated.
+//
+//   npm run bench                    everything
+//   npm run bench -- --lab           only the figures through dockerd
+//   npm run bench -- --control       only IPAM throughput and start-up
+//   npm run bench -- --scale         only scale
+//   npm run bench -- --docs          also write docs/benchmarks.md, .svg, .json
+//
+//   BENCH_ROUNDS           interleaved rounds for latency figures (default 15)
+//   BENCH_BURST_ROUNDS     rounds of the 50-container burst (default 5)
+//   BENCH_DATA_ROUNDS      rounds of iperf3/ping (default 5)
+//   BENCH_PROBES           probes per level in scale and connect curves (default 9)
+//   BENCH_SCALE_ENDPOINTS  endpoints on one network (default 1000)
+//   BENCH_SCALE_NETWORKS   networks (default 200)
+//   BENCH_CONNECT_LEVELS   containers on the network for the dockerd curve (default 10,50,100,200)
 import { promises as fs } from 'node:fs';
 import os from 'node:os';
-import { Lab, IMAGE, type LabHost } from '../test/helpers/lab.js';
-import { fmt, ratio, summarize, table, timeIt, type Summary } from './stats.js';
+import path from 'node:path';
+import { Lab, REPO, sh } from '../test/helpers/lab.js';
+import { fmt, ratio, summarize, table, type Summary } from './stats.js';
+import { burst, connectCurve, dataPath, networkCreateRemove, pluginShare, publishedPorts, runLatency, type ConnectCurve, type Figure } from './docker.js';
+import { ipamPairs, startup, type IpamRound } from './ipam.js';
+import { runScale, type Level, type ScaleResult } from './scale.js';
+import { renderChart, type Series } from './chart.js';
 
-const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 15);
+const env = (k: string, d: number): number => (process.env[k] ? Number(process.env[k]) : d);
+const ROUNDS = env('BENCH_ROUNDS', 15);
+const BURST_ROUNDS = env('BENCH_BURST_ROUNDS', 5);
+const DATA_ROUNDS = env('BENCH_DATA_ROUNDS', 5);
+const PROBES = env('BENCH_PROBES', 9);
+const SCALE_ENDPOINTS = env('BENCH_SCALE_ENDPOINTS', 1000);
+const SCALE_NETWORKS = env('BENCH_SCALE_NETWORKS', 200);
+const CONNECT_LEVELS = (process.env.BENCH_CONNECT_LEVELS ?? '10,50,100,200').split(',').map(Number).filter((n) => n > 0);
 
-interface Figure {
-  name: string;
-  unit: string;
-  /** lower is better unless stated */
-  results: Record<string, number[]>;
-}
+const args = new Set(process.argv.slice(2));
+const only = ['--lab', '--control', '--scale'].filter((a) => args.has(a));
+const want = (part: string): boolean => only.length === 0 || args.has(part);
 
 function log(msg: string): void {
-  process.stderr.write(`${msg}\n`);
+  process.stderr.write(`${new Date().toISOString().slice(11, 19)} ${msg}\n`);
 }
 
-async function dockerRunLatency(h: LabHost): Promise<Figure> {
-  const nets: Record<string, string> = { none: 'none', 'docker bridge': 'bench-br', 'tsnet bridge': 'bench-ts' };
-  await h.docker(['network', 'create', 'bench-br']);
-  await h.docker(['network', 'create', '-d', 'tsnet', '--ipam-driver', 'tsnet', 'bench-ts']);
-  const results: Record<string, number[]> = Object.fromEntries(Object.keys(nets).map((k) => [k, []]));
-  for (const net of Object.values(nets)) await h.docker(['run', '--rm', '--network', net, IMAGE, 'true']);
-  for (let i = 0; i < ROUNDS; i++) {
-    for (const [label, net] of Object.entries(nets)) {
-      results[label]!.push(await timeIt(() => h.docker(['run', '--rm', '--network', net, IMAGE, 'true'])));
-    }
-  }
-  await h.docker(['network', 'rm', 'bench-br', 'bench-ts']);
-  return { name: '`docker run --rm true`', unit: 'ms', results };
-}
-
-async function networkCreateRemove(h: LabHost): Promise<Figure> {
-  const variants: Record<string, string[]> = {
-    'docker bridge': [],
-    'tsnet bridge': ['-d', 'tsnet'],
-    'tsnet bridge + tsnet IPAM': ['-d', 'tsnet', '--ipam-driver', 'tsnet'],
-  };
-  const results: Record<string, number[]> = Object.fromEntries(Object.keys(variants).map((k) => [k, []]));
-  for (let i = 0; i < ROUNDS; i++) {
-    for (const [label, args] of Object.entries(variants)) {
-      results[label]!.push(
-        await timeIt(async () => {
-          await h.docker(['network', 'create', ...args, 'bench-cr']);
-          await h.docker(['network', 'rm', 'bench-cr']);
-        }),
-      );
-    }
-  }
-  return { name: '`docker network create` + `rm`', unit: 'ms', results };
-}
-
-/** tsnet's own time inside CreateEndpoint + Join, from its debug log ("handled" lines). */
-async function pluginShare(h: LabHost): Promise<Record<string, Summary>> {
-  const text = await fs.readFile(h.tsnetLog, 'utf8');
-  const per: Record<string, number[]> = {};
-  for (const line of text.split('\n')) {
-    if (!line.includes('"handled"')) continue;
-    try {
-      const rec = JSON.parse(line) as { method?: string; ms?: number };
-      if (rec.method && typeof rec.ms === 'number') (per[rec.method] ??= []).push(rec.ms);
-    } catch {
-      /* partial line */
-    }
-  }
-  return Object.fromEntries(Object.entries(per).map(([k, v]) => [k, summarize(v)]));
+interface Results {
+  started: string;
+  finished?: string;
+  machine: Record<string, string>;
+  settings: Record<string, unknown>;
+  figures: Figure[];
+  share?: { calls: Record<string, Summary>; perEndpoint: Summary };
+  connect?: ConnectCurve;
+  ipam?: IpamRound[];
+  startup?: Record<number, number[]>;
+  scale?: ScaleResult;
 }
 
 function render(fig: Figure, baseline: string): string {
   const base = summarize(fig.results[baseline] ?? []);
   const rows = Object.entries(fig.results).map(([label, values]) => {
     const s = summarize(values);
-    return [label, fmt(s.median), fmt(s.min), fmt(s.max), String(s.n), label === baseline ? '1.00' : ratio(s.median, base.median)];
+    return [label, fmt(s.median, 2), fmt(s.min, 2), fmt(s.max, 2), String(s.n), label === baseline ? '1.00' : ratio(s.median, base.median)];
   });
-  return `### ${fig.name}\n\n${table(['driver', `median ${fig.unit}`, 'min', 'max', 'runs', `ratio vs ${baseline}`], rows)}\n`;
+  const better = fig.higherIsBetter ? 'higher is better' : 'lower is better';
+  return `### ${fig.name}\n\n${table(['driver', `median ${fig.unit}`, 'min', 'max', 'runs', `ratio vs ${baseline}`], rows)}\n\n(${better}${fig.note ? `; ${fig.note}` : ''})\n`;
+}
+
+function levelTable(levels: Level[], unit: string, what: string): string {
+  const first = levels[0] ? summarize(levels[0].samples).median : NaN;
+  const rows = levels.map((l) => {
+    const s = summarize(l.samples);
+    return [String(l.at), fmt(s.median, 2), fmt(s.min, 2), fmt(s.max, 2), String(s.n), ratio(s.median, first)];
+  });
+  return table([what, `median ${unit}`, 'min', 'max', 'probes', `ratio vs ${levels[0]?.at ?? '?'}`], rows);
+}
+
+function figureRatio(r: Results, name: string, label = 'tsnet bridge', base = 'docker bridge'): string {
+  const f = r.figures.find((x) => x.name.includes(name));
+  if (!f) return 'n/a';
+  return ratio(summarize(f.results[label] ?? []).median, summarize(f.results[base] ?? []).median);
+}
+
+function levelRatio(levels: Level[] | undefined): string {
+  if (!levels || levels.length < 2) return 'n/a';
+  return ratio(summarize(levels[levels.length - 1]!.samples).median, summarize(levels[0]!.samples).median);
+}
+
+/** Rolling median, for the fill curve of the chart. */
+function rolling(values: number[], width: number): Array<{ x: number; y: number }> {
+  const out: Array<{ x: number; y: number }> = [];
+  for (let i = width; i <= values.length; i += Math.max(1, Math.floor(width / 2))) out.push({ x: i, y: summarize(values.slice(i - width, i)).median });
+  return out;
+}
+
+function chart(r: Results): string | undefined {
+  const panels = [];
+  if (r.connect) {
+    const colors: Record<string, string> = { 'docker bridge': '#2463b4', 'tsnet bridge': '#d9480f' };
+    panels.push({
+      title: 'Through dockerd: docker network connect',
+      xLabel: 'containers already on the network',
+      yLabel: 'attach latency, ms (median, min–max)',
+      series: Object.entries(r.connect.results).map(([label, per]): Series => ({
+        label,
+        color: colors[label] ?? '#444',
+        points: per.map((samples, i) => {
+          const s = summarize(samples);
+          return { x: r.connect!.levels[i]!, y: s.median, lo: s.min, hi: s.max };
+        }),
+      })),
+    });
+  }
+  if (r.scale && r.scale.attach.length > 0) {
+    const pts = (levels: Level[]) =>
+      levels.map((l) => {
+        const s = summarize(l.samples);
+        return { x: l.at, y: s.median, lo: s.min, hi: s.max };
+      });
+    panels.push({
+      title: 'tsnet alone, over its socket (no dockerd)',
+      xLabel: 'endpoints already on the network',
+      yLabel: 'attach latency, ms (median, min–max)',
+      series: [
+        { label: 'RequestAddress+CreateEndpoint+Join', color: '#d9480f', points: pts(r.scale.attach) },
+        { label: 'CreateEndpoint+Join', color: '#2f9e44', points: pts(r.scale.attachDriver), dashed: true },
+        { label: 'each fill (rolling median)', color: '#999', points: rolling(r.scale.fill, 25), markers: false },
+      ],
+    });
+  }
+  if (panels.length === 0) return undefined;
+  return renderChart('Attach latency against endpoint count', panels);
+}
+
+function report(r: Results): { md: string; readme: string[] } {
+  const out: string[] = [];
+  const m = r.machine;
+  out.push('# Benchmarks', '');
+  out.push(`Generated by \`npm run bench -- --docs\` (bench/bench.ts) on ${r.started.slice(0, 10)}; run started ${r.started}, finished ${r.finished ?? '?'}.`, '');
+  out.push(`Machine: ${m.cpus}; ${m.memory}; Linux ${m.kernel}. dockerd ${m.dockerd ?? 'n/a'}, ${m.node}, ${m.ip}, ${m.nft}, ${m.iptables}, ${m.iperf3}.`, '');
+  out.push(`Rounds: ${JSON.stringify(r.settings)}. Every figure is the median of its runs with min and max; "ratio" divides tsnet's median by Docker's bridge driver's, measured in the same run on the same dockerd, rounds interleaved. Other load on the machine when the run started: ${m.otherLoad}.`, '');
+  const headline: string[] = [];
+  if (r.figures.length > 0) {
+    headline.push(`\`docker run --rm true\` ${figureRatio(r, 'docker run --rm true')}× Docker's bridge`);
+    headline.push(`network create+rm ${figureRatio(r, 'network create')}×`);
+    headline.push(`50-container burst ${figureRatio(r, 'Burst')}× the containers/s`);
+    headline.push(`TCP ${figureRatio(r, 'TCP throughput')}× the throughput, ping ${figureRatio(r, 'Ping round trip')}× the RTT`);
+    headline.push(`\`-p\` one port ${figureRatio(r, 'one port')}×, ten ports ${figureRatio(r, 'ten ports')}×`);
+  }
+  if (r.share) headline.push(`tsnet's own CreateEndpoint+Join p50 ${fmt(r.share.perEndpoint.median, 2)} ms, p99 ${fmt(r.share.perEndpoint.p99, 2)} ms`);
+  if (r.scale) {
+    headline.push(`attach at ${r.scale.attach.at(-1)?.at ?? '?'} endpoints ${levelRatio(r.scale.attach)}× the attach at ${r.scale.attach[0]?.at ?? '?'}`);
+    headline.push(`network create at ${r.scale.netCreate.at(-1)?.at ?? '?'} networks ${levelRatio(r.scale.netCreate)}× the one at ${r.scale.netCreate[0]?.at ?? '?'}`);
+    headline.push(`plugin RSS ${fmt(r.scale.rss.at(-1)?.mb ?? NaN, 0)} MB at ${r.scale.rss.at(-1)?.at ?? '?'} endpoints`);
+  }
+  if (r.ipam) headline.push(`IPAM ${fmt(summarize(r.ipam.map((x) => x.pairsPerSecond)).median, 0)} RequestAddress+ReleaseAddress pairs/s (50 clients, p99 ${fmt(summarize(r.ipam.map((x) => x.p99)).median, 1)} ms)`);
+  if (r.startup) {
+    const big = Math.max(...Object.keys(r.startup).map(Number));
+    headline.push(`listening ${fmt(summarize(r.startup[big]!).median, 0)} ms after spawn with ${big} stored endpoints`);
+  }
+  out.push('## Headline', '', ...headline.map((h) => `- ${h}`), '');
+
+  if (r.figures.length > 0 || r.share) {
+    out.push('## Through dockerd (lab, one host)', '');
+    out.push('A lab host is a real dockerd 20.10 in a network and mount namespace of its own (test/helpers/lab.ts); tsnet runs beside it at log level info. Containers are busybox.', '');
+    for (const f of r.figures) out.push(render(f, 'docker bridge'));
+  }
+  if (r.share) {
+    const rows = ['NetworkDriver.CreateEndpoint', 'NetworkDriver.Join', 'IpamDriver.RequestAddress', 'NetworkDriver.Leave', 'NetworkDriver.DeleteEndpoint', 'IpamDriver.ReleaseAddress'].map((k) => {
+      const s = r.share!.calls[k];
+      return [k, s ? fmt(s.median, 2) : 'n/a', s ? fmt(s.p99, 2) : 'n/a', s ? String(s.n) : '0'];
+    });
+    rows.unshift(['CreateEndpoint + Join, per endpoint', fmt(r.share.perEndpoint.median, 2), fmt(r.share.perEndpoint.p99, 2), String(r.share.perEndpoint.n)]);
+    out.push("### Time inside tsnet's handlers (its own timing: debug log \"handled\" lines)", '', table(['call', 'p50 ms', 'p99 ms', 'calls'], rows), '');
+    out.push('Taken in a second pass with tsnet restarted at log level debug, over `docker run --rm` of that many containers.', '');
+  }
+  if (r.connect) {
+    out.push('### Attach through dockerd against containers on the network', '');
+    out.push('`docker network connect` of a probe container (parked on a bridge network of its own) to a network that already holds N running containers, then disconnect; drivers interleaved, same dockerd. This measures all of dockerd\'s attach path (IPAM, endpoint, join, moving the veth into the container, DNS), with only the driver differing.', '');
+    const rows = r.connect.levels.map((lvl, i) => {
+      const d = summarize(r.connect!.results['docker bridge']![i]!);
+      const t = summarize(r.connect!.results['tsnet bridge']![i]!);
+      return [String(lvl), fmt(d.median, 1), fmt(t.median, 1), `${fmt(t.min, 1)}–${fmt(t.max, 1)}`, ratio(t.median, d.median)];
+    });
+    out.push(table(['containers', 'docker bridge median ms', 'tsnet median ms', 'tsnet min–max', 'ratio'], rows), '');
+  }
+  if (r.ipam || r.startup) out.push('## Control plane (tsnet alone, in a namespace, no dockerd)', '');
+  if (r.ipam) {
+    const s = (f: (x: IpamRound) => number): Summary => summarize(r.ipam!.map(f));
+    out.push('### IPAM: RequestAddress + ReleaseAddress pairs over the socket', '');
+    out.push('50 concurrent clients, each its own connection (undici, no Content-Type, as dockerd), for 5 s per round; the store is on disk (ext4) and every answer waits for its fsync (group commit). One fresh plugin per round.', '');
+    out.push(table(['figure', 'median', 'min', 'max', 'rounds'], [
+      ['pairs/s', fmt(s((x) => x.pairsPerSecond).median, 0), fmt(s((x) => x.pairsPerSecond).min, 0), fmt(s((x) => x.pairsPerSecond).max, 0), String(r.ipam.length)],
+      ['pair latency p50 ms', fmt(s((x) => x.p50).median, 2), fmt(s((x) => x.p50).min, 2), fmt(s((x) => x.p50).max, 2), String(r.ipam.length)],
+      ['pair latency p99 ms', fmt(s((x) => x.p99).median, 2), fmt(s((x) => x.p99).min, 2), fmt(s((x) => x.p99).max, 2), String(r.ipam.length)],
+    ]), '');
+  }
+  if (r.startup) {
+    out.push('### Start-up: spawn to the socket accepting', '');
+    out.push('A synthetic state.json (one network, its pool, N endpoints with their allocations) written as tsnet writes it; time from spawning `node dist/main.js` to the first successful connect to its socket, sizes interleaved. Reconcile runs after the socket listens and is not included.', '');
+    out.push(table(['stored endpoints', 'median ms', 'min', 'max', 'runs'], Object.entries(r.startup).map(([k, v]) => {
+      const s = summarize(v);
+      return [k, fmt(s.median, 0), fmt(s.min, 0), fmt(s.max, 0), String(s.n)];
+    })), '');
+  }
+  if (r.scale) {
+    const sc = r.scale;
+    out.push('## Scale (tsnet alone, over its socket, real kernel objects, no dockerd)', '');
+    out.push(`The plugin in a throwaway network namespace, driven the way dockerd drives it (bench/scale.ts). At each level, ${PROBES} probes: one more endpoint (or network) created, timed and removed again. Fill endpoints each publish one TCP port and their container end is moved to a sandbox namespace, as dockerd would. dockerd's own costs are not in these figures.`, '');
+    out.push(`### Attach (RequestAddress + CreateEndpoint + Join) against endpoints on one network`, '', levelTable(sc.attach, 'ms', 'endpoints'), '');
+    out.push('### CreateEndpoint + Join alone', '', levelTable(sc.attachDriver, 'ms', 'endpoints'), '');
+    out.push('### Publishing one port (ProgramExternalConnectivity) against mappings in place', '', levelTable(sc.publish, 'ms', 'mappings'), '');
+    out.push('### Network create (RequestPool + gateway RequestAddress + CreateNetwork) against networks', '', levelTable(sc.netCreate, 'ms', 'networks'), '');
+    out.push('### CreateNetwork alone', '', levelTable(sc.netCreateDriver, 'ms', 'networks'), '');
+    out.push('### Network remove (DeleteNetwork + ReleaseAddress + ReleasePool)', '', levelTable(sc.netRemove, 'ms', 'networks'), '');
+    out.push('### Plugin memory and store size', '');
+    out.push(table(['endpoints', 'RSS MB', 'state.json bytes'], sc.rss.map((x, i) => [String(x.at), fmt(x.mb, 1), String(sc.storeBytes[i]?.bytes ?? 'n/a')])), '');
+    out.push(table(['networks', 'RSS MB'], sc.netRss.map((x) => [String(x.at), fmt(x.mb, 1)])), '');
+    const lo = (l: { links: string[]; nftTable: boolean; iptRules: string[] }): string =>
+      l.links.length === 0 && !l.nftTable && l.iptRules.length === 0 ? 'nothing left' : `LEFT: ${l.links.length} links, nft table ${l.nftTable}, ${l.iptRules.length} iptables lines`;
+    out.push('### Teardown', '');
+    out.push(table(['phase', 'ms', 'left in the namespace (tsnet links, table inet tsnet, TSNET chains)'], [
+      [`${sc.endpoints} endpoints + network`, fmt(sc.teardownMs.endpoints, 0), lo(sc.leftovers.endpoints)],
+      [`${sc.networks} networks`, fmt(sc.teardownMs.networks, 0), lo(sc.leftovers.networks)],
+    ]), '');
+  }
+  out.push('## Overlay', '');
+  out.push("tsnet overlay: n/a (tsnet's own overlay mode is not benchmarked in this release). Docker's overlay driver (swarm across two lab hosts): not measured by this run.", '');
+  if (r.connect || r.scale) out.push('## Chart', '', '![Attach latency against endpoint count](benchmarks-attach.svg)', '');
+  return { md: `${out.join('\n')}\n`, readme: headline };
+}
+
+async function version(cmd: string, a: string[]): Promise<string> {
+  const res = await sh(cmd, a, { check: false });
+  return (res.stdout || res.stderr).split('\n')[0]!.trim() || 'n/a';
+}
+
+async function otherLoad(): Promise<string> {
+  const ps = (await sh('ps', ['-eo', 'args'], { check: false })).stdout.split('\n');
+  const dockerds = ps.filter((l) => l.startsWith('dockerd ')).length;
+  const taps = ps.filter((l) => /\btap\b/.test(l) && l.includes('node')).length;
+  const load = os.loadavg().map((x) => x.toFixed(2)).join(' ');
+  return `${dockerds} other dockerd, ${taps} tap processes, load average ${load}`;
 }
 
 async function main(): Promise<void> {
-  const started = new Date();
-  log(`bench: starting a lab (${ROUNDS} interleaved rounds per figure)`);
-  // tsnet at info level for the latency figures, so logging costs what it would in production;
-  // the plugin-share figure below needs debug timing lines, taken in a second pass.
-  const lab = await Lab.start({ hosts: 1, tsnetEnv: { TSNET_LOG_LEVEL: 'info' } });
-  const h = lab.host;
-  const out: string[] = [];
-  try {
-    const dockerd = (await h.docker(['version', '-f', '{{.Server.Version}}'])).stdout.trim();
-    out.push(`## tsnet benchmark, ${started.toISOString()}`, '');
-    out.push(`Machine: ${os.cpus().length} × ${os.cpus()[0]?.model ?? '?'}, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, Linux ${os.release()}; dockerd ${dockerd}; node ${process.version}.`, '');
-    log('bench: docker run latency');
-    const run = await dockerRunLatency(h);
-    out.push(render(run, 'docker bridge'));
-    log('bench: network create + rm');
-    out.push(render(await networkCreateRemove(h), 'docker bridge'));
-
-    log('bench: plugin share (tsnet restarted at debug level for its timing lines)');
-    await h.stopTsnet();
-    await h.startTsnet({ TSNET_LOG_LEVEL: 'debug' });
-    await h.docker(['network', 'create', '-d', 'tsnet', '--ipam-driver', 'tsnet', 'bench-share']);
-    await fs.writeFile(h.tsnetLog, '');
-    for (let i = 0; i < ROUNDS * 2; i++) await h.docker(['run', '--rm', '--network', 'bench-share', IMAGE, 'true']);
-    const share = await pluginShare(h);
-    const rows = ['NetworkDriver.CreateEndpoint', 'NetworkDriver.Join', 'IpamDriver.RequestAddress', 'NetworkDriver.DeleteEndpoint'].map((m) => {
-      const s = share[m];
-      return [m, s ? fmt(s.median, 2) : 'n/a', s ? fmt(s.p99, 2) : 'n/a', s ? String(s.n) : '0'];
-    });
-    out.push(`### Time inside tsnet's handlers (its own timing, debug log)\n\n${table(['call', 'p50 ms', 'p99 ms', 'calls'], rows)}\n`);
-  } finally {
-    await lab.stop();
+  const r: Results = {
+    started: new Date().toISOString(),
+    machine: {
+      cpus: `${os.cpus().length} × ${os.cpus()[0]?.model ?? '?'}`,
+      memory: `${(os.totalmem() / 2 ** 30).toFixed(0)} GiB`,
+      kernel: os.release(),
+      node: `node ${process.version}`,
+      ip: await version('ip', ['-V']),
+      nft: await version('nft', ['-v']),
+      iptables: await version('iptables', ['-V']),
+      iperf3: await version('iperf3', ['-v']),
+      otherLoad: await otherLoad(),
+    },
+    settings: { rounds: ROUNDS, burstRounds: BURST_ROUNDS, dataRounds: DATA_ROUNDS, probes: PROBES, scaleEndpoints: SCALE_ENDPOINTS, scaleNetworks: SCALE_NETWORKS, connectLevels: CONNECT_LEVELS },
+    figures: [],
+  };
+  log(`bench: ${r.machine.otherLoad}`);
+  if (want('--lab')) {
+    log(`bench: starting a lab (${ROUNDS} interleaved rounds per latency figure)`);
+    const lab = await Lab.start({ hosts: 1, tsnetEnv: { TSNET_LOG_LEVEL: 'info' } });
+    const h = lab.host;
+    try {
+      r.machine.dockerd = (await h.docker(['version', '-f', '{{.Server.Version}}'])).stdout.trim();
+      log('bench: docker run latency');
+      r.figures.push(await runLatency(h, ROUNDS));
+      log('bench: network create + rm');
+      r.figures.push(await networkCreateRemove(h, ROUNDS));
+      log('bench: burst of 50');
+      r.figures.push(await burst(h, BURST_ROUNDS, 50));
+      log('bench: iperf3 and ping');
+      const dp = await dataPath(h, DATA_ROUNDS, 3);
+      r.figures.push(dp.tcp, dp.rtt);
+      log('bench: docker run -p');
+      r.figures.push(...(await publishedPorts(h, ROUNDS)));
+      log('bench: docker network connect against containers on the network');
+      r.connect = await connectCurve(h, CONNECT_LEVELS, PROBES, log);
+      log("bench: tsnet's own handler time (debug log)");
+      r.share = await pluginShare(h, ROUNDS * 2);
+    } finally {
+      await lab.stop();
+    }
   }
-  process.stdout.write(`${out.join('\n')}\n`);
+  if (want('--control')) {
+    log('bench: IPAM pairs over the socket');
+    r.ipam = await ipamPairs(3, 50, 5);
+    log('bench: start-up with stored endpoints');
+    r.startup = await startup(Math.max(5, Math.ceil(ROUNDS / 3)), [0, 1000]);
+  }
+  if (want('--scale')) {
+    log(`bench: scale to ${SCALE_NETWORKS} networks and ${SCALE_ENDPOINTS} endpoints`);
+    r.scale = await runScale({ endpoints: SCALE_ENDPOINTS, networks: SCALE_NETWORKS, probes: PROBES, log });
+  }
+  r.finished = new Date().toISOString();
+  const { md } = report(r);
+  const svg = chart(r);
+  if (args.has('--docs')) {
+    const docs = path.join(REPO, 'docs');
+    await fs.mkdir(docs, { recursive: true });
+    await fs.writeFile(path.join(docs, 'benchmarks.md'), md);
+    await fs.writeFile(path.join(docs, 'benchmarks.json'), `${JSON.stringify(r, null, 1)}\n`);
+    if (svg) await fs.writeFile(path.join(docs, 'benchmarks-attach.svg'), svg);
+    log('bench: wrote docs/benchmarks.md, docs/benchmarks.json and docs/benchmarks-attach.svg');
+  } else if (svg) {
+    const file = path.join(os.tmpdir(), 'tsnet-benchmarks-attach.svg');
+    await fs.writeFile(file, svg);
+    log(`bench: chart written to ${file}`);
+  }
+  process.stdout.write(md);
 }
 
 await main();
