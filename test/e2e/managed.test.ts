@@ -1,0 +1,227 @@
+// End to end: tsnet as a managed (v2) plugin on a lab dockerd. The bundle is
+// built with no registry (plugin/build.ts --offline: a debootstrap base and
+// the host's npm cache), created and enabled as tsnet:latest, and driven
+// through docker plugin set / disable / enable, a dockerd restart, a
+// re-create from the bundle (the upgrade path) and bad settings.
+import { existsSync, promises as fs } from 'node:fs';
+import path from 'node:path';
+import t from 'tap';
+import { buildPlugin, LOCAL_BASE, type BuildResult } from '../../plugin/build.js';
+import { canPing, runContainer } from '../helpers/docker.js';
+import { DOCKER, Lab, canConnect, cleanEnv, waitFor } from '../helpers/lab.js';
+
+const PLUGIN = 'tsnet:latest';
+const lab = await Lab.start({ hosts: 1, tsnet: false });
+const h = lab.host;
+const stateDir = path.join(h.dir, 'plugin-state');
+const dockerdLog = path.join(h.dir, 'dockerd.log');
+
+t.teardown(async () => {
+  await h.docker(['plugin', 'disable', '-f', PLUGIN], { check: false });
+  await h.docker(['plugin', 'rm', '-f', PLUGIN], { check: false });
+  await h.docker(['rmi', LOCAL_BASE], { check: false });
+  await h.docker(['image', 'prune', '-af'], { check: false });
+  await lab.stop();
+});
+
+const pluginId = async (): Promise<string> => (await h.docker(['plugin', 'inspect', '-f', '{{.Id}}', PLUGIN])).stdout.trim();
+const enabled = async (): Promise<boolean> => (await h.docker(['plugin', 'inspect', '-f', '{{.Enabled}}', PLUGIN])).stdout.trim() === 'true';
+/**
+ * The plugin's socket as seen from outside the host's mount namespace
+ * (dockerd puts it in /run/docker/plugins/<id>/), through a symlink: the
+ * /proc/<pid>/root/… path is longer than a socket address may be.
+ */
+async function socketOf(id: string): Promise<string> {
+  const link = path.join(lab.dir, `p-${id.slice(0, 12)}`);
+  await fs.symlink(`/proc/${h.mntPid}/root/run/docker/plugins/${id}`, link).catch(() => undefined);
+  return path.join(link, 'tsnet.sock');
+}
+
+interface PluginLine {
+  dockerLevel: string;
+  json: Record<string, unknown>;
+}
+
+/** The plugin's lines in dockerd's log from byte offset `from`: each is a JSON object. */
+async function pluginLines(id: string, from = 0): Promise<PluginLine[]> {
+  const text = (await fs.readFile(dockerdLog)).subarray(from).toString('utf8');
+  const out: PluginLine[] = [];
+  for (const line of text.split('\n')) {
+    if (!line.endsWith(`plugin=${id}`)) continue;
+    const m = /level=(\w+) msg="((?:[^"\\]|\\.)*)"/.exec(line);
+    if (!m) continue;
+    const msg = JSON.parse(`"${m[2]}"`) as string;
+    if (!msg.startsWith('{')) continue; // dockerd's own notes about the plugin
+    out.push({ dockerLevel: m[1]!, json: JSON.parse(msg) as Record<string, unknown> });
+  }
+  return out;
+}
+
+const logSize = async (): Promise<number> => (await fs.stat(dockerdLog)).size;
+
+/** Everything in the state directory (state.json, and a journal if the store keeps one). */
+async function stateText(): Promise<string> {
+  const names = await fs.readdir(stateDir);
+  return (await Promise.all(names.filter((n) => !n.endsWith('.lock')).map((n) => fs.readFile(path.join(stateDir, n), 'utf8')))).join('\n');
+}
+
+async function removeContainers(): Promise<void> {
+  const ids = (await h.docker(['ps', '-aq'])).stdout.split('\n').filter(Boolean);
+  if (ids.length > 0) await h.docker(['rm', '-f', ...ids]);
+}
+
+/** disable (-f: networks hold a reference), set, enable. */
+async function reconfigure(settings: string[]): Promise<{ exitCode: number; stderr: string; ms: number }> {
+  await h.docker(['plugin', 'disable', '-f', PLUGIN]);
+  if (settings.length > 0) await h.docker(['plugin', 'set', PLUGIN, ...settings]);
+  const t0 = performance.now();
+  const r = await h.docker(['plugin', 'enable', PLUGIN], { check: false });
+  return { exitCode: r.exitCode, stderr: r.stderr, ms: performance.now() - t0 };
+}
+
+let built: BuildResult;
+
+t.test('the plugin bundle builds with no registry and is created as tsnet:latest', async (t) => {
+  const t0 = performance.now();
+  built = await buildPlugin({
+    docker: DOCKER,
+    host: `unix://${h.dockerSock}`,
+    env: cleanEnv({ DOCKER_API_VERSION: '1.41' }),
+    offline: true,
+    outDir: path.join(lab.dir, 'plugin-bundle'),
+    log: (line) => t.comment(line),
+  });
+  t.comment(`built in ${((performance.now() - t0) / 1000).toFixed(1)} s: ${JSON.stringify(built.seconds)}`);
+  t.equal(built.plugin, PLUGIN);
+  t.ok(existsSync(path.join(built.bundleDir, 'config.json')), 'config.json next to rootfs/');
+  t.ok(existsSync(path.join(built.bundleDir, 'rootfs', 'run', 'docker', 'plugins')), 'rootfs has /run/docker/plugins');
+  t.comment(`rootfs ${(built.rootfsBytes / 1e6).toFixed(1)} MB`);
+  t.ok(built.rootfsBytes < 150e6, `rootfs under 150 MB (${(built.rootfsBytes / 1e6).toFixed(1)} MB)`);
+  const ls = (await h.docker(['plugin', 'ls', '--format', '{{.Name}} {{.Enabled}}'])).stdout.trim();
+  t.equal(ls, `${PLUGIN} false`, 'created, disabled');
+  const cfg = JSON.parse((await h.docker(['plugin', 'inspect', '-f', '{{json .Config}}', PLUGIN])).stdout) as {
+    Interface: { Types: string[]; Socket: string };
+    Linux: { Capabilities: string[] };
+    Network: { Type: string };
+  };
+  t.same(cfg.Interface.Types, ['docker.networkdriver/1.0', 'docker.ipamdriver/1.0']);
+  t.equal(cfg.Interface.Socket, 'tsnet.sock');
+  t.equal(cfg.Network.Type, 'host');
+  t.same(cfg.Linux.Capabilities, ['CAP_NET_ADMIN']);
+});
+
+t.test('enable; a network on tsnet:latest; two containers ping each other by name', async (t) => {
+  await fs.mkdir(stateDir, { recursive: true });
+  // The state directory must exist; the default /var/lib/tsnet would be this machine's.
+  await h.docker(['plugin', 'set', PLUGIN, `state.source=${stateDir}`]);
+  const sock = await socketOf(await pluginId());
+  const t0 = performance.now();
+  let listening = 0;
+  const poll = waitFor('plugin socket', async () => existsSync(sock) && (await canConnect(sock)), 15_000, 5).then(() => (listening = performance.now() - t0));
+  await h.docker(['plugin', 'enable', PLUGIN]);
+  const enableMs = performance.now() - t0;
+  await poll;
+  t.comment(`enable returned after ${enableMs.toFixed(0)} ms; socket listening after ${listening.toFixed(0)} ms`);
+  t.ok(await enabled());
+
+  const refused = await h.docker(['network', 'create', '-d', 'tsnet', 'untagged'], { check: false });
+  t.not(refused.exitCode, 0, '-d tsnet (no tag) does not name the managed plugin');
+
+  await h.docker(['network', 'create', '-d', PLUGIN, '--ipam-driver', PLUGIN, 'mnet']);
+  const ipam = (await h.docker(['network', 'inspect', '-f', '{{.Driver}} {{.IPAM.Driver}} {{(index .IPAM.Config 0).Subnet}}', 'mnet'])).stdout.trim();
+  t.match(ipam, /^tsnet:latest tsnet:latest 10\.210\.\d+\.0\/24$/, 'driver, IPAM driver and a pool from TSNET_DEFAULT_POOLS');
+  await runContainer(h, 'm1', 'mnet');
+  await runContainer(h, 'm2', 'mnet');
+  t.ok(await canPing(h, 'm1', 'm2'), 'm1 pings m2 by name');
+  t.ok(await canPing(h, 'm2', 'm1'), 'm2 pings m1 by name');
+  // tsnet wrote host sysctls through the sysctl mount (the plugin's /proc/sys is read-only).
+  const bridge = (await h.exec('ip', ['-o', 'link', 'show', 'type', 'bridge'])).stdout.match(/tsbr-[0-9a-f]+/)?.[0];
+  t.ok(bridge, 'a tsnet bridge in the host namespace');
+  const ra = await h.exec('cat', [`/proc/sys/net/ipv6/conf/${bridge}/accept_ra`], { check: false });
+  if (ra.exitCode === 0) t.equal(ra.stdout.trim(), '0', 'accept_ra=0 on the bridge, written by the plugin');
+
+  const lines = await pluginLines(await pluginId());
+  t.ok(lines.length > 0, "the plugin's output is in dockerd's log, tagged plugin=<id>");
+  t.ok(lines.every((l) => typeof l.json.level === 'string' && l.json.name === 'tsnet'), 'every line a JSON object');
+  t.ok(lines.some((l) => l.json.msg === 'tsnet listening'));
+  t.notOk(lines.some((l) => l.json.level === 'debug'), 'no debug lines at the default level (info)');
+  await removeContainers();
+});
+
+t.test('docker plugin set TSNET_LOG_LEVEL=debug takes effect after disable/enable; the network and its state stay', async (t) => {
+  const netId = (await h.docker(['network', 'inspect', '-f', '{{.Id}}', 'mnet'])).stdout.trim();
+  t.ok(existsSync(path.join(stateDir, 'state.json')), 'the store is in the state mount');
+  t.ok((await stateText()).includes(netId), 'and holds the network');
+  const mark = await logSize();
+  const r = await reconfigure(['TSNET_LOG_LEVEL=debug']);
+  t.equal(r.exitCode, 0, r.stderr);
+  t.equal((await h.docker(['plugin', 'inspect', '-f', '{{.Settings.Env}}', PLUGIN])).stdout.includes('TSNET_LOG_LEVEL=debug'), true);
+  await runContainer(h, 'd1', 'mnet');
+  await runContainer(h, 'd2', 'mnet');
+  t.ok(await canPing(h, 'd1', 'd2'), 'the network still carries traffic after disable/enable');
+  const lines = await pluginLines(await pluginId(), mark);
+  t.ok(lines.some((l) => l.json.level === 'debug'), 'debug lines now');
+  const started = lines.find((l) => l.json.msg === 'tsnet listening');
+  t.equal(started?.json.networks, 1, 'the restarted plugin loaded the network from the state mount');
+  t.ok((await stateText()).includes(netId), 'still in the store');
+  await removeContainers();
+});
+
+t.test('dockerd restart with the plugin enabled: the network keeps working', async (t) => {
+  const subnet = (await h.docker(['network', 'inspect', '-f', '{{(index .IPAM.Config 0).Subnet}}', 'mnet'])).stdout.trim();
+  await h.stopDockerd();
+  await h.startDockerd();
+  await waitFor('plugin enabled after dockerd restart', enabled, 30_000, 200);
+  t.equal((await h.docker(['network', 'inspect', '-f', '{{(index .IPAM.Config 0).Subnet}}', 'mnet'])).stdout.trim(), subnet, 'same network, same pool');
+  await runContainer(h, 'r1', 'mnet');
+  await runContainer(h, 'r2', 'mnet');
+  t.ok(await canPing(h, 'r1', 'r2'), 'containers started after the restart ping each other by name');
+  await removeContainers();
+});
+
+t.test('upgrade path: disable, rm, create again, set state.source, enable: state kept', async (t) => {
+  const subnet = (await h.docker(['network', 'inspect', '-f', '{{(index .IPAM.Config 0).Subnet}}', 'mnet'])).stdout.trim();
+  const oldId = await pluginId();
+  await h.docker(['plugin', 'disable', '-f', PLUGIN]);
+  await h.docker(['plugin', 'rm', '-f', PLUGIN]);
+  await h.docker(['plugin', 'create', 'tsnet', built.bundleDir]);
+  await h.docker(['plugin', 'set', PLUGIN, `state.source=${stateDir}`]);
+  await h.docker(['plugin', 'enable', PLUGIN]);
+  t.not(await pluginId(), oldId, 'a new plugin');
+  const lines = await pluginLines(await pluginId());
+  t.equal(lines.find((l) => l.json.msg === 'tsnet listening')?.json.networks, 1, 'it found the network in the kept state directory');
+  await runContainer(h, 'u1', 'mnet');
+  await runContainer(h, 'u2', 'mnet');
+  t.ok(await canPing(h, 'u1', 'u2'), 'the old network works with the new plugin');
+  await h.docker(['network', 'create', '-d', PLUGIN, '--ipam-driver', PLUGIN, 'mnet2']);
+  const subnet2 = (await h.docker(['network', 'inspect', '-f', '{{(index .IPAM.Config 0).Subnet}}', 'mnet2'])).stdout.trim();
+  t.not(subnet2, subnet, 'the kept pool is not handed out again');
+  await removeContainers();
+  await h.docker(['network', 'rm', 'mnet2']);
+});
+
+t.test('bad settings: enable fails, one clear line in dockerd\'s log, and a good setting enables at once', async (t) => {
+  const cases: Array<[string, string, RegExp]> = [
+    ['TSNET_LOG_LEVEL', 'verbose', /^TSNET_LOG_LEVEL: "verbose" is not one of /],
+    ['TSNET_DEFAULT_POOLS', '10.210.0.0/16', /^TSNET_DEFAULT_POOLS: "10\.210\.0\.0\/16" is not BASE\/LEN:SIZE/],
+  ];
+  for (const [name, value, message] of cases) {
+    const mark = await logSize();
+    const bad = await reconfigure([`${name}=${value}`]);
+    t.not(bad.exitCode, 0, `${name}=${value}: docker plugin enable fails (${(bad.ms / 1000).toFixed(1)} s)`);
+    t.notOk(await enabled(), 'and the plugin stays disabled');
+    const lines = await pluginLines(await pluginId(), mark);
+    const fatal = lines.filter((l) => l.json.level === 'fatal');
+    t.equal(fatal.length, 1, 'exactly one fatal line');
+    t.match(String(fatal[0]?.json.msg), message, 'naming the variable and the value');
+    t.notOk(lines.some((l) => l.json.msg === 'tsnet listening'), 'never listening');
+    await h.docker(['plugin', 'set', PLUGIN, `${name}=${name === 'TSNET_LOG_LEVEL' ? 'info' : '10.210.0.0/16:24,fd74:736e:6574::/48:64'}`]);
+    const good = await h.docker(['plugin', 'enable', PLUGIN], { check: false });
+    t.equal(good.exitCode, 0, `a good value enables at once: ${good.stderr.trim()}`);
+    t.ok(await enabled());
+  }
+  await runContainer(h, 'b1', 'mnet');
+  await runContainer(h, 'b2', 'mnet');
+  t.ok(await canPing(h, 'b1', 'b2'), 'and the network works');
+  await removeContainers();
+});
