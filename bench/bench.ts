@@ -8,6 +8,7 @@
 //   npm run bench -- --lab           only the figures through dockerd
 //   npm run bench -- --control       only IPAM throughput and start-up
 //   npm run bench -- --scale         only scale
+//   npm run bench -- --overlay       only the two-host overlay comparison
 //   npm run bench -- --docs          also write docs/benchmarks.md, .svg, .json
 //
 //   BENCH_ROUNDS           interleaved rounds for latency figures (default 15)
@@ -26,6 +27,7 @@ import { burst, connectCurve, dataPath, networkCreateRemove, pluginShare, publis
 import { ipamPairs, startup, type IpamRound } from './ipam.js';
 import { runScale, type Level, type ScaleResult } from './scale.js';
 import { renderChart, type Series } from './chart.js';
+import { overlayFigures } from './overlay.js';
 
 const env = (k: string, d: number): number => (process.env[k] ? Number(process.env[k]) : d);
 const ROUNDS = env('BENCH_ROUNDS', 15);
@@ -37,7 +39,7 @@ const SCALE_NETWORKS = env('BENCH_SCALE_NETWORKS', 200);
 const CONNECT_LEVELS = (process.env.BENCH_CONNECT_LEVELS ?? '10,50,100,200').split(',').map(Number).filter((n) => n > 0);
 
 const args = new Set(process.argv.slice(2));
-const only = ['--lab', '--control', '--scale'].filter((a) => args.has(a));
+const only = ['--lab', '--control', '--scale', '--overlay'].filter((a) => args.has(a));
 const want = (part: string): boolean => only.length === 0 || args.has(part);
 
 function log(msg: string): void {
@@ -55,6 +57,8 @@ interface Results {
   ipam?: IpamRound[];
   startup?: Record<number, number[]>;
   scale?: ScaleResult;
+  overlay?: Figure[];
+  overlayError?: string;
 }
 
 function render(fig: Figure, baseline: string): string {
@@ -148,6 +152,10 @@ function report(r: Results): { md: string; readme: string[] } {
     headline.push(`TCP ${figureRatio(r, 'TCP throughput')}× the throughput, ping ${figureRatio(r, 'Ping round trip')}× the RTT`);
     headline.push(`\`-p\` one port ${figureRatio(r, 'one port')}×, ten ports ${figureRatio(r, 'ten ports')}×`);
   }
+  if (r.overlay) {
+    const o = { figures: r.overlay } as Results;
+    headline.push(`overlay: \`docker run --rm true\` ${figureRatio(o, 'on an overlay', 'tsnet overlay', 'docker overlay')}× Docker's overlay, TCP across hosts ${figureRatio(o, 'TCP throughput across', 'tsnet overlay', 'docker overlay')}×, RTT ${figureRatio(o, 'Ping round trip across', 'tsnet overlay', 'docker overlay')}×`);
+  }
   if (r.share) headline.push(`tsnet's own CreateEndpoint+Join p50 ${fmt(r.share.perEndpoint.median, 2)} ms, p99 ${fmt(r.share.perEndpoint.p99, 2)} ms`);
   if (r.scale) {
     headline.push(`attach at ${r.scale.attach.at(-1)?.at ?? '?'} endpoints ${levelRatio(r.scale.attach)}× the attach at ${r.scale.attach[0]?.at ?? '?'}`);
@@ -225,8 +233,13 @@ function report(r: Results): { md: string; readme: string[] } {
       [`${sc.networks} networks`, fmt(sc.teardownMs.networks, 0), lo(sc.leftovers.networks)],
     ]), '');
   }
-  out.push('## Overlay', '');
-  out.push("tsnet overlay: n/a (tsnet's own overlay mode is not benchmarked in this release). Docker's overlay driver (swarm across two lab hosts): not measured by this run.", '');
+  out.push('## Overlay (two lab hosts)', '');
+  if (r.overlay) {
+    out.push("Two lab hosts on the lab's LAN. Docker's overlay: the two dockerds joined in swarm mode (`docker network create -d overlay --attachable`, VXLAN on UDP 7789). tsnet's overlay: `-o tsnet.mode=overlay`, the network created on both hosts, coordinated through etcd in the lab, VXLAN on UDP 4789. Ratios are against Docker's overlay.", '');
+    for (const f of r.overlay) out.push(render(f, 'docker overlay'));
+  } else if (r.overlayError) {
+    out.push(`Not measured: bringing the overlays up failed in this run (${r.overlayError}).`, '');
+  } else out.push('Not measured by this run.', '');
   if (r.connect || r.scale) out.push('## Chart', '', '![Attach latency against endpoint count](benchmarks-attach.svg)', '');
   return { md: `${out.join('\n')}\n`, readme: headline };
 }
@@ -292,6 +305,15 @@ async function main(): Promise<void> {
     r.ipam = await ipamPairs(3, 50, 5);
     log('bench: start-up with stored endpoints');
     r.startup = await startup(Math.max(5, Math.ceil(ROUNDS / 3)), [0, 1000]);
+  }
+  if (want('--overlay')) {
+    log('bench: two hosts, Docker overlay (swarm) and tsnet overlay (etcd)');
+    try {
+      r.overlay = await overlayFigures(ROUNDS, DATA_ROUNDS, 3, log);
+    } catch (err) {
+      r.overlayError = (err as Error).message.split('\n')[0]!.slice(0, 300);
+      log(`bench: overlay not measured: ${r.overlayError}`);
+    }
   }
   if (want('--scale')) {
     log(`bench: scale to ${SCALE_NETWORKS} networks and ${SCALE_ENDPOINTS} endpoints`);
