@@ -225,6 +225,10 @@ function report(r: Results): { md: string; readme: string[] } {
     out.push('### Plugin memory and store size', '');
     out.push(table(['endpoints', 'RSS MB', 'state.json bytes'], sc.rss.map((x, i) => [String(x.at), fmt(x.mb, 1), String(sc.storeBytes[i]?.bytes ?? 'n/a')])), '');
     out.push(table(['networks', 'RSS MB'], sc.netRss.map((x) => [String(x.at), fmt(x.mb, 1)])), '');
+    if (sc.rssWithFlags) {
+      const f = sc.rssWithFlags;
+      out.push(`RSS is node's resident set read from /proc at each level: heap, code, and V8's young generation, which by default may grow to 3 × 16 MB semi-spaces under a request burst. A second, fresh plugin started as \`node ${f.flags.join(' ')} dist/main.js\` and filled to the same ${f.at} endpoints the same way measured ${fmt(f.mb, 1)} MB (${fmt(f.idleMb, 1)} MB idle, before the first request).`, '');
+    }
     const lo = (l: { links: string[]; nftTable: boolean; iptRules: string[] }): string =>
       l.links.length === 0 && !l.nftTable && l.iptRules.length === 0 ? 'nothing left' : `LEFT: ${l.links.length} links, nft table ${l.nftTable}, ${l.iptRules.length} iptables lines`;
     out.push('### Teardown', '');
@@ -317,7 +321,7 @@ async function main(): Promise<void> {
   }
   if (want('--scale')) {
     log(`bench: scale to ${SCALE_NETWORKS} networks and ${SCALE_ENDPOINTS} endpoints`);
-    r.scale = await runScale({ endpoints: SCALE_ENDPOINTS, networks: SCALE_NETWORKS, probes: PROBES, log });
+    r.scale = await runScale({ endpoints: SCALE_ENDPOINTS, networks: SCALE_NETWORKS, probes: PROBES, log, rssFlags: ['--max-semi-space-size=1'] });
   }
   r.finished = new Date().toISOString();
   const { md } = report(r);

@@ -40,11 +40,11 @@ function ticks(max: number, n = 5): number[] {
 }
 
 function fmtTick(v: number): string {
-  return Math.abs(v) >= 1000 ? `${v / 1000}k` : String(+v.toFixed(2));
+  return Math.abs(v) >= 10000 ? `${v / 1000}k` : String(+v.toFixed(2));
 }
 
 function panel(p: Panel, ox: number, oy: number, w: number, h: number): string {
-  const m = { l: 58, r: 14, t: 34, b: 62 };
+  const m = { l: 58, r: 14, t: 34, b: 48 + 16 * p.series.length };
   const pw = w - m.l - m.r;
   const ph = h - m.t - m.b;
   const pts = p.series.flatMap((s) => s.points);
@@ -68,11 +68,13 @@ function panel(p: Panel, ox: number, oy: number, w: number, h: number): string {
   o.push(`<line x1="${X(0)}" y1="${Y(0)}" x2="${X(0)}" y2="${Y(yMax)}" stroke="#333"/>`);
   o.push(`<text x="${X(xMax / 2)}" y="${Y(0) + 34}" font-size="12" text-anchor="middle">${esc(p.xLabel)}</text>`);
   o.push(`<text transform="translate(${ox + 14} ${Y(yMax / 2)}) rotate(-90)" font-size="12" text-anchor="middle">${esc(p.yLabel)}</text>`);
-  for (const s of p.series) {
+  p.series.forEach((s, si) => {
     const sorted = [...s.points].sort((a, b) => a.x - b.x);
+    // Whiskers of different series at one x are set a little apart.
+    const dx = (si - (p.series.length - 1) / 2) * 4;
     for (const q of sorted) {
       if (q.lo !== undefined && q.hi !== undefined) {
-        o.push(`<line x1="${X(q.x)}" y1="${Y(q.lo)}" x2="${X(q.x)}" y2="${Y(q.hi)}" stroke="${s.color}" stroke-opacity="0.5"/>`);
+        o.push(`<line x1="${(X(q.x) + dx).toFixed(1)}" y1="${Y(q.lo).toFixed(1)}" x2="${(X(q.x) + dx).toFixed(1)}" y2="${Y(q.hi).toFixed(1)}" stroke="${s.color}" stroke-opacity="0.55" stroke-width="1.5"/>`);
       }
     }
     if (sorted.length > 1) {
@@ -80,21 +82,22 @@ function panel(p: Panel, ox: number, oy: number, w: number, h: number): string {
       o.push(`<path d="${d}" fill="none" stroke="${s.color}" stroke-width="${s.markers === false ? 1.2 : 2}"${s.dashed ? ' stroke-dasharray="5 3"' : ''}/>`);
     }
     if (s.markers !== false) for (const q of sorted) o.push(`<circle cx="${X(q.x).toFixed(1)}" cy="${Y(q.y).toFixed(1)}" r="3.2" fill="${s.color}"/>`);
-  }
+  });
+  // Legend: one row per series under the x-axis label.
   p.series.forEach((s, i) => {
     const lx = ox + m.l + 8;
-    const ly = oy + h - 14 - (p.series.length - 1 - i) * 0 + 0;
-    const col = i * Math.floor(pw / Math.max(1, p.series.length));
-    o.push(`<line x1="${lx + col}" y1="${ly - 4}" x2="${lx + col + 18}" y2="${ly - 4}" stroke="${s.color}" stroke-width="2"${s.dashed ? ' stroke-dasharray="5 3"' : ''}/>`);
-    o.push(`<text x="${lx + col + 22}" y="${ly}" font-size="11">${esc(s.label)}</text>`);
+    const ly = Y(0) + 52 + i * 16;
+    o.push(`<line x1="${lx}" y1="${ly - 4}" x2="${lx + 22}" y2="${ly - 4}" stroke="${s.color}" stroke-width="2"${s.dashed ? ' stroke-dasharray="5 3"' : ''}/>`);
+    if (s.markers !== false) o.push(`<circle cx="${lx + 11}" cy="${ly - 4}" r="3.2" fill="${s.color}"/>`);
+    o.push(`<text x="${lx + 28}" y="${ly}" font-size="11">${esc(s.label)}</text>`);
   });
   if (p.note) o.push(`<text x="${ox + m.l}" y="${oy + h + 2}" font-size="10" fill="#555">${esc(p.note)}</text>`);
   return o.join('\n');
 }
 
 export function renderChart(title: string, panels: Panel[], opts: { width?: number; height?: number } = {}): string {
-  const pw = opts.width ?? 470;
-  const ph = opts.height ?? 330;
+  const pw = opts.width ?? 500;
+  const ph = opts.height ?? 400;
   const W = pw * panels.length;
   const H = ph + 40;
   const body = panels.map((p, i) => panel(p, i * pw, 30, pw, ph - 10)).join('\n');

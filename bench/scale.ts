@@ -40,6 +40,8 @@ export interface ScaleResult {
   /** every fill endpoint's attach, in order: fill[i] had i endpoints before it */
   fill: number[];
   rss: Array<{ at: number; mb: number }>;
+  /** RSS with 1,000 endpoints filled again in a fresh plugin started with these node flags */
+  rssWithFlags?: { flags: string[]; at: number; mb: number; idleMb: number };
   storeBytes: Array<{ at: number; bytes: number }>;
   netCreate: Level[];
   netCreateDriver: Level[];
@@ -53,6 +55,8 @@ export interface ScaleOptions {
   endpoints: number;
   networks: number;
   probes: number;
+  /** also fill a fresh plugin started with these node flags, for its RSS only */
+  rssFlags?: string[];
   log: (msg: string) => void;
 }
 
@@ -92,12 +96,12 @@ interface Env {
   plugin: PluginProcess;
 }
 
-async function setup(tag: string): Promise<Env> {
+async function setup(tag: string, nodeArgs: string[] = []): Promise<Env> {
   const host = await Netns.create(`sc${tag}`);
   const sandbox = await Netns.create(`sb${tag}`);
   const dir = await tmpDir('bench-scale');
   // info level: what a production plugin logs, not the per-exec debug lines.
-  const plugin = await startPlugin(host, { dir, env: { TSNET_LOG_LEVEL: 'info' } });
+  const plugin = await startPlugin(host, { dir, env: { TSNET_LOG_LEVEL: 'info' }, nodeArgs });
   return { host, sandbox, dir, plugin };
 }
 
@@ -229,6 +233,28 @@ async function scaleEndpoints(opts: ScaleOptions, r: ScaleResult): Promise<void>
   }
 }
 
+/** Fill one network to `endpoints` in a plugin started with `flags`; its RSS idle and then. */
+async function rssOnly(opts: ScaleOptions, flags: string[]): Promise<NonNullable<ScaleResult['rssWithFlags']>> {
+  const e = await setup('r', flags);
+  try {
+    const idleMb = await rssMb(e.plugin.child.pid!);
+    const net = await createNet(e.plugin, { pool: '10.41.0.0/20' });
+    const eps: Ep[] = [];
+    for (let i = 0; i < opts.endpoints; i++) {
+      const a = await attach(e.plugin, net.id, net.poolId);
+      await ok(e.plugin, 'NetworkDriver.ProgramExternalConnectivity', { NetworkID: net.id, EndpointID: a.ep.id, Options: portmap(20000 + i) });
+      await sh('ip', ['-n', e.host.name, 'link', 'set', a.ep.srcName, 'netns', e.sandbox.name]);
+      eps.push(a.ep);
+    }
+    const mb = await rssMb(e.plugin.child.pid!);
+    for (const ep of eps) await detach(e.plugin, net.id, net.poolId, ep);
+    await removeNet(e.plugin, net);
+    return { flags, at: opts.endpoints, mb, idleMb };
+  } finally {
+    await cleanup(e);
+  }
+}
+
 export async function runScale(opts: ScaleOptions): Promise<ScaleResult> {
   const none: Leftovers = { links: [], nftTable: false, iptRules: [] };
   const r: ScaleResult = {
@@ -249,5 +275,9 @@ export async function runScale(opts: ScaleOptions): Promise<ScaleResult> {
   };
   if (opts.networks > 0) await scaleNetworks(opts, r);
   if (opts.endpoints > 0) await scaleEndpoints(opts, r);
+  if (opts.endpoints > 0 && opts.rssFlags) {
+    opts.log(`scale: RSS with ${opts.rssFlags.join(' ')}`);
+    r.rssWithFlags = await rssOnly(opts, opts.rssFlags);
+  }
   return r;
 }

@@ -72,12 +72,12 @@ export async function tmpDir(tag: string): Promise<string> {
 }
 
 /** Start dist/main.js inside a namespace and talk to it the way dockerd does (undici, no Content-Type). */
-export async function startPlugin(ns: Netns, opts: { dir: string; env?: Record<string, string>; expectFailure?: boolean }): Promise<PluginProcess> {
+export async function startPlugin(ns: Netns, opts: { dir: string; env?: Record<string, string>; expectFailure?: boolean; nodeArgs?: string[] }): Promise<PluginProcess> {
   const socket = path.join(opts.dir, 'tsnet.sock');
   const stateDir = path.join(opts.dir, 'state');
   const logFile = path.join(opts.dir, 'tsnet.log');
   const log = await fs.open(logFile, 'a');
-  const child = spawn('nsenter', [`--net=${ns.path}`, '--', process.execPath, path.join(REPO, 'dist', 'main.js')], {
+  const child = spawn('nsenter', [`--net=${ns.path}`, '--', process.execPath, ...(opts.nodeArgs ?? []), path.join(REPO, 'dist', 'main.js')], {
     stdio: ['ignore', log.fd, log.fd],
     env: cleanEnv({ TSNET_SOCKET: socket, TSNET_STATE_DIR: stateDir, TSNET_LOG_LEVEL: 'debug', ...opts.env }),
   });
