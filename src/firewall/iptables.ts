@@ -70,7 +70,8 @@ export class IptablesGlue {
     const found: Family[] = [];
     for (const f of ['iptables', 'ip6tables'] as const) {
       try {
-        await this.#runner.run(f, ['-w', '-S', 'FORWARD']);
+        // --version, not a listing: iptables-nft creates the tables it lists.
+        await this.#runner.run(f, ['--version']);
         found.push(f);
       } catch (err) {
         this.#log.warn({ err: (err as Error).message, family: f }, `${f} unavailable; not adding FORWARD accepts for it`);
@@ -153,6 +154,16 @@ export class IptablesGlue {
   async #remove(f: Family): Promise<void> {
     this.#jumped.delete(f);
     this.#chain.delete(f);
+    // Listing with iptables-nft creates the table it lists: look with nft first.
+    const family = f === 'iptables' ? 'ip' : 'ip6';
+    const present = await this.#runner.run('nft', ['list', 'table', family, 'filter']).then(
+      () => true,
+      () => false,
+    );
+    if (!present) {
+      this.#chain.set(f, 'absent');
+      return;
+    }
     const { stdout } = await this.#runner.run(f, ['-w', '-S']);
     const lines = stdout.split('\n');
     const jumps = lines.filter((l) => l === `-A FORWARD -j ${CHAIN}`).length;
@@ -160,7 +171,26 @@ export class IptablesGlue {
     if (exists || jumps > 0) {
       const script = ['*filter', ...Array.from({ length: jumps }, () => `-D FORWARD -j ${CHAIN}`), ...(exists ? [`-F ${CHAIN}`, `-X ${CHAIN}`] : []), 'COMMIT', ''].join('\n');
       await this.#runner.run(`${f}-restore`, ['-w', '--noflush'], { input: script });
+      await this.#dropEmptyTable(family);
     }
     this.#chain.set(f, 'absent');
+  }
+
+  /**
+   * iptables-nft creates its filter table on first use. If, once tsnet's
+   * chain is gone, that table holds no rule and no chain that drops, it is
+   * removed, so the namespace's rule set ends where it started. A table with
+   * anything in it (dockerd's, an operator's) is left alone.
+   */
+  async #dropEmptyTable(family: 'ip' | 'ip6'): Promise<void> {
+    let parsed: { nftables: Array<Record<string, { policy?: string; hook?: string } | undefined>> };
+    try {
+      parsed = JSON.parse((await this.#runner.run('nft', ['-j', 'list', 'table', family, 'filter'])).stdout);
+    } catch {
+      return;
+    }
+    const items = parsed.nftables.filter((i) => !i.metainfo && !i.table);
+    const empty = items.every((i) => i.chain !== undefined && i.chain.hook !== undefined && (i.chain.policy ?? 'accept') === 'accept');
+    if (empty) await this.#runner.run('nft', ['delete', 'table', family, 'filter']).catch(() => undefined);
   }
 }

@@ -54,7 +54,7 @@ t.test('CreateNetwork programs bridge, address, forwarding, nft and iptables, th
     'no RA, no IPv6 on a v4-only bridge, forwarding on',
   );
 
-  const nft = h.runner.callsOf('nft');
+  const nft = h.runner.nftScripts();
   t.same(
     nft.map((c) => c.args),
     [
@@ -111,7 +111,7 @@ t.test('CreateNetwork with IPv6, aux addresses, MTU and a custom bridge name', a
   t.match(input, 'addr add 10.10.0.1/24 dev br-mine\naddr add fd00:1::1/64 dev br-mine\n');
   t.notOk(h.runner.sysctlWrites.some(([k]) => k.endsWith('disable_ipv6')), 'IPv6 stays enabled on a dual-stack bridge');
   t.ok(h.runner.sysctlWrites.some(([k, v]) => k === 'net/ipv6/conf/all/forwarding' && v === '1'));
-  t.match(h.runner.callsOf('nft')[1]!.input, 'ip6 saddr fd00:1::/64 masquerade');
+  t.match(h.runner.nftScripts()[1]!.input, 'ip6 saddr fd00:1::/64 masquerade');
   t.ok(
     h.runner.callsOf('ip6tables-restore').some((c) => c.input?.includes('-A TSNET-FORWARD -i br-mine ')),
     'a dual-stack network gets the ip6tables FORWARD glue too',
@@ -337,7 +337,7 @@ t.test('--internal: no gateway, no docker_gwbridge, no way out', async (t) => {
   await createNetwork(h, net, { top: { 'com.docker.network.internal': true } });
   t.notOk(h.runner.sysctlWrites.some(([k]) => k === 'net/ipv4/ip_forward'), 'forwarding is not needed');
   const sid = shortId(net);
-  const script = h.runner.callsOf('nft')[1]!.input!;
+  const script = h.runner.nftScripts()[1]!.input!;
   t.match(script, `add rule inet tsnet n-${sid}-out drop`);
   t.match(script, `add rule inet tsnet n-${sid}-in drop`);
   t.notMatch(script, /oifname != "[^"]+" ip6? saddr \S+ masquerade/, 'no masquerade towards the uplink');
@@ -399,7 +399,7 @@ t.test('Leave, DeleteEndpoint, DeleteNetwork: twice and for unknown IDs all answ
   ok(await h.call('NetworkDriver.DeleteNetwork', { NetworkID: net }), 'DeleteNetwork #1');
   t.ok(h.runner.calls.some((c) => c.line === `ip link del dev ${br}`), 'the bridge is deleted');
   t.ok(
-    h.runner.callsOf('nft').some((c) => c.input?.includes('delete table inet tsnet')),
+    h.runner.nftScripts().some((c) => c.input?.includes('delete table inet tsnet')),
     'the last network takes the nft table with it',
   );
   t.ok(
@@ -421,7 +421,7 @@ t.test('DeleteNetwork of one network keeps the firewall of the others', async (t
   await createNetwork(h, b, { pool: '10.20.0.0/24' });
   h.runner.clearCalls();
   await h.call('NetworkDriver.DeleteNetwork', { NetworkID: a });
-  const nft = h.runner.callsOf('nft');
+  const nft = h.runner.nftScripts();
   t.equal(nft.length, 1);
   t.match(nft[0]!.input, `delete chain inet tsnet n-${shortId(a)}-out`);
   t.notMatch(nft[0]!.input, 'delete table', 'the table stays');
@@ -489,7 +489,7 @@ t.test('a failing iptables-restore during CreateNetwork: nft rules and bridge un
   const res = await h.call('NetworkDriver.CreateNetwork', createNetworkBody(id));
   t.equal(res.status, 500);
   t.match(res.body.Err, 'iptables-restore');
-  const nft = h.runner.callsOf('nft');
+  const nft = h.runner.nftScripts();
   t.match(nft.at(-1)!.input, `delete chain inet tsnet n-${shortId(id)}-out`, "the network's nft chains were removed again");
   t.ok(h.runner.calls.some((c) => c.line === `ip link del dev ${br}`), 'the bridge was deleted');
   t.same(h.store.state.networks, {});
@@ -549,13 +549,13 @@ t.test('gateway modes apply per address family, as in Docker', async (t) => {
   const h = await buildHarness(t);
   const a = dockerId();
   await createNetwork(h, a, { ...dual, generic: { 'com.docker.network.bridge.gateway_mode_ipv6': 'routed' } });
-  const scriptA = h.runner.callsOf('nft').at(-1)!.input!;
+  const scriptA = h.runner.nftScripts().at(-1)!.input!;
   const uplinkA = (saddr: string) => `oifname != "${bridgeName(a)}" ${saddr} masquerade`;
   t.match(scriptA, uplinkA('ip saddr 10.10.0.0/24'), 'ipv6 routed: IPv4 still masqueraded');
   t.notMatch(scriptA, uplinkA('ip6 saddr fd00:3::/64'), 'ipv6 routed: IPv6 not masqueraded');
   const b = dockerId();
   await createNetwork(h, b, { pool: '10.20.0.0/24', ipv6: [{ Pool: 'fd00:4::/64', Gateway: 'fd00:4::1/64' }], generic: { 'com.docker.network.bridge.gateway_mode_ipv4': 'routed' } });
-  const scriptB = h.runner.callsOf('nft').at(-1)!.input!;
+  const scriptB = h.runner.nftScripts().at(-1)!.input!;
   const uplinkB = (saddr: string) => `oifname != "${bridgeName(b)}" ${saddr} masquerade`;
   t.notMatch(scriptB, uplinkB('ip saddr 10.20.0.0/24'), 'ipv4 routed: IPv4 not masqueraded');
   t.match(scriptB, uplinkB('ip6 saddr fd00:4::/64'), 'ipv4 routed: IPv6 still masqueraded');

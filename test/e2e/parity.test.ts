@@ -3,7 +3,7 @@
 // The "outside" host on the lab LAN (10.99.0.100) plays the rest of the world.
 import t from 'tap';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { Lab, cleanEnv, sh, waitFor } from '../helpers/lab.js';
+import { Lab, REPO, cleanEnv, sh, waitFor } from '../helpers/lab.js';
 import { canPing, containerIp, removeAll, runContainer } from '../helpers/docker.js';
 
 const lab = await Lab.start({ hosts: 1 });
@@ -198,10 +198,10 @@ t.test('-P picks free ports from the ephemeral range', async (t) => {
   await h.docker(['network', 'create', '-d', 'tsnet', '--ipam-driver', 'tsnet', 'pp']);
   await runContainer(h, 'auto', 'pp', ['-P', '--expose', '80'], ['httpd', '-f', '-p', '80', '-h', '/www']);
   const [lo, hi] = (await h.exec('sysctl', ['-n', 'net.ipv4.ip_local_port_range'])).stdout.trim().split(/\s+/).map(Number);
-  const state = JSON.parse((await sh('cat', [`${h.stateDir}/state.json`])).stdout) as { state: { endpoints: Record<string, { ports: Array<{ hostPort: number; containerPort: number }> }> } };
-  const ports = Object.values(state.state.endpoints).flatMap((e) => e.ports);
-  t.equal(ports.length, 1, 'one binding');
-  const port = ports[0]!.hostPort;
+  const status = JSON.parse((await h.exec(process.execPath, [`${REPO}/dist/cli.js`, '--socket', '/run/docker/plugins/tsnet.sock', 'status'])).stdout) as { endpoints: Array<{ ports: string[] }> };
+  const ports = status.endpoints.flatMap((e) => e.ports);
+  t.equal(ports.length, 1, `one binding (tsnetctl status: ${ports.join(', ')})`);
+  const port = Number(/:(\d+)->80\/tcp$/.exec(ports[0] ?? '')?.[1]);
   t.ok(port >= lo! && port <= hi!, `port ${port} in ${lo}-${hi}`);
   t.equal(await curl('outside', `http://${HOST}:${port}/`), 'tsnet-lab-ok', 'answers from another host');
 });
@@ -211,6 +211,22 @@ t.test('bad port maps are refused with the binding named', async (t) => {
   const r = await h.docker(['run', '-d', '--name', 'badp1', '--network', 'badp', '-p', '10.99.0.250:8400:80', 'busybox:local', 'sleep', '60'], { check: false });
   t.not(r.exitCode, 0);
   t.match(r.stderr, /HostIP 10\.99\.0\.250 is not an address of this host/);
+});
+
+t.test('dual stack: IPv6 addresses from tsnet\'s IPAM, IPv6 between containers and to the gateway, isolation', async (t) => {
+  await h.docker(['network', 'create', '-d', 'tsnet', '--ipam-driver', 'tsnet', '--ipv6', '--subnet', '10.66.0.0/24', '--subnet', 'fd00:66::/64', 'v6a']);
+  await h.docker(['network', 'create', '-d', 'tsnet', '--ipam-driver', 'tsnet', '--ipv6', '--subnet', '10.67.0.0/24', '--subnet', 'fd00:67::/64', 'v6b']);
+  await runContainer(h, 'six1', 'v6a');
+  await runContainer(h, 'six2', 'v6a');
+  await runContainer(h, 'six3', 'v6b');
+  const v6 = async (c: string, n: string): Promise<string> => (await h.docker(['inspect', '-f', `{{(index .NetworkSettings.Networks "${n}").GlobalIPv6Address}}`, c])).stdout.trim();
+  t.equal(await v6('six1', 'v6a'), 'fd00:66::2', 'first address of the IPv6 pool (the gateway is ::1)');
+  const ping6 = async (from: string, to: string): Promise<boolean> => (await h.docker(['exec', from, 'ping6', '-c', '1', '-W', '2', to], { check: false })).exitCode === 0;
+  t.ok(await ping6('six1', await v6('six2', 'v6a')), 'IPv6 between containers');
+  t.ok(await ping6('six1', 'fd00:66::1'), 'IPv6 to the gateway');
+  t.match((await h.docker(['exec', 'six1', 'ip', '-6', 'route'])).stdout, /default via fd00:66::1/, 'IPv6 default route via the gateway');
+  t.notOk(await ping6('six1', await v6('six3', 'v6b')), 'IPv6 isolation between networks');
+  t.notOk(await ping6('six3', await v6('six1', 'v6a')), 'both ways');
 });
 
 t.test('after cleanup the namespace\'s rule set is back to its starting state', async (t) => {

@@ -85,6 +85,11 @@ export class FakeRunner implements Runner {
     return this.calls.filter((c) => !isQuery(c));
   }
 
+  /** The nft transactions (`nft -f -`), leaving out listings and probes. */
+  nftScripts(): RecordedCall[] {
+    return this.callsOf('nft', (c) => c.args[0] === '-f');
+  }
+
   /** All stdin fed to `ip -batch -`, joined. */
   batchInput(): string {
     return this.callsOf('ip', (c) => c.args.includes('-batch'))
