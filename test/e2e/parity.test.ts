@@ -3,7 +3,7 @@
 // The "outside" host on the lab LAN (10.99.0.100) plays the rest of the world.
 import t from 'tap';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { Lab, REPO, cleanEnv, sh, waitFor } from '../helpers/lab.js';
+import { Lab, REPO, cleanEnv, waitFor } from '../helpers/lab.js';
 import { canPing, containerIp, removeAll, runContainer } from '../helpers/docker.js';
 
 const lab = await Lab.start({ hosts: 1 });
