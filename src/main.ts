@@ -53,7 +53,7 @@ export async function prepareSocket(socketPath: string, log: Logger): Promise<vo
  * made once and kept in the state directory, so a restarted tsnet takes its
  * own etcd keys over rather than appearing as a new host.
  */
-async function openRegistry(config: Config, store: Store, runner: ReturnType<typeof createRunner>, log: Logger): Promise<ClusterRegistry> {
+async function clusterIdentity(config: Config, store: Store, runner: ReturnType<typeof createRunner>, log: Logger): Promise<{ hostId: string; vtep: string }> {
   const idFile = path.join(store.dir, 'host-id');
   let hostId = (await fs.readFile(idFile, 'utf8').catch(() => '')).trim();
   if (!/^[0-9a-f]{16}$/.test(hostId)) {
@@ -62,10 +62,17 @@ async function openRegistry(config: Config, store: Store, runner: ReturnType<typ
   }
   const probe = new OverlayManager({ runner, store, registry: undefined, log, vxlanPort: config.vxlanPort, advertiseAddr: config.advertiseAddr });
   const { local } = await probe.underlay();
-  // Loaded only with etcd configured: etcd3 (gRPC, protobuf) takes ~250 ms
-  // to load, and a managed plugin must listen within dockerd's first 500 ms.
+  return { hostId, vtep: local };
+}
+
+/**
+ * etcd3 (gRPC, protobuf) takes ~250 ms to load, and a managed plugin must
+ * listen within dockerd's first 500 ms: it is loaded after the socket
+ * listens, inside the start-up reconcile that requests wait for.
+ */
+async function openRegistry(config: Config, id: { hostId: string; vtep: string }, log: Logger): Promise<ClusterRegistry> {
   const { ClusterRegistry } = await import('./cluster/registry.js');
-  return new ClusterRegistry({ endpoints: config.etcdEndpoints, hostId, vtep: local, leaseTtl: config.etcdLeaseTtl, log });
+  return new ClusterRegistry({ endpoints: config.etcdEndpoints, hostId: id.hostId, vtep: id.vtep, leaseTtl: config.etcdLeaseTtl, log });
 }
 
 export async function start(config: Config, log: Logger): Promise<{ stop: () => Promise<void>; reconcileNow: () => Promise<void> }> {
@@ -93,8 +100,10 @@ export async function start(config: Config, log: Logger): Promise<{ stop: () => 
   }
   const firewall = new Firewall(runner, log);
   const ports = new PortPublisher({ runner, firewall, log });
-  const registry = config.etcdEndpoints.length > 0 ? await openRegistry(config, store, runner, log) : undefined;
-  const overlay = new OverlayManager({ runner, store, registry, log, vxlanPort: config.vxlanPort, advertiseAddr: config.advertiseAddr });
+  // A bad advertise address fails here, before listening; etcd3 loads later.
+  const identity = config.etcdEndpoints.length > 0 ? await clusterIdentity(config, store, runner, log) : undefined;
+  let registry: ClusterRegistry | undefined;
+  const overlay = new OverlayManager({ runner, store, registry: undefined, log, vxlanPort: config.vxlanPort, advertiseAddr: config.advertiseAddr });
   const driver = new NetworkDriverService({ runner, store, firewall, ports, overlay, log });
   const ipam = new IpamService({ store, runner, log, defaultPools: config.defaultPools, readOnlyReason: () => hold.reason, overlay });
   let reconcileNow: () => Promise<void> = async () => undefined;
@@ -135,8 +144,14 @@ export async function start(config: Config, log: Logger): Promise<{ stop: () => 
     }).catch((err: unknown) => log.error({ err }, 'reconcile failed'));
     return reconciling;
   };
+  if (identity) {
+    await driver.exclusive(async () => {
+      registry = await openRegistry(config, identity, log);
+      overlay.attachRegistry(registry);
+      registry.start();
+    });
+  }
   void reconcileNow();
-  registry?.start();
 
   let timer: NodeJS.Timeout | undefined;
   if (config.reconcileInterval > 0) {

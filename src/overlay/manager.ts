@@ -60,7 +60,7 @@ export type AllocatedProbe = (poolId: string, value: bigint) => boolean;
 export class OverlayManager {
   readonly #runner: Runner;
   readonly #store: Store;
-  readonly #registry: ClusterRegistry | undefined;
+  #registry: ClusterRegistry | undefined;
   readonly #log: Logger;
   readonly port: number;
   readonly #advertise: string | undefined;
@@ -75,7 +75,13 @@ export class OverlayManager {
     this.#log = deps.log.child({ component: 'overlay' });
     this.port = deps.vxlanPort;
     this.#advertise = deps.advertiseAddr;
-    this.#registry?.on('available', () => {
+    if (deps.registry) this.attachRegistry(deps.registry);
+  }
+
+  /** The registry can arrive after start-up (etcd3 loads after the socket listens). */
+  attachRegistry(registry: ClusterRegistry): void {
+    this.#registry = registry;
+    registry.on('available', () => {
       for (const net of this.#overlays()) void this.#rejoin(net);
     });
   }
