@@ -199,6 +199,8 @@ export class Store {
   appends = 0;
   /** failure injection for tests: a function that may throw before the rename (or before a journal append) */
   beforeRename: (() => void) | undefined;
+  /** failure injection for tests: may throw after a journal line is written, before its fsync */
+  afterJournalWrite: (() => void) | undefined;
 
   constructor(opts: StoreOptions) {
     this.dir = opts.dir;
@@ -403,8 +405,17 @@ export class Store {
     const line = encodeJournalLine(this.#state, generation, unique);
     this.beforeRename?.();
     const jh = await this.#openJournal();
-    await jh.write(line);
-    if (!this.#noSync) await jh.datasync();
+    try {
+      await jh.write(line);
+      this.afterJournalWrite?.();
+      if (!this.#noSync) await jh.datasync();
+    } catch (err) {
+      // A line that may be on disk in part must not stay in front of the
+      // next ones (load would take it for damage): cut the journal back.
+      // If even that fails, the next commit rewrites state.json instead.
+      await jh.truncate(this.#journalBytes).catch(() => (this.#fileBytes = 0));
+      throw err;
+    }
     this.#generation = generation;
     this.#journalBytes += Buffer.byteLength(line);
     this.writes++;

@@ -189,3 +189,27 @@ t.test('replayJournal refuses paths that lead nowhere or at the prototype', asyn
   const gap = replayJournal(base(), 0, line(2, []) + line(3, []));
   t.match(gap.damage, /does not follow/);
 });
+
+t.test('an append that fails after writing leaves no partial line in front of the next ones', async (t) => {
+  const { dir, store } = await fresh(t);
+  const a = dockerId();
+  const b = dockerId();
+  store.state.endpoints[a] = endpoint(a, dockerId(), '10.0.0.2/24');
+  await store.commit([['endpoints', a]]);
+  const size = (await fs.stat(store.journalFile)).size;
+  store.afterJournalWrite = () => {
+    throw new Error('EIO: i/o error');
+  };
+  store.state.endpoints[b] = endpoint(b, dockerId(), '10.0.0.3/24');
+  await t.rejects(store.commit([['endpoints', b]]), { code: 'TSNET_ERR_STORE', message: /EIO/ });
+  t.equal((await fs.stat(store.journalFile)).size, size, 'journal cut back to before the failed line');
+  store.afterJournalWrite = undefined;
+  delete store.state.endpoints[b];
+  const c = dockerId();
+  store.state.endpoints[c] = endpoint(c, dockerId(), '10.0.0.4/24');
+  await store.commit([['endpoints', c]]);
+  await keepAlive(() => store.close());
+  const { store: again, loaded } = await reopen(t, dir);
+  t.equal(loaded.source, 'current', 'no damage seen');
+  t.same(Object.keys(again.state.endpoints).sort(), [a, c].sort(), 'the failed change is not there, the later one is');
+});
