@@ -30,6 +30,7 @@ import { ipamPairs, startup, type IpamRound } from './ipam.js';
 import { runScale, type Level, type ScaleResult } from './scale.js';
 import { renderChart, type Series } from './chart.js';
 import { overlayFigures } from './overlay.js';
+import { isAborting } from './abort.js';
 
 const env = (k: string, d: number): number => (process.env[k] ? Number(process.env[k]) : d);
 const ROUNDS = env('BENCH_ROUNDS', 15);
@@ -387,4 +388,10 @@ async function emit(r: Results): Promise<void> {
   process.stdout.write(md);
 }
 
-await main();
+try {
+  await main();
+} catch (err) {
+  // Interrupted: the clean-up handler ends the process once it is done.
+  if (!isAborting()) throw err;
+  await new Promise(() => undefined);
+}

@@ -9,6 +9,7 @@ import { Netns, startPlugin, tmpDir } from '../test/helpers/netns.js';
 import { REPO, canConnect, cleanEnv } from '../test/helpers/lab.js';
 import { encodeFile } from '../src/store/store.js';
 import { emptyState, type State } from '../src/store/schema.js';
+import { onAbort } from './abort.js';
 
 export interface IpamRound {
   pairsPerSecond: number;
@@ -31,7 +32,13 @@ export async function ipamPairs(rounds: number, clients: number, seconds: number
   for (let r = 0; r < rounds; r++) {
     const host = await Netns.create('ipam');
     const dir = await tmpDir('bench-ipam');
-    const plugin = await startPlugin(host, { dir, env: { TSNET_LOG_LEVEL: 'info' } });
+    let plugin: Awaited<ReturnType<typeof startPlugin>> | undefined;
+    const off = onAbort(async () => {
+      await plugin?.stop();
+      await host.delete();
+      await fs.rm(dir, { recursive: true, force: true });
+    });
+    plugin = await startPlugin(host, { dir, env: { TSNET_LOG_LEVEL: 'info' } });
     const conns = Array.from({ length: clients }, () => new Client('http://localhost', { socketPath: plugin.socket, pipelining: 0 }));
     try {
       const call = async (c: Client, method: string, body: unknown): Promise<Record<string, unknown>> => {
@@ -59,6 +66,7 @@ export async function ipamPairs(rounds: number, clients: number, seconds: number
       lat.sort((a, b) => a - b);
       out.push({ pairsPerSecond: lat.length / elapsed, p50: quantile(lat, 0.5), p99: quantile(lat, 0.99), pairs: lat.length });
     } finally {
+      off();
       await Promise.all(conns.map((c) => c.close().catch(() => undefined)));
       await plugin.stop();
       await host.delete();
@@ -114,6 +122,11 @@ export async function startup(rounds: number, sizes: number[]): Promise<Record<n
         stdio: 'ignore',
         env: cleanEnv({ TSNET_SOCKET: socket, TSNET_STATE_DIR: stateDir, TSNET_LOG_LEVEL: 'info' }),
       });
+      const off = onAbort(async () => {
+        child.kill('SIGKILL');
+        await host.delete();
+        await fs.rm(dir, { recursive: true, force: true });
+      });
       try {
         for (;;) {
           if (child.exitCode !== null) throw new Error(`tsnet exited ${child.exitCode} at start-up with a ${size}-endpoint store`);
@@ -128,6 +141,7 @@ export async function startup(rounds: number, sizes: number[]): Promise<Record<n
         const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
         await exited;
         clearTimeout(timer);
+        off();
         await host.delete();
         await fs.rm(dir, { recursive: true, force: true });
       }

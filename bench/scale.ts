@@ -15,6 +15,7 @@ import path from 'node:path';
 import { Netns, dockerId, startPlugin, tmpDir, type PluginProcess } from '../test/helpers/netns.js';
 import { sh } from '../test/helpers/lab.js';
 import { timeIt } from './stats.js';
+import { onAbort } from './abort.js';
 
 export interface Level {
   /** objects already in place when the probe ran */
@@ -94,18 +95,28 @@ interface Env {
   sandbox: Netns;
   dir: string;
   plugin: PluginProcess;
+  off: () => void;
 }
 
 async function setup(tag: string, nodeArgs: string[] = []): Promise<Env> {
   const host = await Netns.create(`sc${tag}`);
   const sandbox = await Netns.create(`sb${tag}`);
   const dir = await tmpDir('bench-scale');
+  const partial = onAbort(async () => {
+    await sandbox.delete();
+    await host.delete();
+    await fs.rm(dir, { recursive: true, force: true });
+  });
   // info level: what a production plugin logs, not the per-exec debug lines.
   const plugin = await startPlugin(host, { dir, env: { TSNET_LOG_LEVEL: 'info' }, nodeArgs });
-  return { host, sandbox, dir, plugin };
+  partial();
+  const e: Env = { host, sandbox, dir, plugin, off: () => undefined };
+  e.off = onAbort(() => cleanup(e));
+  return e;
 }
 
 async function cleanup(e: Env): Promise<void> {
+  e.off();
   await e.plugin.stop().catch(() => undefined);
   await e.sandbox.delete();
   await e.host.delete();
