@@ -139,7 +139,7 @@ export async function start(config: Config, log: Logger): Promise<{ stop: () => 
   let reconciling: Promise<void> = Promise.resolve();
   reconcileNow = (): Promise<void> => {
     reconciling = reconciling.then(async () => {
-      const report = await driver.exclusive(() => reconcile({ runner, store, firewall, ports, overlay, log }));
+      const report = await driver.exclusive(() => reconcile({ runner, store, firewall, ports, overlay, log, keepUnknown: hold.reason !== undefined }));
       log.info({ ...report }, 'reconcile finished');
     }).catch((err: unknown) => log.error({ err }, 'reconcile failed'));
     return reconciling;

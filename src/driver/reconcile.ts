@@ -40,6 +40,11 @@ export interface ReconcileDeps {
   ports: PortPublisher;
   overlay: OverlayManager;
   log: Logger;
+  /**
+   * The store was restored from an older copy and may lack records for
+   * things that still run: repair and add, but remove nothing it does not know.
+   */
+  keepUnknown?: boolean;
 }
 
 export async function reconcile(deps: ReconcileDeps): Promise<ReconcileReport> {
@@ -120,7 +125,9 @@ export async function reconcile(deps: ReconcileDeps): Promise<ReconcileReport> {
   }
 
   const orphans = findOrphans([...links.values()], state.networks, state.endpoints);
-  if (orphans.length > 0) {
+  if (orphans.length > 0 && deps.keepUnknown) {
+    log.warn({ links: orphans }, 'kept links tagged by tsnet that no record explains: the store was restored from an older copy and may have lost their records');
+  } else if (orphans.length > 0) {
     // Endpoints first: deleting a bridge does not delete its ports.
     await deleteLinks(runner, orphans).catch((err) => report.errors.push(`orphans: ${(err as Error).message}`));
     report.orphanLinksRemoved.push(...orphans);
@@ -129,7 +136,7 @@ export async function reconcile(deps: ReconcileDeps): Promise<ReconcileReport> {
 
   try {
     const endpoints = Object.values(state.endpoints);
-    const { removedChains } = await firewall.syncAll(Object.values(state.networks).map(firewallSpec), endpoints.flatMap(toFirewallPorts));
+    const { removedChains } = await firewall.syncAll(Object.values(state.networks).map(firewallSpec), endpoints.flatMap(toFirewallPorts), { keepUnknown: deps.keepUnknown ?? false });
     report.staleChainsRemoved.push(...removedChains);
     report.errors.push(...(await deps.ports.restore(endpoints)));
     await deps.overlay.syncRules();

@@ -96,7 +96,18 @@ export class Firewall {
   }
 
   /** Re-assert everything from the given desired set (start-up and reconcile). */
-  async syncAll(networks: readonly FirewallNetwork[], ports: readonly FirewallPort[] = []): Promise<{ removedChains: string[] }> {
+  async syncAll(networks: readonly FirewallNetwork[], ports: readonly FirewallPort[] = [], opts: { keepUnknown?: boolean } = {}): Promise<{ removedChains: string[] }> {
+    if (opts.keepUnknown) {
+      // The store may be missing networks that still run: add what it knows,
+      // remove nothing (no stale chains, no port flush, no chain rewrite).
+      for (const n of networks) this.#networks.set(n.bridge, n);
+      if (networks.length > 0) {
+        await nftApply(this.#runner, renderBase() + networks.map(renderNetwork).join('') + renderPortsAdd(ports));
+        await this.#ipt.ensure(this.#glue());
+        this.#ready = true;
+      }
+      return { removedChains: [] };
+    }
     if (networks.length === 0) {
       await this.removeAll();
       return { removedChains: [] };

@@ -102,6 +102,28 @@ export class IptablesGlue {
     if (ensureJump || !this.#jumped.has(f)) await this.#ensureJump(f);
   }
 
+  /**
+   * Make sure these networks' rules and the jump exist, touching nothing
+   * else: used when the store may be missing networks that still run (it was
+   * restored from an older copy), so a rewrite would cut their traffic.
+   */
+  async ensure(networks: readonly IptNetwork[]): Promise<void> {
+    for (const f of await this.families()) {
+      const mine = networks.filter((n) => has(f, n));
+      if (mine.length === 0) continue;
+      const have = await this.#runner.run(f, ['-w', '-S', CHAIN]).then(
+        (r) => new Set(r.stdout.split('\n').map((l) => l.replace(/"/g, ''))),
+        () => undefined,
+      );
+      const lines = ['*filter'];
+      if (!have) lines.push(`:${CHAIN} - [0:0]`);
+      for (const n of mine) for (const l of ruleLines('-A', n)) if (!have?.has(l)) lines.push(l);
+      if (lines.length > 1) await this.#runner.run(`${f}-restore`, ['-w', '--noflush'], { input: [...lines, 'COMMIT', ''].join('\n') });
+      this.#chain.set(f, 'present');
+      await this.#ensureJump(f);
+    }
+  }
+
   /** `n` was added; `all` includes it. */
   async add(n: IptNetwork, all: readonly IptNetwork[]): Promise<void> {
     for (const f of await this.families()) {

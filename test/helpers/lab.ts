@@ -19,6 +19,8 @@ import { execa, type Options as ExecaOptions } from 'execa';
 
 export const REPO = path.resolve(new URL('.', import.meta.url).pathname, '..', '..');
 export const DOCKER = '/usr/bin/docker';
+/** node flags tsnet runs with in production (package.json start, scripts/run.sh, the plugin's entrypoint). */
+export const NODE_FLAGS = ['--max-semi-space-size=1'];
 export const IMAGE = 'busybox:local';
 const LAB_ROOT = '/tmp/tsnet-lab';
 
@@ -258,7 +260,7 @@ export class LabHost {
     const log = await fs.open(this.tsnetLog, 'a');
     const child = spawn(
       this.enter()[0]!,
-      [...this.enter().slice(1), process.execPath, path.join(REPO, 'dist', 'main.js')],
+      [...this.enter().slice(1), process.execPath, ...NODE_FLAGS, path.join(REPO, 'dist', 'main.js')],
       {
         stdio: ['ignore', log.fd, log.fd],
         env: cleanEnv({

@@ -8,7 +8,7 @@ import { existsSync, promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Client } from 'undici';
-import { REPO, canConnect, cleanEnv, sh, waitFor, type CmdResult } from './lab.js';
+import { NODE_FLAGS, REPO, canConnect, cleanEnv, sh, waitFor, type CmdResult } from './lab.js';
 
 export class Netns {
   readonly name: string;
@@ -77,7 +77,7 @@ export async function startPlugin(ns: Netns, opts: { dir: string; env?: Record<s
   const stateDir = path.join(opts.dir, 'state');
   const logFile = path.join(opts.dir, 'tsnet.log');
   const log = await fs.open(logFile, 'a');
-  const child = spawn('nsenter', [`--net=${ns.path}`, '--', process.execPath, ...(opts.nodeArgs ?? []), path.join(REPO, 'dist', 'main.js')], {
+  const child = spawn('nsenter', [`--net=${ns.path}`, '--', process.execPath, ...(opts.nodeArgs ?? NODE_FLAGS), path.join(REPO, 'dist', 'main.js')], {
     stdio: ['ignore', log.fd, log.fd],
     env: cleanEnv({ TSNET_SOCKET: socket, TSNET_STATE_DIR: stateDir, TSNET_LOG_LEVEL: 'debug', ...opts.env }),
   });
