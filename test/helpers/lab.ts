@@ -405,6 +405,16 @@ export class Lab {
     process.once('SIGINT', this.#onSignal);
   }
 
+  /** A namespace of its own with eth0 on the LAN bridge (the outside host, etcd). */
+  async #lanStation(ns: string, port: string, address: string): Promise<void> {
+    await sh('ip', ['netns', 'add', ns]);
+    await sh('ip', ['-n', ns, 'link', 'set', 'lo', 'up']);
+    await sh('ip', ['-n', this.lanNs, 'link', 'add', port, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns]);
+    await sh('ip', ['-n', this.lanNs, 'link', 'set', port, 'master', 'lan0', 'up']);
+    await sh('ip', ['-n', ns, 'addr', 'add', `${address}/24`, 'dev', 'eth0']);
+    await sh('ip', ['-n', ns, 'link', 'set', 'eth0', 'up']);
+  }
+
   async #build(opts: LabOptions): Promise<void> {
     await fs.mkdir(this.dir, { recursive: true });
     await fs.writeFile(path.join(this.dir, 'owner.pid'), String(process.pid));
@@ -413,21 +423,9 @@ export class Lab {
     await sh('ip', ['-n', this.lanNs, 'link', 'add', 'lan0', 'type', 'bridge']);
     await sh('ip', ['-n', this.lanNs, 'addr', 'add', '10.99.0.1/24', 'dev', 'lan0']);
     await sh('ip', ['-n', this.lanNs, 'link', 'set', 'lan0', 'up']);
-    if (opts.outside !== false) {
-      await sh('ip', ['netns', 'add', this.outNs]);
-      await sh('ip', ['-n', this.outNs, 'link', 'set', 'lo', 'up']);
-      await sh('ip', ['-n', this.lanNs, 'link', 'add', 'out', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', this.outNs]);
-      await sh('ip', ['-n', this.lanNs, 'link', 'set', 'out', 'master', 'lan0', 'up']);
-      await sh('ip', ['-n', this.outNs, 'addr', 'add', '10.99.0.100/24', 'dev', 'eth0']);
-      await sh('ip', ['-n', this.outNs, 'link', 'set', 'eth0', 'up']);
-    }
+    if (opts.outside !== false) await this.#lanStation(this.outNs, 'out', '10.99.0.100');
     if (opts.etcd) {
-      await sh('ip', ['netns', 'add', this.etcdNs]);
-      await sh('ip', ['-n', this.etcdNs, 'link', 'set', 'lo', 'up']);
-      await sh('ip', ['-n', this.lanNs, 'link', 'add', 'etcd', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', this.etcdNs]);
-      await sh('ip', ['-n', this.lanNs, 'link', 'set', 'etcd', 'master', 'lan0', 'up']);
-      await sh('ip', ['-n', this.etcdNs, 'addr', 'add', '10.99.0.5/24', 'dev', 'eth0']);
-      await sh('ip', ['-n', this.etcdNs, 'link', 'set', 'eth0', 'up']);
+      await this.#lanStation(this.etcdNs, 'etcd', '10.99.0.5');
       await this.startEtcd();
     }
     const n = opts.hosts ?? 1;
