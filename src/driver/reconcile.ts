@@ -100,9 +100,23 @@ export async function reconcile(deps: ReconcileDeps): Promise<ReconcileReport> {
   }
 
   const attach: Array<readonly (string | number)[]> = [];
+  const idleCutoff = Date.now() - staleAfterMs();
   for (const ep of Object.values(state.endpoints)) {
     const net = state.networks[ep.networkId];
     const link = links.get(ep.hostVeth);
+    // Never joined (or left) and its container end still in the host
+    // namespace a while after creation: the container it was made for failed
+    // to start or dockerd went away without DeleteEndpoint. Its address was
+    // released on dockerd's side already; free the veth, ports and record.
+    if (net && link && !ep.sandboxKey && links.has(ep.peerVeth) && Date.parse(ep.createdAt) < idleCutoff && !deps.keepUnknown) {
+      report.endpointsDropped.push(ep.id);
+      log.warn({ endpointId: ep.id, networkId: ep.networkId, hostVeth: ep.hostVeth, reason: 'never joined' }, 'removing an endpoint no container uses');
+      await deps.ports.unpublish(ep, log).catch((err) => report.errors.push(`unpublish ${shortId(ep.id)}: ${(err as Error).message}`));
+      await deleteLinks(runner, [ep.hostVeth]).catch((err) => report.errors.push(`endpoint ${shortId(ep.id)}: ${(err as Error).message}`));
+      delete state.endpoints[ep.id];
+      changed = true;
+      continue;
+    }
     if (!net || !link) {
       report.endpointsDropped.push(ep.id);
       log.warn({ endpointId: ep.id, networkId: ep.networkId, hostVeth: ep.hostVeth, reason: !net ? 'network gone' : 'veth gone' }, 'dropping endpoint');
@@ -178,6 +192,12 @@ async function reconcileBridge(runner: Runner, net: NetworkRecord, link: LinkInf
 }
 
 /** Links carrying tsnet's alias whose network or endpoint has no record, endpoints first. */
+/** How long an unjoined endpoint may wait for its Join (test hook: TSNET_TEST_STALE_AFTER_MS). */
+function staleAfterMs(): number {
+  const v = Number(process.env.TSNET_TEST_STALE_AFTER_MS);
+  return Number.isFinite(v) && v > 0 ? v : 120_000;
+}
+
 export function findOrphans(links: LinkInfo[], networks: Record<string, unknown>, endpoints: Record<string, unknown>): string[] {
   const eps: string[] = [];
   const nets: string[] = [];

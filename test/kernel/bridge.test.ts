@@ -226,3 +226,24 @@ t.test('socket and state directory safety', async (t) => {
   t.equal(await bad.exited, 2, 'bad configuration exits 2');
   t.match(await fs.readFile(bad.logFile, 'utf8'), /TSNET_DEFAULT_POOLS: .*nonsense.* is not BASE\/LEN:SIZE/);
 });
+
+t.test('an endpoint no container ever joined is removed at reconcile; joined ones stay', async (t) => {
+  const e = await setup(t);
+  const net = dockerId();
+  t.equal((await createNetwork(e.plugin, net, '10.81.0.0/24', '10.81.0.1/24')).status, 200);
+  const a = await container(e, 'a');
+  const joined = await attach(e, net, a, '10.81.0.2/24');
+  const lonely = dockerId();
+  t.equal((await e.plugin.call('NetworkDriver.CreateEndpoint', { NetworkID: net, EndpointID: lonely, Interface: { Address: '10.81.0.3/24', AddressIPv6: '', MacAddress: '' }, Options: {} })).status, 200);
+  await e.plugin.stop();
+  // Its container never started (dockerd gave up after CreateEndpoint): no Join, the peer still on the host.
+  e.plugin = await startPlugin(e.host, { dir: e.dir, env: { TSNET_TEST_STALE_AFTER_MS: '1' } });
+  const j = await e.plugin.call('NetworkDriver.Join', { NetworkID: net, EndpointID: joined.epId, SandboxKey: `/run/netns/${a.name}`, Options: {} });
+  t.equal(j.status, 200, 'the joined endpoint is still known');
+  const links = await e.host.links();
+  t.notOk(links.some((l) => l.ifalias === `tsnet:ep:${lonely}`), 'the never-joined endpoint\'s veth is gone');
+  t.ok(links.some((l) => l.ifalias === `tsnet:ep:${joined.epId}`), 'the joined one\'s is not');
+  const gone = await e.plugin.call('NetworkDriver.Join', { NetworkID: net, EndpointID: lonely, SandboxKey: '', Options: {} });
+  t.equal(gone.status, 500, 'and its record is gone');
+  t.ok(await ping(a, '10.81.0.1'), 'the joined container still works');
+});
