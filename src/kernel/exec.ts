@@ -57,6 +57,8 @@ export interface Runner {
   readSysctl(key: string): Promise<string | undefined>;
   /** the network namespace path commands enter, if any */
   readonly netnsPath: string | undefined;
+  /** end helper processes the runner keeps (warm spares); the runner still works after, cold */
+  close?(): void;
 }
 
 // Keys are /proc/sys-relative paths ("net/ipv4/ip_forward"), never dotted
@@ -94,40 +96,133 @@ interface Collected {
   error: NodeJS.ErrnoException | undefined;
 }
 
+const EXECA_OPTIONS = {
+  reject: false,
+  killSignal: 'SIGKILL',
+  stripFinalNewline: false,
+  env: { LC_ALL: 'C' },
+  extendEnv: true,
+} as const;
+
+type ExecaResult = Awaited<ReturnType<typeof execa>>;
+
+function toCollected(res: ExecaResult, timedOut: boolean): Collected {
+  const cause = (res as { cause?: unknown }).cause as NodeJS.ErrnoException | undefined;
+  const spawnError = res.failed && res.exitCode === undefined && !timedOut && !res.signal ? (cause ?? new Error(res.message)) : undefined;
+  return {
+    stdout: String(res.stdout ?? ''),
+    stderr: String(res.stderr ?? ''),
+    exitCode: spawnError ? undefined : res.exitCode,
+    signal: res.signal,
+    timedOut,
+    error: spawnError as NodeJS.ErrnoException | undefined,
+  };
+}
+
 /** Run a program with `input` on stdin; never rejects, the outcome says what happened. */
 async function collect(file: string, argv: readonly string[], input: string | undefined, timeoutMs: number): Promise<Collected> {
   const res = await execa(file, argv, {
     // No stdin pipe when there is nothing to feed: cheaper, and a program
     // that exits without reading (ip -V, a failing nft) cannot break the call.
     ...(input === undefined ? { stdin: 'ignore' as const } : { input }),
-    reject: false,
+    ...EXECA_OPTIONS,
     timeout: timeoutMs,
-    killSignal: 'SIGKILL',
-    stripFinalNewline: false,
-    env: { LC_ALL: 'C' },
-    extendEnv: true,
   });
-  const cause = (res as { cause?: unknown }).cause as NodeJS.ErrnoException | undefined;
-  const spawnError = res.failed && res.exitCode === undefined && !res.timedOut && !res.signal ? (cause ?? new Error(res.message)) : undefined;
-  return {
-    stdout: String(res.stdout ?? ''),
-    stderr: String(res.stderr ?? ''),
-    exitCode: spawnError ? undefined : res.exitCode,
-    signal: res.signal,
-    timedOut: res.timedOut,
-    error: spawnError as NodeJS.ErrnoException | undefined,
-  };
+  return toCollected(res, res.timedOut);
+}
+
+// Programs that read all their work from stdin can be started before the
+// work exists. One spare of each waits, blocked on its stdin, so a request
+// pays for a pipe write instead of fork, exec and dynamic linking: about
+// 4 ms of the ~6 ms tsnet spent on a CreateEndpoint (see
+// docs/benchmarks.md). Each spare serves one request and is replaced after
+// it, never during it (a spawn racing the request slowed it down). Why not
+// one long-lived `ip -batch`: iproute2 caches interface indexes for the
+// life of the process, so after a bridge is deleted and re-created behind
+// its back it fails on the stale index (checked with iproute2 6.1). Why not
+// iptables-restore: legacy builds take the xtables lock at start-up, and an
+// idle spare would hold it against dockerd.
+const WARM = new Set(['ip -batch -', 'ip -force -batch -', 'bridge -force -batch -', 'nft -f -']);
+
+type Child = ReturnType<typeof execa>;
+
+class Spares {
+  readonly #idle = new Map<string, Child>();
+  #closed = false;
+
+  /** A started process for this command line, or undefined when none is ready. */
+  take(key: string): Child | undefined {
+    const child = this.#idle.get(key);
+    if (!child) return undefined;
+    this.#idle.delete(key);
+    if (child.exitCode !== null || child.signalCode !== null || !child.stdin?.writable) return undefined;
+    hold(child, true);
+    return child;
+  }
+
+  refill(key: string, file: string, argv: readonly string[]): void {
+    if (this.#closed || this.#idle.has(key)) return;
+    let child: Child;
+    try {
+      child = execa(file, argv, { ...EXECA_OPTIONS, stdin: 'pipe' });
+    } catch {
+      return;
+    }
+    // Settles when the spare ends, used or not; the user awaits it itself.
+    child.catch(() => undefined);
+    child.once('exit', () => {
+      if (this.#idle.get(key) === child) this.#idle.delete(key);
+    });
+    hold(child, false);
+    this.#idle.set(key, child);
+  }
+
+  /** End the idle spares: stdin closed with nothing written, each exits having done nothing. */
+  close(): void {
+    this.#closed = true;
+    for (const child of this.#idle.values()) child.stdin?.end();
+    this.#idle.clear();
+  }
+}
+
+/** An idle spare must not keep the process alive; a working one must. */
+function hold(child: Child, on: boolean): void {
+  for (const handle of [child, child.stdin, child.stdout, child.stderr] as Array<{ ref?: () => void; unref?: () => void } | null>) {
+    if (on) handle?.ref?.();
+    else handle?.unref?.();
+  }
+}
+
+async function collectWarm(child: Child, input: string, timeoutMs: number): Promise<Collected> {
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    child.kill('SIGKILL');
+  }, timeoutMs);
+  try {
+    child.stdin?.end(input);
+    return toCollected(await child, timedOut);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 export function createRunner(log: Logger, netnsPath?: string, options: RunnerOptions = {}): Runner {
   const procSys = (options.procSys ?? '/proc/sys').replace(/\/+$/, '');
+  const spares = new Spares();
   const run = async (cmd: string, args: readonly string[], opts: RunOptions = {}): Promise<RunResult> => {
     const [file, argv] = netnsPath ? ['nsenter', [`--net=${netnsPath}`, '--', cmd, ...args]] : [cmd, [...args]];
+    const key = `${cmd} ${args.join(' ')}`;
+    const warmable = opts.input !== undefined && WARM.has(key);
     const started = performance.now();
-    const res = await collect(file, argv, opts.input, opts.timeoutMs ?? 20_000);
+    const spare = warmable ? spares.take(key) : undefined;
+    const timeoutMs = opts.timeoutMs ?? 20_000;
+    const res = spare ? await collectWarm(spare, opts.input ?? '', timeoutMs) : await collect(file, argv, opts.input, timeoutMs);
     const ms = +(performance.now() - started).toFixed(2);
+    // After the request's own work, overlapping whatever it awaits next (the store's fsync).
+    if (warmable) setImmediate(() => spares.refill(key, file, argv));
     if (res.exitCode === 0 && !res.timedOut && !res.error) {
-      log.debug({ cmd, args: args.length > 12 ? [...args.slice(0, 12), '…'] : args, ms }, 'exec');
+      log.debug({ cmd, args: args.length > 12 ? [...args.slice(0, 12), '…'] : args, ms, warm: spare !== undefined }, 'exec');
       return { stdout: res.stdout, stderr: res.stderr };
     }
     const stderr = res.timedOut ? 'timed out' : res.error?.code === 'ENOENT' ? `${cmd}: command not found` : res.stderr;
@@ -137,6 +232,7 @@ export function createRunner(log: Logger, netnsPath?: string, options: RunnerOpt
   return {
     netnsPath,
     run,
+    close: () => spares.close(),
     async writeSysctl(key, value) {
       const p = toPath(key, procSys);
       if (!netnsPath) {
