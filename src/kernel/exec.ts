@@ -136,7 +136,7 @@ async function collect(file: string, argv: readonly string[], input: string | un
 // pays for a pipe write instead of fork, exec and dynamic linking: about
 // 4 ms of the ~6 ms tsnet spent on a CreateEndpoint (see
 // docs/benchmarks.md). Each spare serves one request and is replaced after
-// it, never during it (a spawn racing the request slowed it down). Why not
+// it, never during it (see refillLater). Why not
 // one long-lived `ip -batch`: iproute2 caches interface indexes for the
 // life of the process, so after a bridge is deleted and re-created behind
 // its back it fails on the stale index (checked with iproute2 6.1). Why not
@@ -145,6 +145,8 @@ async function collect(file: string, argv: readonly string[], input: string | un
 const WARM = new Set(['ip -batch -', 'ip -force -batch -', 'bridge -force -batch -', 'nft -f -']);
 
 type Child = ReturnType<typeof execa>;
+
+const REFILL_DELAY_MS = 25;
 
 class Spares {
   readonly #idle = new Map<string, Child>();
@@ -158,6 +160,16 @@ class Spares {
     if (child.exitCode !== null || child.signalCode !== null || !child.stdin?.writable) return undefined;
     hold(child, true);
     return child;
+  }
+
+  /**
+   * Starting a process blocks the event loop for a few milliseconds (execa's
+   * set-up, fork, exec), so the replacement is started once the request that
+   * used the spare has been answered, not while its store write is pending:
+   * done right away it put ~5 ms back into every CreateEndpoint.
+   */
+  refillLater(key: string, file: string, argv: readonly string[]): void {
+    setTimeout(() => this.refill(key, file, argv), REFILL_DELAY_MS).unref();
   }
 
   refill(key: string, file: string, argv: readonly string[]): void {
@@ -219,8 +231,7 @@ export function createRunner(log: Logger, netnsPath?: string, options: RunnerOpt
     const timeoutMs = opts.timeoutMs ?? 20_000;
     const res = spare ? await collectWarm(spare, opts.input ?? '', timeoutMs) : await collect(file, argv, opts.input, timeoutMs);
     const ms = +(performance.now() - started).toFixed(2);
-    // After the request's own work, overlapping whatever it awaits next (the store's fsync).
-    if (warmable) setImmediate(() => spares.refill(key, file, argv));
+    if (warmable) spares.refillLater(key, file, argv);
     if (res.exitCode === 0 && !res.timedOut && !res.error) {
       log.debug({ cmd, args: args.length > 12 ? [...args.slice(0, 12), '…'] : args, ms, warm: spare !== undefined }, 'exec');
       return { stdout: res.stdout, stderr: res.stderr };
