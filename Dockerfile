@@ -60,4 +60,4 @@ COPY --from=build /app/bundle/ /app/bundle/
 ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 WORKDIR /app
 # The plugin's entrypoint comes from config.json; this one is for docker run.
-ENTRYPOINT ["/usr/local/bin/node", "--max-semi-space-size=1", "/app/bundle/main.mjs"]
+ENTRYPOINT ["/usr/local/bin/node", "--max-semi-space-size=1", "--heap-growing-percent=20", "/app/bundle/main.mjs"]

@@ -34,6 +34,8 @@ export function registerAdminRoutes(app: FastifyInstance, deps: AdminDeps): void
       stateDir: deps.store.dir,
       generation: deps.store.generation,
       allocationHold: deps.hold.reason ?? null,
+      // Bytes, as node reports them: what an operator checks when RSS looks high.
+      memory: process.memoryUsage(),
       networks: Object.values(s.networks).map((n) => ({
         id: n.id,
         bridge: n.bridge,

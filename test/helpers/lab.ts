@@ -20,7 +20,7 @@ import { execa, type Options as ExecaOptions } from 'execa';
 export const REPO = path.resolve(new URL('.', import.meta.url).pathname, '..', '..');
 export const DOCKER = '/usr/bin/docker';
 /** node flags tsnet runs with in production (package.json start, scripts/run.sh, the plugin's entrypoint). */
-export const NODE_FLAGS = ['--max-semi-space-size=1'];
+export const NODE_FLAGS = ['--max-semi-space-size=1', '--heap-growing-percent=20'];
 export const IMAGE = 'busybox:local';
 const LAB_ROOT = '/tmp/tsnet-lab';
 

@@ -115,3 +115,16 @@ t.test('etcd3 is loaded only when etcd is configured (start-up time)', async (t)
   t.equal(await loaded('src/main.ts'), 0, 'importing src/main.ts loads no etcd3 module');
   t.ok((await loaded('src/cluster/registry.ts')) > 0, 'the probe does see etcd3 when it is loaded');
 });
+
+// tsnet's memory figures (docs/benchmarks.md) hold only with its node flags,
+// and they are written in four places that start it.
+t.test('every way of starting tsnet passes the same node flags', async (t) => {
+  const { NODE_FLAGS } = await import('../helpers/lab.js');
+  const read = (f: string): Promise<string> => readFile(path.join(REPO, f), 'utf8');
+  const manifest = JSON.parse(await read('config.json')) as { entrypoint: string[] };
+  t.same(manifest.entrypoint, ['/usr/local/bin/node', ...NODE_FLAGS, '/app/bundle/main.mjs'], 'config.json (the managed plugin)');
+  const pkg = JSON.parse(await read('package.json')) as { scripts: Record<string, string> };
+  t.equal(pkg.scripts.start, ['node', ...NODE_FLAGS, 'dist/main.js'].join(' '), 'npm start');
+  t.match(await read('scripts/run.sh'), `\nexec ${['node', ...NODE_FLAGS, 'dist/main.js'].join(' ')}\n`, 'scripts/run.sh');
+  t.match(await read('Dockerfile'), `\nENTRYPOINT ${JSON.stringify(['/usr/local/bin/node', ...NODE_FLAGS, '/app/bundle/main.mjs']).replaceAll(',', ', ')}\n`, 'Dockerfile');
+});
