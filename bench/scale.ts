@@ -13,7 +13,7 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { Netns, dockerId, startPlugin, tmpDir, type PluginProcess } from '../test/helpers/netns.js';
-import { sh } from '../test/helpers/lab.js';
+import { sh, NODE_FLAGS } from '../test/helpers/lab.js';
 import { timeIt } from './stats.js';
 import { onAbort } from './abort.js';
 
@@ -98,7 +98,7 @@ interface Env {
   off: () => void;
 }
 
-async function setup(tag: string, nodeArgs: string[] = []): Promise<Env> {
+async function setup(tag: string, nodeArgs: string[] = NODE_FLAGS): Promise<Env> {
   const host = await Netns.create(`sc${tag}`);
   const sandbox = await Netns.create(`sb${tag}`);
   const dir = await tmpDir('bench-scale');
