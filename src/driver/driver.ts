@@ -609,7 +609,7 @@ export class NetworkDriverService {
         if (hadPorts) await this.#store.commit([['endpoints', ep.id]]);
         return {};
       }
-      const reclaimed = await this.#reclaimStalePorts(requests, net, log);
+      const reclaimed = await this.#reclaimStalePorts(requests, net, ep, log);
       const bindings = await this.#ports.publish(ep, net, requests, log);
       ep.ports = bindings;
       try {
@@ -628,9 +628,9 @@ export class NetworkDriverService {
    * while dockerd was down, say) is released rather than refused: otherwise
    * a restarted container could never get its own port back.
    */
-  async #reclaimStalePorts(requests: ReturnType<typeof parsePortmap>, net: NetworkRecord, log: Logger): Promise<string[]> {
+  async #reclaimStalePorts(requests: ReturnType<typeof parsePortmap>, net: NetworkRecord, ep: EndpointRecord, log: Logger): Promise<string[]> {
     const dropped: string[] = [];
-    for (const holderId of this.#ports.holders(requests, net.hostBindingIpv4)) {
+    for (const holderId of this.#ports.holders(requests, net.hostBindingIpv4, ep.address !== undefined, ep.addressV6 !== undefined)) {
       const holder = this.#store.state.endpoints[holderId];
       if (holder && (await getLink(this.#runner, holder.hostVeth))) continue;
       log.warn({ staleEndpoint: holderId }, 'releasing host ports held by an endpoint whose veth is gone');

@@ -42,6 +42,37 @@ export function toFirewallPorts(ep: Pick<EndpointRecord, 'address' | 'addressV6'
   return out;
 }
 
+/** One binding to make: a request with its host address settled. */
+export interface Job {
+  r: PortRequest;
+  hostIp: string;
+  /** the IPv6 twin of a default binding: same host port as the job at this index */
+  samePortAs?: number;
+}
+
+/**
+ * Settle each request's host address. An explicit HostIP stays as it is. A
+ * request without one takes the network's host_binding_ipv4; when that is
+ * the IPv4 wildcard (the default) and the container has an IPv6 address,
+ * the port is also published on [::] with the same host port, so IPv6
+ * clients reach it as they do with Docker (docker-proxy on [::] in 20.10,
+ * ip6tables DNAT since 27). Docker publishes a default binding only for the
+ * families the container has.
+ */
+export function plan(requests: readonly PortRequest[], defaultHostIp: string, has4: boolean, has6: boolean): Job[] {
+  const jobs: Job[] = [];
+  for (const r of requests) {
+    if (r.hostIp) {
+      jobs.push({ r, hostIp: r.hostIp });
+      continue;
+    }
+    const twin = defaultHostIp === '0.0.0.0' && has6;
+    if (family(defaultHostIp) === 6 ? has6 : has4) jobs.push({ r, hostIp: defaultHostIp });
+    if (twin) jobs.push(has4 ? { r, hostIp: '::', samePortAs: jobs.length - 1 } : { r, hostIp: '::' });
+  }
+  return jobs;
+}
+
 export class PortPublisher {
   readonly #runner: Runner;
   readonly #firewall: Firewall;
@@ -102,11 +133,11 @@ export class PortPublisher {
   }
 
   /** Endpoints holding fixed host ports these requests ask for (to check for stale holders first). */
-  holders(requests: PortRequest[], defaultHostIp: string): string[] {
+  holders(requests: PortRequest[], defaultHostIp: string, has4 = true, has6 = false): string[] {
     const out = new Set<string>();
-    for (const r of requests) {
+    for (const { r, hostIp } of plan(requests, defaultHostIp, has4, has6)) {
       if (r.hostPortStart === 0 || r.hostPortStart !== r.hostPortEnd) continue;
-      const h = this.#holder(r.proto, r.hostIp || defaultHostIp, r.hostPortStart);
+      const h = this.#holder(r.proto, hostIp, r.hostPortStart);
       if (h) out.add(h);
     }
     return [...out];
@@ -131,12 +162,11 @@ export class PortPublisher {
     let addrs: Set<string> | undefined;
     let range: [number, number] | undefined;
     try {
-      for (const r of requests) {
-        const hostIp = r.hostIp || net.hostBindingIpv4;
+      const jobs = plan(requests, net.hostBindingIpv4, ep.address !== undefined, ep.addressV6 !== undefined);
+      const boundAt: number[] = [];
+      for (const { r, hostIp, samePortAs } of jobs) {
         const containerIp = family(hostIp) === 6 ? plainIp(ep.addressV6) : plainIp(ep.address);
         if (!containerIp) {
-          // Docker publishes a default binding only for the families the container has.
-          if (!r.hostIp) continue;
           throw new TsnetError('TSNET_ERR_INVALID_OPTION', `HostIP ${hostIp}: the container has no IPv${family(hostIp)} address on this network`);
         }
         if (!isWildcard(hostIp) && !isLoopback(hostIp)) {
@@ -144,7 +174,9 @@ export class PortPublisher {
           if (!addrs.has(hostIp)) throw new TsnetError('TSNET_ERR_INVALID_OPTION', `HostIP ${hostIp} is not an address of this host`);
         }
         let candidates: [number, number];
-        if (r.hostPortStart === 0) candidates = range ??= await this.#ephemeralRange();
+        const pinned = samePortAs === undefined ? undefined : boundAt[samePortAs];
+        if (pinned !== undefined) candidates = [pinned, pinned];
+        else if (r.hostPortStart === 0) candidates = range ??= await this.#ephemeralRange();
         else candidates = [r.hostPortStart, r.hostPortEnd];
         const single = candidates[0] === candidates[1];
         let bound: PortBinding | undefined;
@@ -164,6 +196,7 @@ export class PortPublisher {
           bound = { proto: r.proto, containerPort: r.containerPort, hostIp, hostPort: port };
         }
         if (!bound) throw new TsnetError('TSNET_ERR_PORT_IN_USE', `no free host port for ${r.proto} in ${candidates[0]}-${candidates[1]} on ${hostIp}`);
+        boundAt.push(bound.hostPort);
         bindings.push(bound);
       }
       await this.#firewall.addPorts(toFirewallPorts({ ...ep, ports: bindings }));

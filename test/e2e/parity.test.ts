@@ -3,7 +3,7 @@
 // The "outside" host on the lab LAN (10.99.0.100) plays the rest of the world.
 import t from 'tap';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { Lab, REPO, cleanEnv, waitFor } from '../helpers/lab.js';
+import { Lab, OUTSIDE_IP6, REPO, cleanEnv, waitFor } from '../helpers/lab.js';
 import { canPing, containerIp, removeAll, runContainer } from '../helpers/docker.js';
 
 const lab = await Lab.start({ hosts: 1 });
@@ -37,8 +37,8 @@ async function whoami(container: string): Promise<string> {
 async function curl(where: 'outside' | 'host', url: string): Promise<string | undefined> {
   const r =
     where === 'outside'
-      ? await lab.outside('curl', ['-s', '--max-time', '2', url], { check: false })
-      : await h.exec('curl', ['-s', '--max-time', '2', url], { check: false });
+      ? await lab.outside('curl', ['-sg', '--max-time', '2', url], { check: false })
+      : await h.exec('curl', ['-sg', '--max-time', '2', url], { check: false });
   return r.exitCode === 0 ? r.stdout.trim() : undefined;
 }
 
@@ -227,6 +227,29 @@ t.test('dual stack: IPv6 addresses from tsnet\'s IPAM, IPv6 between containers a
   t.match((await h.docker(['exec', 'six1', 'ip', '-6', 'route'])).stdout, /default via fd00:66::1/, 'IPv6 default route via the gateway');
   t.notOk(await ping6('six1', await v6('six3', 'v6b')), 'IPv6 isolation between networks');
   t.notOk(await ping6('six3', await v6('six1', 'v6a')), 'both ways');
+});
+
+t.test('IPv6 beyond the host: outbound masqueraded, published ports answer over IPv6 as over IPv4', async (t) => {
+  await h.docker(['network', 'create', '-d', 'tsnet', '--ipam-driver', 'tsnet', '--ipv6', '--subnet', '10.68.0.0/24', '--subnet', 'fd00:68::/64', 'v6out']);
+  await runContainer(h, 'web6', 'v6out', ['-p', '[::]:8086:80', '-p', '8087:80', '-p', '80'], ['httpd', '-f', '-p', '80', '-h', '/www']);
+  const seen = await h.docker(['exec', 'web6', 'sh', '-c', `nc -w 3 ${OUTSIDE_IP6} 7000 </dev/null`], { check: false });
+  t.equal(seen.stdout.trim(), h.lanIp6, 'the outside host sees the Docker host\'s IPv6 address');
+  const ok = 'tsnet-lab-ok';
+  const v6 = `[${h.lanIp6}]`;
+  t.equal(await curl('outside', `http://${v6}:8086/`), ok, 'published on [::]: from another host over IPv6');
+  t.equal(await curl('host', 'http://[::1]:8086/'), ok, 'and from the Docker host on ::1 (userland proxy)');
+  t.equal(await curl('host', `http://${v6}:8086/`), ok, 'and from the Docker host on its own IPv6 address');
+  t.equal(await curl('outside', `http://${HOST}:8087/`), ok, 'a plain -p answers over IPv4');
+  t.equal(await curl('outside', `http://${v6}:8087/`), ok, 'and over IPv6 (a dual-stack container is published on both)');
+  const status = JSON.parse((await h.exec(process.execPath, [`${REPO}/dist/cli.js`, '--socket', '/run/docker/plugins/tsnet.sock', 'status'])).stdout) as { endpoints: Array<{ ports: string[] }> };
+  const ports = status.endpoints.flatMap((e) => e.ports);
+  const ephemeral = ports.map((p) => /^0\.0\.0\.0:(\d+)->80\/tcp$/.exec(p)?.[1]).find((p) => p !== undefined && p !== '8087');
+  t.ok(ephemeral, `an ephemeral IPv4 port (tsnet status: ${ports.join(', ')})`);
+  t.ok(ports.includes(`:::${ephemeral}->80/tcp`), 'its IPv6 twin has the same host port');
+  t.equal(await curl('outside', `http://${v6}:${ephemeral}/`), ok, 'and answers over IPv6');
+  await h.docker(['rm', '-f', 'web6']);
+  t.equal(await curl('outside', `http://${v6}:8086/`), undefined, 'the IPv6 mappings go with the container');
+  t.equal(await curl('outside', `http://${v6}:8087/`), undefined);
 });
 
 t.test('after cleanup the namespace\'s rule set is back to its starting state', async (t) => {

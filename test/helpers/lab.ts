@@ -5,9 +5,10 @@
 // removes them, also when a test fails or the test process gets SIGTERM.
 //
 // Layout (addresses are per lab; labs never see each other, so they may repeat):
-//   tsl-<id>-lan   bridge lan0 10.99.0.1/24 (the "router" leading nowhere)
-//   tsl-<id>-hN    eth0 10.99.0.(10+N)/24, default via 10.99.0.1; dockerd + tsnet
-//   tsl-<id>-out   eth0 10.99.0.100/24: the outside world
+//   tsl-<id>-lan   bridge lan0 10.99.0.1/24, fd00:99::1/64 (the "router" leading nowhere)
+//   tsl-<id>-hN    eth0 10.99.0.(10+N)/24, fd00:99::(10+N)/64, default routes
+//                  via the router; dockerd + tsnet
+//   tsl-<id>-out   eth0 10.99.0.100/24, fd00:99::100/64: the outside world
 // Each host also gets a private mount namespace with a tmpfs on
 // /run/docker/plugins, so every host's dockerd finds its own tsnet socket.
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -22,6 +23,9 @@ export const DOCKER = '/usr/bin/docker';
 /** node flags tsnet runs with in production (package.json start, scripts/run.sh, the plugin's entrypoint). */
 export const NODE_FLAGS = ['--max-semi-space-size=1', '--heap-growing-percent=20'];
 export const IMAGE = 'busybox:local';
+/** The LAN is dual stack: IPv4 10.99.0.0/24, IPv6 fd00:99::/64 (hosts ::10+n, the outside host ::100). */
+export const OUTSIDE_IP6 = 'fd00:99::100';
+const LAN_ROUTER6 = 'fd00:99::1';
 const LAB_ROOT = '/tmp/tsnet-lab';
 
 /**
@@ -147,6 +151,7 @@ export class LabHost {
   readonly netns: string;
   readonly dir: string;
   readonly lanIp: string;
+  readonly lanIp6: string;
   mntPid = 0;
   #mntHolder: ChildProcess | undefined;
   #mntInode = '';
@@ -159,6 +164,7 @@ export class LabHost {
     this.netns = `${lab.prefix}-h${index}`;
     this.dir = path.join(lab.dir, `h${index}`);
     this.lanIp = `10.99.0.${10 + index}`;
+    this.lanIp6 = `fd00:99::${10 + index}`;
   }
 
   get netnsPath(): string {
@@ -195,8 +201,11 @@ export class LabHost {
     await sh('ip', ['-n', this.lab.lanNs, 'link', 'add', `h${this.index}`, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', this.netns]);
     await sh('ip', ['-n', this.lab.lanNs, 'link', 'set', `h${this.index}`, 'master', 'lan0', 'up']);
     await sh('ip', ['-n', this.netns, 'addr', 'add', `${this.lanIp}/24`, 'dev', 'eth0']);
+    // nodad: usable at once, not after duplicate address detection's ~2 s.
+    await sh('ip', ['-n', this.netns, 'addr', 'add', `${this.lanIp6}/64`, 'dev', 'eth0', 'nodad']);
     await sh('ip', ['-n', this.netns, 'link', 'set', 'eth0', 'up']);
     await sh('ip', ['-n', this.netns, 'route', 'add', 'default', 'via', '10.99.0.1']);
+    await sh('ip', ['-n', this.netns, '-6', 'route', 'add', 'default', 'via', LAN_ROUTER6]);
     // A private mount namespace holding a tmpfs on /run/docker/plugins.
     await fs.mkdir('/run/docker/plugins', { recursive: true });
     const holder = spawn('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', 'mount -t tmpfs -o mode=0755 tmpfs /run/docker/plugins && echo ready && exec sleep 1000000'], {
@@ -406,12 +415,13 @@ export class Lab {
   }
 
   /** A namespace of its own with eth0 on the LAN bridge (the outside host, etcd). */
-  async #lanStation(ns: string, port: string, address: string): Promise<void> {
+  async #lanStation(ns: string, port: string, address: string, address6?: string): Promise<void> {
     await sh('ip', ['netns', 'add', ns]);
     await sh('ip', ['-n', ns, 'link', 'set', 'lo', 'up']);
     await sh('ip', ['-n', this.lanNs, 'link', 'add', port, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns]);
     await sh('ip', ['-n', this.lanNs, 'link', 'set', port, 'master', 'lan0', 'up']);
     await sh('ip', ['-n', ns, 'addr', 'add', `${address}/24`, 'dev', 'eth0']);
+    if (address6) await sh('ip', ['-n', ns, 'addr', 'add', `${address6}/64`, 'dev', 'eth0', 'nodad']);
     await sh('ip', ['-n', ns, 'link', 'set', 'eth0', 'up']);
   }
 
@@ -422,8 +432,9 @@ export class Lab {
     await sh('ip', ['-n', this.lanNs, 'link', 'set', 'lo', 'up']);
     await sh('ip', ['-n', this.lanNs, 'link', 'add', 'lan0', 'type', 'bridge']);
     await sh('ip', ['-n', this.lanNs, 'addr', 'add', '10.99.0.1/24', 'dev', 'lan0']);
+    await sh('ip', ['-n', this.lanNs, 'addr', 'add', `${LAN_ROUTER6}/64`, 'dev', 'lan0', 'nodad']);
     await sh('ip', ['-n', this.lanNs, 'link', 'set', 'lan0', 'up']);
-    if (opts.outside !== false) await this.#lanStation(this.outNs, 'out', '10.99.0.100');
+    if (opts.outside !== false) await this.#lanStation(this.outNs, 'out', '10.99.0.100', OUTSIDE_IP6);
     if (opts.etcd) {
       await this.#lanStation(this.etcdNs, 'etcd', '10.99.0.5');
       await this.startEtcd();
