@@ -630,7 +630,8 @@ export class NetworkDriverService {
    */
   async #reclaimStalePorts(requests: ReturnType<typeof parsePortmap>, net: NetworkRecord, ep: EndpointRecord, log: Logger): Promise<string[]> {
     const dropped: string[] = [];
-    for (const holderId of this.#ports.holders(requests, net.hostBindingIpv4, ep.address !== undefined, ep.addressV6 !== undefined)) {
+    const ipv6Host = await this.#ports.ipv6Enabled();
+    for (const holderId of this.#ports.holders(requests, net.hostBindingIpv4, ep.address !== undefined, ep.addressV6 !== undefined, ipv6Host)) {
       const holder = this.#store.state.endpoints[holderId];
       if (holder && (await getLink(this.#runner, holder.hostVeth))) continue;
       log.warn({ staleEndpoint: holderId }, 'releasing host ports held by an endpoint whose veth is gone');

@@ -6,7 +6,9 @@
 // - it carries the one path DNAT cannot take safely: connections from the
 //   host to 127.0.0.1 / ::1. DNAT of loopback traffic needs route_localnet,
 //   which is how published loopback ports became reachable from the LAN
-//   (reliability.md §2 #1, #2); tsnet never sets it.
+//   (reliability.md §2 #1, #2); tsnet never sets it;
+// - and the one DNAT cannot take at all: IPv6 clients of an IPv4-only
+//   container (a [::] binding relayed to its IPv4 address, as docker-proxy).
 // Every other packet is DNATed in the kernel before it reaches this socket.
 import dgram from 'node:dgram';
 import net from 'node:net';

@@ -33,6 +33,18 @@ function plainIp(cidr: string | undefined): string | undefined {
   return cidr ? cidr.slice(0, cidr.indexOf('/')) : undefined;
 }
 
+/**
+ * Where a binding's connections go: the container's address of the host
+ * address's family; for IPv6 clients of a container with no IPv6 address,
+ * its IPv4 address through the userland proxy, as docker-proxy relays them
+ * (the kernel cannot DNAT across families; SCTP has no proxy).
+ */
+function upstream(hostIp: string, proto: Proto, ep: Pick<EndpointRecord, 'address' | 'addressV6'>): string | undefined {
+  if (family(hostIp) === 4) return plainIp(ep.address);
+  return plainIp(ep.addressV6) ?? (proto === 'sctp' ? undefined : plainIp(ep.address));
+}
+
+/** The kernel's share of the bindings: DNAT within one family only (relayed ones are the proxy's). */
 export function toFirewallPorts(ep: Pick<EndpointRecord, 'address' | 'addressV6' | 'ports'>): FirewallPort[] {
   const out: FirewallPort[] = [];
   for (const b of ep.ports) {
@@ -53,20 +65,21 @@ export interface Job {
 /**
  * Settle each request's host address. An explicit HostIP stays as it is. A
  * request without one takes the network's host_binding_ipv4; when that is
- * the IPv4 wildcard (the default) and the container has an IPv6 address,
- * the port is also published on [::] with the same host port, so IPv6
- * clients reach it as they do with Docker (docker-proxy on [::] in 20.10,
- * ip6tables DNAT since 27). Docker publishes a default binding only for the
+ * the IPv4 wildcard (the default) and the host has IPv6, the port is also
+ * published on [::] with the same host port, so IPv6 clients reach it as
+ * they do with Docker: DNAT to the container's IPv6 address (ip6tables in
+ * Docker 27), or for an IPv4-only container the proxy's relay (docker-proxy
+ * on [::] in 20.10). Docker publishes a default binding only for the
  * families the container has.
  */
-export function plan(requests: readonly PortRequest[], defaultHostIp: string, has4: boolean, has6: boolean): Job[] {
+export function plan(requests: readonly PortRequest[], defaultHostIp: string, has4: boolean, has6: boolean, ipv6Host: boolean): Job[] {
   const jobs: Job[] = [];
   for (const r of requests) {
     if (r.hostIp) {
       jobs.push({ r, hostIp: r.hostIp });
       continue;
     }
-    const twin = defaultHostIp === '0.0.0.0' && has6;
+    const twin = defaultHostIp === '0.0.0.0' && ipv6Host && (has6 || (has4 && r.proto !== 'sctp'));
     if (family(defaultHostIp) === 6 ? has6 : has4) jobs.push({ r, hostIp: defaultHostIp });
     if (twin) jobs.push(has4 ? { r, hostIp: '::', samePortAs: jobs.length - 1 } : { r, hostIp: '::' });
   }
@@ -133,9 +146,9 @@ export class PortPublisher {
   }
 
   /** Endpoints holding fixed host ports these requests ask for (to check for stale holders first). */
-  holders(requests: PortRequest[], defaultHostIp: string, has4 = true, has6 = false): string[] {
+  holders(requests: PortRequest[], defaultHostIp: string, has4 = true, has6 = false, ipv6Host = false): string[] {
     const out = new Set<string>();
-    for (const { r, hostIp } of plan(requests, defaultHostIp, has4, has6)) {
+    for (const { r, hostIp } of plan(requests, defaultHostIp, has4, has6, ipv6Host)) {
       if (r.hostPortStart === 0 || r.hostPortStart !== r.hostPortEnd) continue;
       const h = this.#holder(r.proto, hostIp, r.hostPortStart);
       if (h) out.add(h);
@@ -147,6 +160,11 @@ export class PortPublisher {
     const text = await this.#runner.readSysctl('net/ipv4/ip_local_port_range');
     const m = text ? /^(\d+)\s+(\d+)$/.exec(text) : null;
     return m ? [Number(m[1]), Number(m[2])] : [32768, 60999];
+  }
+
+  /** Whether this host does IPv6 at all (a [::] socket would fail otherwise). */
+  async ipv6Enabled(): Promise<boolean> {
+    return (await this.#runner.readSysctl('net/ipv6/conf/all/disable_ipv6')) === '0';
   }
 
   async #hostAddresses(): Promise<Set<string>> {
@@ -162,10 +180,10 @@ export class PortPublisher {
     let addrs: Set<string> | undefined;
     let range: [number, number] | undefined;
     try {
-      const jobs = plan(requests, net.hostBindingIpv4, ep.address !== undefined, ep.addressV6 !== undefined);
+      const jobs = plan(requests, net.hostBindingIpv4, ep.address !== undefined, ep.addressV6 !== undefined, await this.ipv6Enabled());
       const boundAt: number[] = [];
       for (const { r, hostIp, samePortAs } of jobs) {
-        const containerIp = family(hostIp) === 6 ? plainIp(ep.addressV6) : plainIp(ep.address);
+        const containerIp = upstream(hostIp, r.proto, ep);
         if (!containerIp) {
           throw new TsnetError('TSNET_ERR_INVALID_OPTION', `HostIP ${hostIp}: the container has no IPv${family(hostIp)} address on this network`);
         }
@@ -233,7 +251,7 @@ export class PortPublisher {
       const proxies: Proxy[] = [];
       for (const b of ep.ports) {
         this.#reserve(b.proto, b.hostIp, b.hostPort, ep.id);
-        const containerIp = family(b.hostIp) === 6 ? plainIp(ep.addressV6) : plainIp(ep.address);
+        const containerIp = upstream(b.hostIp, b.proto, ep);
         if (!containerIp) continue;
         try {
           proxies.push(await startProxy({ ...b, containerIp }, this.#log));

@@ -114,15 +114,18 @@ t.test('port reservations: a wildcard request sees a binding on one address; unp
   t.same(ports.holders(ask('0.0.0.0'), '0.0.0.0'), [], 'free again');
 });
 
-t.test('default bindings: IPv4 wildcard, plus [::] on the same port for a dual-stack container', async (t) => {
+t.test('default bindings: IPv4 wildcard, plus [::] on the same port when the host has IPv6', async (t) => {
   const { plan } = await import('../../src/ports/publisher.js');
-  const req = (hostIp: string, start = 8080, end = start) => ({ proto: 'tcp' as const, containerPort: 80, hostIp, hostPortStart: start, hostPortEnd: end });
+  const req = (hostIp: string, start = 8080, end = start, proto: 'tcp' | 'udp' | 'sctp' = 'tcp') => ({ proto, containerPort: 80, hostIp, hostPortStart: start, hostPortEnd: end });
   const show = (jobs: ReturnType<typeof plan>) => jobs.map((j) => `${j.hostIp}${j.samePortAs === undefined ? '' : `=port of #${j.samePortAs}`}`);
-  t.same(show(plan([req('')], '0.0.0.0', true, false)), ['0.0.0.0'], 'IPv4-only container: one binding');
-  t.same(show(plan([req('')], '0.0.0.0', true, true)), ['0.0.0.0', '::=port of #0'], 'dual stack: a twin on [::] with the IPv4 port');
-  t.same(show(plan([req('', 0, 0), req('')], '0.0.0.0', true, true)), ['0.0.0.0', '::=port of #0', '0.0.0.0', '::=port of #2'], 'each request keeps its own twin (-P too)');
-  t.same(show(plan([req('')], '0.0.0.0', false, true)), ['::'], 'IPv6-only container: [::] alone, any free port');
-  t.same(show(plan([req('')], '10.0.0.5', true, true)), ['10.0.0.5'], 'a host_binding_ipv4 address is used alone');
-  t.same(show(plan([req('0.0.0.0'), req('::')], '0.0.0.0', true, true)), ['0.0.0.0', '::'], 'explicit HostIPs are kept as given, no twins');
-  t.same(show(plan([req('')], '0.0.0.0', false, false)), [], 'no address, no default binding');
+  t.same(show(plan([req('')], '0.0.0.0', true, false, false)), ['0.0.0.0'], 'a host without IPv6: one binding');
+  t.same(show(plan([req('')], '0.0.0.0', true, false, true)), ['0.0.0.0', '::=port of #0'], 'IPv4-only container: a [::] twin (relayed by the proxy)');
+  t.same(show(plan([req('', 8080, 8080, 'sctp')], '0.0.0.0', true, false, true)), ['0.0.0.0'], 'SCTP has no proxy: no relayed twin');
+  t.same(show(plan([req('', 8080, 8080, 'sctp')], '0.0.0.0', true, true, true)), ['0.0.0.0', '::=port of #0'], 'but a dual-stack container gets a DNAT twin');
+  t.same(show(plan([req('')], '0.0.0.0', true, true, true)), ['0.0.0.0', '::=port of #0'], 'dual stack: a twin on [::] with the IPv4 port');
+  t.same(show(plan([req('', 0, 0), req('')], '0.0.0.0', true, true, true)), ['0.0.0.0', '::=port of #0', '0.0.0.0', '::=port of #2'], 'each request keeps its own twin (-P too)');
+  t.same(show(plan([req('')], '0.0.0.0', false, true, true)), ['::'], 'IPv6-only container: [::] alone, any free port');
+  t.same(show(plan([req('')], '10.0.0.5', true, true, true)), ['10.0.0.5'], 'a host_binding_ipv4 address is used alone');
+  t.same(show(plan([req('0.0.0.0'), req('::')], '0.0.0.0', true, true, true)), ['0.0.0.0', '::'], 'explicit HostIPs are kept as given, no twins');
+  t.same(show(plan([req('')], '0.0.0.0', false, false, true)), [], 'no address, no default binding');
 });

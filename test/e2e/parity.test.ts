@@ -140,6 +140,9 @@ t.test('published ports: every -p form, from outside, from the host, by hairpin;
   t.equal(await curl('outside', `http://${HOST}:8082/`), ok, 'port bound to the host address, from another host');
   t.equal(await curl('outside', `http://${HOST}:8090/`), ok, 'a host-port range picks its first free port');
   t.equal(await curl('outside', `http://${HOST}:8081/`), undefined, 'a 127.0.0.1 port is not reachable from another host');
+  t.equal(await curl('outside', `http://[${h.lanIp6}]:8080/`), ok, 'IPv6 clients of an IPv4-only container are relayed, as docker-proxy does');
+  t.equal(await curl('host', 'http://[::1]:8080/'), ok, 'also from the host on ::1');
+  t.equal(await curl('outside', `http://[${h.lanIp6}]:8082/`), undefined, 'a port bound to an IPv4 address has no IPv6 twin');
   t.equal(await curl('host', 'http://127.0.0.1:8080/'), ok, 'wildcard port from the host via 127.0.0.1');
   t.equal(await curl('host', 'http://127.0.0.1:8081/'), ok, '127.0.0.1 port from the host');
   t.equal(await curl('host', `http://${HOST}:8080/`), ok, 'wildcard port from the host via its address');
@@ -200,10 +203,11 @@ t.test('-P picks free ports from the ephemeral range', async (t) => {
   const [lo, hi] = (await h.exec('sysctl', ['-n', 'net.ipv4.ip_local_port_range'])).stdout.trim().split(/\s+/).map(Number);
   const status = JSON.parse((await h.exec(process.execPath, [`${REPO}/dist/cli.js`, '--socket', '/run/docker/plugins/tsnet.sock', 'status'])).stdout) as { endpoints: Array<{ ports: string[] }> };
   const ports = status.endpoints.flatMap((e) => e.ports);
-  t.equal(ports.length, 1, `one binding (tsnetctl status: ${ports.join(', ')})`);
-  const port = Number(/:(\d+)->80\/tcp$/.exec(ports[0] ?? '')?.[1]);
+  const port = Number(/^0\.0\.0\.0:(\d+)->80\/tcp$/.exec(ports[0] ?? '')?.[1]);
+  t.same(ports, [`0.0.0.0:${port}->80/tcp`, `:::${port}->80/tcp`], `IPv4 and its [::] twin on one port (tsnetctl status: ${ports.join(', ')})`);
   t.ok(port >= lo! && port <= hi!, `port ${port} in ${lo}-${hi}`);
   t.equal(await curl('outside', `http://${HOST}:${port}/`), 'tsnet-lab-ok', 'answers from another host');
+  t.equal(await curl('outside', `http://[${h.lanIp6}]:${port}/`), 'tsnet-lab-ok', 'and over IPv6, relayed to the IPv4-only container');
 });
 
 t.test('bad port maps are refused with the binding named', async (t) => {
