@@ -268,7 +268,7 @@ run above).
 | dynamic pool choice compared every candidate with every pool and route | 0.2 ms with 10 networks, 6.4 ms with 200 | one walk over merged spans | 9e4d9ed |
 | a wildcard host-port check and unpublish scanned every reservation | linear in mappings | indexed by port and by endpoint | 9e4d9ed |
 | every kernel change started a process (ip, nft) through execa while the request waited | 4–6 ms of the plugin's CPU per command; ~6 ms of a CreateEndpoint | ~2 ms with bare child_process.spawn (8bdfc6e); execa restored as the project's process library (c4aedc4), and the stdin-fed programs (\`ip -batch\`, \`bridge -batch\`, \`nft -f\`) now run from a spare started before the request: a pipe write instead of a process start; tsnet's CreateEndpoint+Join p50 6.1 → 3.5–3.8 ms | 8bdfc6e, c4aedc4, 2962153, cac8e60 |
-| V8 let the old generation grow by an adaptive factor (up to 4×) between full collections | RSS 103–116 MB at 1,000 endpoints, with a live heap of 20 MB (heap snapshot) | 92–93 MB with \`--heap-growing-percent=20\`; IPAM throughput within noise | 7150859 |
+| V8 let the old generation grow by an adaptive factor (up to 4×) between full collections | RSS 103–116 MB at 1,000 endpoints, with a live heap of 20 MB (heap snapshot) | 92–93 MB with \`--heap-growing-percent=20\` (97 MB since each published port also holds an IPv6 twin, a7a8326); IPAM throughput within noise | 7150859 |
 
 Still growing, not fixed here:
 
