@@ -609,8 +609,9 @@ export class NetworkDriverService {
         if (hadPorts) await this.#store.commit([['endpoints', ep.id]]);
         return {};
       }
-      const reclaimed = await this.#reclaimStalePorts(requests, net, ep, log);
-      const bindings = await this.#ports.publish(ep, net, requests, log);
+      const ipv6Host = await this.#ports.ipv6Enabled();
+      const reclaimed = await this.#reclaimStalePorts(requests, net, ep, ipv6Host, log);
+      const bindings = await this.#ports.publish(ep, net, requests, ipv6Host, log);
       ep.ports = bindings;
       try {
         await this.#store.commit([['endpoints', ep.id], ...reclaimed.map((id) => ['endpoints', id])]);
@@ -628,9 +629,8 @@ export class NetworkDriverService {
    * while dockerd was down, say) is released rather than refused: otherwise
    * a restarted container could never get its own port back.
    */
-  async #reclaimStalePorts(requests: ReturnType<typeof parsePortmap>, net: NetworkRecord, ep: EndpointRecord, log: Logger): Promise<string[]> {
+  async #reclaimStalePorts(requests: ReturnType<typeof parsePortmap>, net: NetworkRecord, ep: EndpointRecord, ipv6Host: boolean, log: Logger): Promise<string[]> {
     const dropped: string[] = [];
-    const ipv6Host = await this.#ports.ipv6Enabled();
     for (const holderId of this.#ports.holders(requests, net.hostBindingIpv4, ep.address !== undefined, ep.addressV6 !== undefined, ipv6Host)) {
       const holder = this.#store.state.endpoints[holderId];
       if (holder && (await getLink(this.#runner, holder.hostVeth))) continue;

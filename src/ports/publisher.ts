@@ -172,17 +172,16 @@ export class PortPublisher {
     return new Set(all.flatMap((l) => l.addr_info.map((a) => a.local)));
   }
 
-  /** Bind and program every request; all or nothing. */
-  async publish(ep: EndpointRecord, net: NetworkRecord, requests: PortRequest[], log: Logger): Promise<PortBinding[]> {
+  /** Bind and program every request; all or nothing. `ipv6Host`: what ipv6Enabled() said for this request. */
+  async publish(ep: EndpointRecord, net: NetworkRecord, requests: PortRequest[], ipv6Host: boolean, log: Logger): Promise<PortBinding[]> {
     const bindings: PortBinding[] = [];
     const proxies: Proxy[] = [];
     const keys: string[] = [];
     let addrs: Set<string> | undefined;
     let range: [number, number] | undefined;
     try {
-      const jobs = plan(requests, net.hostBindingIpv4, ep.address !== undefined, ep.addressV6 !== undefined, await this.ipv6Enabled());
-      const boundAt: number[] = [];
-      for (const { r, hostIp, samePortAs } of jobs) {
+      // One binding per job, in order, so a twin finds its sibling's port in bindings.
+      for (const { r, hostIp, samePortAs } of plan(requests, net.hostBindingIpv4, ep.address !== undefined, ep.addressV6 !== undefined, ipv6Host)) {
         const containerIp = upstream(hostIp, r.proto, ep);
         if (!containerIp) {
           throw new TsnetError('TSNET_ERR_INVALID_OPTION', `HostIP ${hostIp}: the container has no IPv${family(hostIp)} address on this network`);
@@ -192,7 +191,7 @@ export class PortPublisher {
           if (!addrs.has(hostIp)) throw new TsnetError('TSNET_ERR_INVALID_OPTION', `HostIP ${hostIp} is not an address of this host`);
         }
         let candidates: [number, number];
-        const pinned = samePortAs === undefined ? undefined : boundAt[samePortAs];
+        const pinned = samePortAs === undefined ? undefined : bindings[samePortAs]?.hostPort;
         if (pinned !== undefined) candidates = [pinned, pinned];
         else if (r.hostPortStart === 0) candidates = range ??= await this.#ephemeralRange();
         else candidates = [r.hostPortStart, r.hostPortEnd];
@@ -214,7 +213,6 @@ export class PortPublisher {
           bound = { proto: r.proto, containerPort: r.containerPort, hostIp, hostPort: port };
         }
         if (!bound) throw new TsnetError('TSNET_ERR_PORT_IN_USE', `no free host port for ${r.proto} in ${candidates[0]}-${candidates[1]} on ${hostIp}`);
-        boundAt.push(bound.hostPort);
         bindings.push(bound);
       }
       await this.#firewall.addPorts(toFirewallPorts({ ...ep, ports: bindings }));

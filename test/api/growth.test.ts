@@ -102,7 +102,7 @@ t.test('port reservations: a wildcard request sees a binding on one address; unp
   const net = { hostBindingIpv4: '0.0.0.0' } as NetworkRecord;
   const ep = { id: dockerId(), address: '10.30.0.2/24', ports: [] } as unknown as EndpointRecord;
   const port = 40000 + Math.floor(Math.random() * 20000);
-  const bound = await ports.publish(ep, net, [{ proto: 'tcp', containerPort: 80, hostIp: '127.0.0.1', hostPortStart: port, hostPortEnd: port }], log);
+  const bound = await ports.publish(ep, net, [{ proto: 'tcp', containerPort: 80, hostIp: '127.0.0.1', hostPortStart: port, hostPortEnd: port }], false, log);
   t.same(bound, [{ proto: 'tcp', containerPort: 80, hostIp: '127.0.0.1', hostPort: port }]);
   ep.ports = bound;
   const ask = (hostIp: string, p = port) => [{ proto: 'tcp' as const, containerPort: 80, hostIp, hostPortStart: p, hostPortEnd: p }];

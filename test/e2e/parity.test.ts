@@ -3,7 +3,7 @@
 // The "outside" host on the lab LAN (10.99.0.100) plays the rest of the world.
 import t from 'tap';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { Lab, OUTSIDE_IP6, REPO, cleanEnv, waitFor } from '../helpers/lab.js';
+import { Lab, OUTSIDE_IP6, cleanEnv, waitFor } from '../helpers/lab.js';
 import { canPing, containerIp, removeAll, runContainer } from '../helpers/docker.js';
 
 const lab = await Lab.start({ hosts: 1 });
@@ -46,6 +46,12 @@ async function udpAsk(where: 'outside' | 'host', host: string, port: number): Pr
   const script = `const d=require('dgram').createSocket('udp4');d.on('message',m=>{console.log(String(m));process.exit(0)});d.send('ping',${port},'${host}');setTimeout(()=>process.exit(1),2000)`;
   const r = where === 'outside' ? await lab.outside(process.execPath, ['-e', script], { check: false }) : await h.exec(process.execPath, ['-e', script], { check: false });
   return r.exitCode === 0 ? r.stdout.trim() : undefined;
+}
+
+/** Every binding tsnet holds, as tsnetctl status lists them ("0.0.0.0:8080->80/tcp"). */
+async function publishedPorts(): Promise<string[]> {
+  const status = JSON.parse((await h.tsnetctl('status')).stdout) as { endpoints: Array<{ ports: string[] }> };
+  return status.endpoints.flatMap((e) => e.ports);
 }
 
 async function rulesSnapshot(): Promise<{ nft: string; ipt: string }> {
@@ -201,8 +207,7 @@ t.test('-P picks free ports from the ephemeral range', async (t) => {
   await h.docker(['network', 'create', '-d', 'tsnet', '--ipam-driver', 'tsnet', 'pp']);
   await runContainer(h, 'auto', 'pp', ['-P', '--expose', '80'], ['httpd', '-f', '-p', '80', '-h', '/www']);
   const [lo, hi] = (await h.exec('sysctl', ['-n', 'net.ipv4.ip_local_port_range'])).stdout.trim().split(/\s+/).map(Number);
-  const status = JSON.parse((await h.exec(process.execPath, [`${REPO}/dist/cli.js`, '--socket', '/run/docker/plugins/tsnet.sock', 'status'])).stdout) as { endpoints: Array<{ ports: string[] }> };
-  const ports = status.endpoints.flatMap((e) => e.ports);
+  const ports = await publishedPorts();
   const port = Number(/^0\.0\.0\.0:(\d+)->80\/tcp$/.exec(ports[0] ?? '')?.[1]);
   t.same(ports, [`0.0.0.0:${port}->80/tcp`, `:::${port}->80/tcp`], `IPv4 and its [::] twin on one port (tsnetctl status: ${ports.join(', ')})`);
   t.ok(port >= lo! && port <= hi!, `port ${port} in ${lo}-${hi}`);
@@ -245,8 +250,7 @@ t.test('IPv6 beyond the host: outbound masqueraded, published ports answer over 
   t.equal(await curl('host', `http://${v6}:8086/`), ok, 'and from the Docker host on its own IPv6 address');
   t.equal(await curl('outside', `http://${HOST}:8087/`), ok, 'a plain -p answers over IPv4');
   t.equal(await curl('outside', `http://${v6}:8087/`), ok, 'and over IPv6 (a dual-stack container is published on both)');
-  const status = JSON.parse((await h.exec(process.execPath, [`${REPO}/dist/cli.js`, '--socket', '/run/docker/plugins/tsnet.sock', 'status'])).stdout) as { endpoints: Array<{ ports: string[] }> };
-  const ports = status.endpoints.flatMap((e) => e.ports);
+  const ports = await publishedPorts();
   const ephemeral = ports.map((p) => /^0\.0\.0\.0:(\d+)->80\/tcp$/.exec(p)?.[1]).find((p) => p !== undefined && p !== '8087');
   t.ok(ephemeral, `an ephemeral IPv4 port (tsnet status: ${ports.join(', ')})`);
   t.ok(ports.includes(`:::${ephemeral}->80/tcp`), 'its IPv6 twin has the same host port');

@@ -2,7 +2,7 @@
 // tsnet's back, dockerd restarts, a damaged store. A real dockerd throughout.
 import t from 'tap';
 import { promises as fs } from 'node:fs';
-import { Lab, REPO, IMAGE, waitFor } from '../helpers/lab.js';
+import { Lab, IMAGE, waitFor } from '../helpers/lab.js';
 import { canPing, containerIp, removeAll, runContainer } from '../helpers/docker.js';
 
 const lab = await Lab.start({ hosts: 1 });
@@ -21,17 +21,13 @@ async function tsnetLinks(): Promise<Array<{ ifname: string; ifalias?: string; m
 
 /** What tsnet holds (state.json plus its journal), as tsnetctl reports it. */
 async function storedState(): Promise<{ endpoints: Record<string, { address?: string; hostVeth: string }>; networks: Record<string, unknown> }> {
-  const r = await tsnetctl('status');
+  const r = await h.tsnetctl('status');
   if (r.exitCode !== 0) throw new Error(`tsnetctl status: ${r.stdout}`);
   const s = JSON.parse(r.stdout) as { endpoints: Array<{ id: string; address: string | null; hostVeth: string }>; networks: Array<{ id: string }> };
   return {
     endpoints: Object.fromEntries(s.endpoints.map((e) => [e.id, { hostVeth: e.hostVeth, ...(e.address ? { address: e.address } : {}) }])),
     networks: Object.fromEntries(s.networks.map((n) => [n.id, n])),
   };
-}
-
-function tsnetctl(cmd: string): Promise<{ stdout: string; exitCode: number }> {
-  return h.exec(process.execPath, [`${REPO}/dist/cli.js`, '--socket', '/run/docker/plugins/tsnet.sock', cmd], { check: false });
 }
 
 t.test('kill -9 during a burst of 30 container starts: running containers work, no address twice', async (t) => {
@@ -86,9 +82,9 @@ t.test('a bridge and a rule deleted behind tsnet\'s back come back at restart; c
   t.ok(await canPing(h, 'h3', 'h1'), 'new containers attach right after');
   // On demand, too: tsnetctl reconcile.
   await h.exec('ip', ['link', 'set', bridge, 'down']);
-  t.equal((await tsnetctl('reconcile')).exitCode, 0, 'tsnetctl reconcile');
+  t.equal((await h.tsnetctl('reconcile')).exitCode, 0, 'tsnetctl reconcile');
   t.ok(await canPing(h, 'h1', 'h2'), 'fixed by an on-demand reconcile');
-  const status = JSON.parse((await tsnetctl('status')).stdout);
+  const status = JSON.parse((await h.tsnetctl('status')).stdout);
   t.equal(status.networks.length, 1, 'tsnetctl status lists the network');
 });
 
@@ -155,7 +151,7 @@ t.test('a damaged state file: the last good copy is used, nothing running is tou
   t.not((await h.docker(['start', 'd3'], { check: false })).exitCode, 0, 'still paused after a restart');
   // The operator checks: d0 is the container the old copy does not know; it goes, then the state is accepted.
   await h.docker(['rm', '-f', 'd0']);
-  t.equal((await tsnetctl('accept-state')).exitCode, 0, 'operator accepts the state');
+  t.equal((await h.tsnetctl('accept-state')).exitCode, 0, 'operator accepts the state');
   t.equal((await h.docker(['start', 'd3'], { check: false })).exitCode, 0, 'allocation resumes');
   const ips = await Promise.all(['d1', 'd2', 'd3'].map((n) => containerIp(h, n, 'dmg')));
   t.equal(new Set(ips).size, 3, 'distinct addresses');

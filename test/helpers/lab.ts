@@ -317,6 +317,11 @@ export class LabHost {
     return sh(e[0]!, [...e.slice(1), cmd, ...args], opts);
   }
 
+  /** tsnetctl (dist/cli.js) against this host's plugin; never throws, the exit code says */
+  tsnetctl(cmd: string): Promise<CmdResult> {
+    return this.exec(process.execPath, [`${REPO}/dist/cli.js`, '--socket', '/run/docker/plugins/tsnet.sock', cmd], { check: false });
+  }
+
   /** Run a command inside a container's network namespace from the host's tools (iperf3, ip -json). */
   async execInContainer(container: string, cmd: string, args: string[], opts: ExecaOptions & { check?: boolean } = {}): Promise<CmdResult> {
     const pid = (await this.docker(['inspect', '-f', '{{.State.Pid}}', container])).stdout.trim();

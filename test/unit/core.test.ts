@@ -13,10 +13,10 @@ t.test('src/driver/steps.ts runSteps', async (t) => {
   const log = silentLogger();
 
   /** Steps that record what ran into `trace`; `fail` names a step whose do() throws. */
-  function steps(trace: string[], names: string[], opts: { fail?: string; failUndo?: string; skip?: string[]; noUndo?: string[] } = {}): Step[] {
+  function steps(trace: string[], names: string[], opts: { fail?: string; failUndo?: string; whenFalse?: string[]; noUndo?: string[] } = {}): Step[] {
     return names.map((name) => ({
       name,
-      ...(opts.skip?.includes(name) ? { when: false } : {}),
+      ...(opts.whenFalse?.includes(name) ? { when: false } : {}),
       async do() {
         trace.push(`do:${name}`);
         if (opts.fail === name) throw new Error(`boom in ${name}`);
@@ -63,7 +63,7 @@ t.test('src/driver/steps.ts runSteps', async (t) => {
 
   t.test('when: false skips a step (and its undo)', async (t) => {
     const trace: string[] = [];
-    await t.rejects(runSteps(steps(trace, ['a', 'b', 'c'], { skip: ['b'], fail: 'c' }), log));
+    await t.rejects(runSteps(steps(trace, ['a', 'b', 'c'], { whenFalse: ['b'], fail: 'c' }), log));
     t.same(trace, ['do:a', 'do:c', 'undo:a']);
     const ok: string[] = [];
     await runSteps([{ name: 'x', when: true, do: async () => void ok.push('x') }], log);
@@ -72,7 +72,7 @@ t.test('src/driver/steps.ts runSteps', async (t) => {
 
   t.test('the returned undo reverses everything later (e.g. a failed store write)', async (t) => {
     const trace: string[] = [];
-    const undo = await runSteps(steps(trace, ['a', 'b', 'c'], { skip: ['b'] }), log);
+    const undo = await runSteps(steps(trace, ['a', 'b', 'c'], { whenFalse: ['b'] }), log);
     await undo();
     t.same(trace, ['do:a', 'do:c', 'undo:c', 'undo:a']);
     await undo();
@@ -109,7 +109,7 @@ t.test('src/driver/steps.ts runSteps', async (t) => {
 
     process.env.TSNET_TEST_FAIL_AFTER_STEP = 'b';
     const trace3: string[] = [];
-    await runSteps(steps(trace3, ['a', 'b'], { skip: ['b'] }), log);
+    await runSteps(steps(trace3, ['a', 'b'], { whenFalse: ['b'] }), log);
     t.same(trace3, ['do:a'], 'a skipped step does not trigger the injection');
   });
 });
