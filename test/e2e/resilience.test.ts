@@ -86,6 +86,8 @@ t.test('a bridge and a rule deleted behind tsnet\'s back come back at restart; c
   t.ok(await canPing(h, 'h1', 'h2'), 'fixed by an on-demand reconcile');
   const status = JSON.parse((await h.tsnetctl('status')).stdout);
   t.equal(status.networks.length, 1, 'tsnetctl status lists the network');
+  // node's own figures, in bytes: a live plugin's heap and RSS are megabytes, never 0.
+  t.ok(status.memory.rss > 2 ** 20 && status.memory.heapUsed > 2 ** 20, `tsnetctl status reports memory (${JSON.stringify(status.memory)})`);
 });
 
 t.test('dockerd restart: restart-policy containers come back with working networking', async (t) => {
