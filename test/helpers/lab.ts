@@ -118,7 +118,21 @@ async function pidsInMountNs(nsInode: string): Promise<number[]> {
   return pids;
 }
 
-async function buildBusyboxTar(dir: string): Promise<string> {
+// Hosts start in parallel and each imports the image: one build per lab dir,
+// shared as a promise. (A check for the file alone let a second host import
+// a tar the first was still writing: "sleep" not found in the container.)
+const busyboxTars = new Map<string, Promise<string>>();
+
+function buildBusyboxTar(dir: string): Promise<string> {
+  let tar = busyboxTars.get(dir);
+  if (!tar) {
+    tar = writeBusyboxTar(dir);
+    busyboxTars.set(dir, tar);
+  }
+  return tar;
+}
+
+async function writeBusyboxTar(dir: string): Promise<string> {
   const tar = path.join(dir, 'busybox.tar');
   if (existsSync(tar)) return tar;
   const root = path.join(dir, 'busybox-root');
@@ -132,7 +146,8 @@ async function buildBusyboxTar(dir: string): Promise<string> {
   for (const a of applets) await fs.symlink('busybox', path.join(root, 'bin', a)).catch(() => undefined);
   await fs.writeFile(path.join(root, 'www', 'index.html'), 'tsnet-lab-ok\n');
   await fs.writeFile(path.join(root, 'etc', 'passwd'), 'root:x:0:0:root:/root:/bin/sh\n');
-  await sh('tar', ['-C', root, '-cf', tar, '.']);
+  await sh('tar', ['-C', root, '-cf', `${tar}.tmp`, '.']);
+  await fs.rename(`${tar}.tmp`, tar);
   return tar;
 }
 
