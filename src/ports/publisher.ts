@@ -54,16 +54,14 @@ export function toFirewallPorts(ep: Pick<EndpointRecord, 'address' | 'addressV6'
   return out;
 }
 
-/** One binding to make: a request with its host address settled. */
+/** One request with its host addresses settled; every address is bound on the same host port. */
 export interface Job {
   r: PortRequest;
-  hostIp: string;
-  /** the IPv6 twin of a default binding: same host port as the job at this index */
-  samePortAs?: number;
+  hostIps: string[];
 }
 
 /**
- * Settle each request's host address. An explicit HostIP stays as it is. A
+ * Settle each request's host addresses. An explicit HostIP stays as it is. A
  * request without one takes the network's host_binding_ipv4; when that is
  * the IPv4 wildcard (the default) and the host has IPv6, the port is also
  * published on [::] with the same host port, so IPv6 clients reach it as
@@ -76,12 +74,13 @@ export function plan(requests: readonly PortRequest[], defaultHostIp: string, ha
   const jobs: Job[] = [];
   for (const r of requests) {
     if (r.hostIp) {
-      jobs.push({ r, hostIp: r.hostIp });
+      jobs.push({ r, hostIps: [r.hostIp] });
       continue;
     }
-    const twin = defaultHostIp === '0.0.0.0' && ipv6Host && (has6 || (has4 && r.proto !== 'sctp'));
-    if (family(defaultHostIp) === 6 ? has6 : has4) jobs.push({ r, hostIp: defaultHostIp });
-    if (twin) jobs.push(has4 ? { r, hostIp: '::', samePortAs: jobs.length - 1 } : { r, hostIp: '::' });
+    const hostIps: string[] = [];
+    if (family(defaultHostIp) === 6 ? has6 : has4) hostIps.push(defaultHostIp);
+    if (defaultHostIp === '0.0.0.0' && ipv6Host && (has6 || (has4 && r.proto !== 'sctp'))) hostIps.push('::');
+    if (hostIps.length > 0) jobs.push({ r, hostIps });
   }
   return jobs;
 }
@@ -148,10 +147,12 @@ export class PortPublisher {
   /** Endpoints holding fixed host ports these requests ask for (to check for stale holders first). */
   holders(requests: PortRequest[], defaultHostIp: string, has4 = true, has6 = false, ipv6Host = false): string[] {
     const out = new Set<string>();
-    for (const { r, hostIp } of plan(requests, defaultHostIp, has4, has6, ipv6Host)) {
+    for (const { r, hostIps } of plan(requests, defaultHostIp, has4, has6, ipv6Host)) {
       if (r.hostPortStart === 0 || r.hostPortStart !== r.hostPortEnd) continue;
-      const h = this.#holder(r.proto, hostIp, r.hostPortStart);
-      if (h) out.add(h);
+      for (const hostIp of hostIps) {
+        const h = this.#holder(r.proto, hostIp, r.hostPortStart);
+        if (h) out.add(h);
+      }
     }
     return [...out];
   }
@@ -180,40 +181,46 @@ export class PortPublisher {
     let addrs: Set<string> | undefined;
     let range: [number, number] | undefined;
     try {
-      // One binding per job, in order, so a twin finds its sibling's port in bindings.
-      for (const { r, hostIp, samePortAs } of plan(requests, net.hostBindingIpv4, ep.address !== undefined, ep.addressV6 !== undefined, ipv6Host)) {
-        const containerIp = upstream(hostIp, r.proto, ep);
-        if (!containerIp) {
-          throw new TsnetError('TSNET_ERR_INVALID_OPTION', `HostIP ${hostIp}: the container has no IPv${family(hostIp)} address on this network`);
+      for (const { r, hostIps } of plan(requests, net.hostBindingIpv4, ep.address !== undefined, ep.addressV6 !== undefined, ipv6Host)) {
+        const targets = [];
+        for (const hostIp of hostIps) {
+          const containerIp = upstream(hostIp, r.proto, ep);
+          if (!containerIp) {
+            throw new TsnetError('TSNET_ERR_INVALID_OPTION', `HostIP ${hostIp}: the container has no IPv${family(hostIp)} address on this network`);
+          }
+          if (!isWildcard(hostIp) && !isLoopback(hostIp)) {
+            addrs ??= await this.#hostAddresses();
+            if (!addrs.has(hostIp)) throw new TsnetError('TSNET_ERR_INVALID_OPTION', `HostIP ${hostIp} is not an address of this host`);
+          }
+          targets.push({ hostIp, containerIp });
         }
-        if (!isWildcard(hostIp) && !isLoopback(hostIp)) {
-          addrs ??= await this.#hostAddresses();
-          if (!addrs.has(hostIp)) throw new TsnetError('TSNET_ERR_INVALID_OPTION', `HostIP ${hostIp} is not an address of this host`);
-        }
-        let candidates: [number, number];
-        const pinned = samePortAs === undefined ? undefined : bindings[samePortAs]?.hostPort;
-        if (pinned !== undefined) candidates = [pinned, pinned];
-        else if (r.hostPortStart === 0) candidates = range ??= await this.#ephemeralRange();
-        else candidates = [r.hostPortStart, r.hostPortEnd];
+        const candidates: [number, number] = r.hostPortStart === 0 ? (range ??= await this.#ephemeralRange()) : [r.hostPortStart, r.hostPortEnd];
         const single = candidates[0] === candidates[1];
-        let bound: PortBinding | undefined;
-        for (let port = candidates[0]; port <= candidates[1] && !bound; port++) {
-          const holder = this.#holder(r.proto, hostIp, port);
+        let port = candidates[0];
+        // A port is taken only when every address of the request can have it
+        // (the [::] twin of a -P or range binding moves on with its sibling).
+        for (; port <= candidates[1]; port++) {
+          const holder = targets.map((x) => [x.hostIp, this.#holder(r.proto, x.hostIp, port)] as const).find(([, h]) => h);
           if (holder) {
-            if (single) throw new TsnetError('TSNET_ERR_PORT_IN_USE', `host port ${hostIp}:${port}/${r.proto} is already published by endpoint ${holder.slice(0, 12)}`);
+            if (single) throw new TsnetError('TSNET_ERR_PORT_IN_USE', `host port ${holder[0]}:${port}/${r.proto} is already published by endpoint ${holder[1]!.slice(0, 12)}`);
             continue;
           }
+          const started: Proxy[] = [];
           try {
-            proxies.push(await startProxy({ proto: r.proto, hostIp, hostPort: port, containerIp, containerPort: r.containerPort }, this.#log));
+            for (const x of targets) started.push(await startProxy({ proto: r.proto, hostIp: x.hostIp, hostPort: port, containerIp: x.containerIp, containerPort: r.containerPort }, this.#log));
           } catch (err) {
+            await Promise.all(started.map((p) => p.close()));
             if (single || !(err instanceof TsnetError) || err.code !== 'TSNET_ERR_PORT_IN_USE') throw err;
             continue;
           }
-          keys.push(this.#reserve(r.proto, hostIp, port, ep.id));
-          bound = { proto: r.proto, containerPort: r.containerPort, hostIp, hostPort: port };
+          proxies.push(...started);
+          break;
         }
-        if (!bound) throw new TsnetError('TSNET_ERR_PORT_IN_USE', `no free host port for ${r.proto} in ${candidates[0]}-${candidates[1]} on ${hostIp}`);
-        bindings.push(bound);
+        if (port > candidates[1]) throw new TsnetError('TSNET_ERR_PORT_IN_USE', `no free host port for ${r.proto} in ${candidates[0]}-${candidates[1]} on ${hostIps.join(' and ')}`);
+        for (const { hostIp } of targets) {
+          keys.push(this.#reserve(r.proto, hostIp, port, ep.id));
+          bindings.push({ proto: r.proto, containerPort: r.containerPort, hostIp, hostPort: port });
+        }
       }
       await this.#firewall.addPorts(toFirewallPorts({ ...ep, ports: bindings }));
     } catch (err) {

@@ -114,16 +114,33 @@ t.test('port reservations: a wildcard request sees a binding on one address; unp
   t.same(ports.holders(ask('0.0.0.0'), '0.0.0.0'), [], 'free again');
 });
 
+t.test('a -P or range binding moves to the next port when its [::] twin cannot have this one', async (t) => {
+  const runner = new FakeRunner();
+  const log = silentLogger();
+  const ports = new PortPublisher({ runner, firewall: new Firewall(runner, log), log });
+  t.teardown(() => ports.closeAll());
+  const net = { hostBindingIpv4: '0.0.0.0' } as NetworkRecord;
+  const port = 40000 + Math.floor(Math.random() * 20000);
+  const a = { id: dockerId(), address: '10.30.0.2/24', ports: [] } as unknown as EndpointRecord;
+  a.ports = await ports.publish(a, net, [{ proto: 'tcp', containerPort: 80, hostIp: '::', hostPortStart: port, hostPortEnd: port }], true, log);
+  const b = { id: dockerId(), address: '10.30.0.3/24', ports: [] } as unknown as EndpointRecord;
+  const bound = await ports.publish(b, net, [{ proto: 'tcp', containerPort: 80, hostIp: '', hostPortStart: port, hostPortEnd: port + 1 }], true, log);
+  t.same(bound.map((x) => `${x.hostIp}:${x.hostPort}`), [`0.0.0.0:${port + 1}`, `:::${port + 1}`], 'both families on the next port, together');
+  const single = await ports.publish({ ...b, id: dockerId() }, net, [{ proto: 'tcp', containerPort: 80, hostIp: '', hostPortStart: port, hostPortEnd: port }], true, log).catch((e: Error) => e);
+  t.match(String(single), new RegExp(`host port :::${port}/tcp is already published by endpoint ${a.id.slice(0, 12)}`), 'a single port names the family that holds it');
+  t.same(ports.holders([{ proto: 'tcp', containerPort: 80, hostIp: '', hostPortStart: port, hostPortEnd: port }], '0.0.0.0', true, false, true), [a.id], 'holders() sees the twin\'s holder too');
+});
+
 t.test('default bindings: IPv4 wildcard, plus [::] on the same port when the host has IPv6', async (t) => {
   const { plan } = await import('../../src/ports/publisher.js');
   const req = (hostIp: string, start = 8080, end = start, proto: 'tcp' | 'udp' | 'sctp' = 'tcp') => ({ proto, containerPort: 80, hostIp, hostPortStart: start, hostPortEnd: end });
-  const show = (jobs: ReturnType<typeof plan>) => jobs.map((j) => `${j.hostIp}${j.samePortAs === undefined ? '' : `=port of #${j.samePortAs}`}`);
+  const show = (jobs: ReturnType<typeof plan>) => jobs.map((j) => j.hostIps.join(' + '));
   t.same(show(plan([req('')], '0.0.0.0', true, false, false)), ['0.0.0.0'], 'a host without IPv6: one binding');
-  t.same(show(plan([req('')], '0.0.0.0', true, false, true)), ['0.0.0.0', '::=port of #0'], 'IPv4-only container: a [::] twin (relayed by the proxy)');
+  t.same(show(plan([req('')], '0.0.0.0', true, false, true)), ['0.0.0.0 + ::'], 'IPv4-only container: a [::] twin (relayed by the proxy)');
   t.same(show(plan([req('', 8080, 8080, 'sctp')], '0.0.0.0', true, false, true)), ['0.0.0.0'], 'SCTP has no proxy: no relayed twin');
-  t.same(show(plan([req('', 8080, 8080, 'sctp')], '0.0.0.0', true, true, true)), ['0.0.0.0', '::=port of #0'], 'but a dual-stack container gets a DNAT twin');
-  t.same(show(plan([req('')], '0.0.0.0', true, true, true)), ['0.0.0.0', '::=port of #0'], 'dual stack: a twin on [::] with the IPv4 port');
-  t.same(show(plan([req('', 0, 0), req('')], '0.0.0.0', true, true, true)), ['0.0.0.0', '::=port of #0', '0.0.0.0', '::=port of #2'], 'each request keeps its own twin (-P too)');
+  t.same(show(plan([req('', 8080, 8080, 'sctp')], '0.0.0.0', true, true, true)), ['0.0.0.0 + ::'], 'but a dual-stack container gets a DNAT twin');
+  t.same(show(plan([req('')], '0.0.0.0', true, true, true)), ['0.0.0.0 + ::'], 'dual stack: a twin on [::] with the IPv4 port');
+  t.same(show(plan([req('', 0, 0), req('')], '0.0.0.0', true, true, true)), ['0.0.0.0 + ::', '0.0.0.0 + ::'], 'each request keeps its own twin (-P too)');
   t.same(show(plan([req('')], '0.0.0.0', false, true, true)), ['::'], 'IPv6-only container: [::] alone, any free port');
   t.same(show(plan([req('')], '10.0.0.5', true, true, true)), ['10.0.0.5'], 'a host_binding_ipv4 address is used alone');
   t.same(show(plan([req('0.0.0.0'), req('::')], '0.0.0.0', true, true, true)), ['0.0.0.0', '::'], 'explicit HostIPs are kept as given, no twins');
