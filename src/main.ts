@@ -85,13 +85,16 @@ export async function start(config: Config, log: Logger): Promise<{ stop: () => 
     // One generation may be lost: addresses handed out in it are unknown, so
     // none are handed out until an operator has looked.
     hold.reason =
-      `state was restored from ${store.prevFile} because ${loaded.problems.join('; ')}. ` +
+      `the state loaded may lack recent changes: ${loaded.problems.join('; ')}. ` +
       `Addresses allocated just before that are unknown, so tsnet hands out none until an operator checks ` +
       `(docker network inspect, running containers) and runs "tsnetctl accept-state"`;
     log.error({ problems: loaded.problems, source: loaded.source }, `state store damaged; loaded the last good copy; address allocation paused: ${hold.reason}`);
     // Survives restarts until accepted, even once state.json is rewritten.
     await fs.writeFile(hold.file(store.dir), `${hold.reason}\n`, { mode: 0o600 });
   } else {
+    if (loaded.source === 'recovered') {
+      log.warn({ problems: loaded.problems, source: loaded.source }, `state store damaged; rebuilt from ${store.prevFile} and the journal with every change; the damaged file is kept as ${store.file}.bad`);
+    }
     const kept = await fs.readFile(hold.file(store.dir), 'utf8').catch(() => undefined);
     if (kept) {
       hold.reason = kept.trim();

@@ -1,9 +1,14 @@
 // The embedded JSON store. The whole state lives in memory; commit() makes it
 // durable. Design notes:
-// - Atomic replace: write state.json.tmp, fsync it, keep the previous good
-//   file as state.prev.json (a hard link, so state.json never disappears),
-//   rename the temp over state.json, fsync the directory. A crash at any
-//   point leaves either the old or the new file in place, never a torn one.
+// - Atomic replace: write state.json.tmp, fsync it, rename it over
+//   state.json, fsync the directory. A crash at any point leaves either the
+//   old or the new file in place, never a torn one.
+// - A second copy: every state.json is first written, the same way, as
+//   state.prev.json (its own blocks, not a link: damage to one file leaves
+//   the other). So the copy is never older than state.json and the journal
+//   continues it too: a damaged state.json is rebuilt from the copy and the
+//   journal with nothing lost ('recovered'), provided the damaged file's
+//   generation can still be read and is not newer than the copy's.
 // - Group commit: callers that arrive while a write is in flight share the
 //   next write, so durability costs one fsync per batch, not per request.
 // - Every file carries a checksum of its state and a generation number;
@@ -35,7 +40,8 @@ import { FileSchema, SCHEMA_VERSION, StateSchema, emptyState, type State } from 
 const fileCheck = TypeCompiler.Compile(FileSchema);
 const stateCheck = TypeCompiler.Compile(StateSchema);
 
-export type LoadSource = 'current' | 'previous' | 'empty';
+/** 'recovered': state.json was damaged and rebuilt whole from its copy; 'previous': changes may be lost. */
+export type LoadSource = 'current' | 'recovered' | 'previous' | 'empty';
 
 /** A record, or a value inside one, by keys from the state's root: ['endpoints', id], ['pools', id, 'allocations', '10.0.0.2']. */
 export type StorePath = readonly string[];
@@ -45,6 +51,8 @@ export interface LoadResult {
   source: LoadSource;
   generation: number;
   problems: string[];
+  /** damaged files open() moves aside (to NAME.bad) before writing the state loaded */
+  setAside: string[];
 }
 
 function checksum(stateJson: string): string {
@@ -77,6 +85,12 @@ export function decodeFile(text: string): { state: State; generation: number } |
     return `state does not fit the schema at ${first?.path ?? '?'}: ${first?.message ?? '?'}`;
   }
   return { state, generation: parsed.generation };
+}
+
+/** The generation a state file or journal text says it has, read from its head alone (for a file that fails its checksum). */
+export function headGeneration(text: string): number | undefined {
+  const m = /^\{"(?:schemaVersion":\d+,"generation|g)":(\d+),/.exec(text);
+  return m ? Number(m[1]) : undefined;
 }
 
 /** Upgrade older on-disk layouts; version 1 is the first, so this only fills defaults. */
@@ -201,6 +215,8 @@ export class Store {
   beforeRename: (() => void) | undefined;
   /** failure injection for tests: may throw after a journal line is written, before its fsync */
   afterJournalWrite: (() => void) | undefined;
+  /** failure injection for tests: may throw after the copy is replaced, before state.json is */
+  beforeSecondRename: (() => void) | undefined;
 
   constructor(opts: StoreOptions) {
     this.dir = opts.dir;
@@ -229,16 +245,17 @@ export class Store {
       this.#state = result.state;
       this.#generation = result.generation;
       const journalled = (await fs.stat(this.journalFile).catch(() => undefined))?.size ?? 0;
-      if (result.source === 'current') {
-        this.#fileBytes = (await fs.stat(this.file)).size;
-        this.#journalBytes = journalled;
-        // Fold the replayed journal (and any torn tail) into a fresh state.json.
-        if (journalled > 0) await this.commit();
-      } else if (journalled > 0) {
-        // Its lines continue a file that is damaged or gone: keep them for an
-        // operator, and start a journal that continues the copy loaded.
-        await fs.rename(this.journalFile, `${this.journalFile}.bad`);
+      // What load() found damaged stays beside the store for an operator.
+      for (const f of result.setAside) {
+        await fs.rename(f, `${f}.bad`).catch((err: NodeJS.ErrnoException) => {
+          if (err.code !== 'ENOENT') throw err;
+        });
       }
+      if (result.source === 'current') this.#fileBytes = (await fs.stat(this.file)).size;
+      if (!result.setAside.includes(this.journalFile)) this.#journalBytes = journalled;
+      // Fold the replayed journal (and any torn tail) into a fresh state.json,
+      // or write the state loaded over the files set aside.
+      if (this.#journalBytes > 0 || result.setAside.length > 0) await this.commit();
       return result;
     } catch (err) {
       await this.#lock.release();
@@ -249,53 +266,74 @@ export class Store {
 
   async load(): Promise<LoadResult> {
     const problems: string[] = [];
-    const tryRead = async (file: string): Promise<{ state: State; generation: number } | 'missing' | string> => {
-      let text: string;
+    const read = async (file: string): Promise<{ text: string; decoded: ReturnType<typeof decodeFile> } | 'missing' | string> => {
       try {
-        text = await fs.readFile(file, 'utf8');
+        const text = await fs.readFile(file, 'utf8');
+        return { text, decoded: decodeFile(text) };
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 'missing';
         return `cannot read: ${(err as Error).message}`;
       }
-      return decodeFile(text);
     };
-    const current = await tryRead(this.file);
-    if (typeof current === 'object') {
-      const text = await fs.readFile(this.journalFile, 'utf8').catch((err: NodeJS.ErrnoException) => {
-        if (err.code === 'ENOENT') return '';
-        throw err;
-      });
-      if (text === '') return { ...current, source: 'current', problems };
-      const r = replayJournal(current.state, current.generation, text);
-      if (r.tornTail) this.#log.warn({ journal: this.journalFile }, 'the last journal line is incomplete (a write cut short); ignoring it');
-      let state = current.state;
-      if (!stateCheck.Check(state)) {
-        const first = [...stateCheck.Errors(state)][0];
-        r.damage = `${r.damage ? `${r.damage}; ` : ''}the replayed state does not fit the schema at ${first?.path ?? '?'}: ${first?.message ?? '?'}; using ${this.file} without its journal`;
-        state = (decodeFile(await fs.readFile(this.file, 'utf8')) as { state: State }).state;
-        r.generation = current.generation;
-      }
-      if (r.damage) {
-        // Changes from the damage on are lost, so addresses handed out in
-        // them are unknown: reported like a fallback copy, allocation pauses.
-        problems.push(`${this.journalFile}: ${r.damage}`);
-        return { state, generation: r.generation, source: 'previous', problems };
-      }
-      return { state: current.state, generation: r.generation, source: 'current', problems };
+    const journal = await fs.readFile(this.journalFile, 'utf8').catch((err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT') return '';
+      throw err;
+    });
+    const current = await read(this.file);
+    if (typeof current === 'object' && typeof current.decoded === 'object') {
+      const r = this.#replay(current.text, current.decoded, journal);
+      if (!r.damage) return { state: r.state, generation: r.generation, source: 'current', problems, setAside: [] };
+      // Changes from the damage on are lost, so addresses handed out in
+      // them are unknown: reported like an unproven copy, allocation pauses.
+      problems.push(`${this.journalFile}: ${r.damage}`);
+      return { state: r.state, generation: r.generation, source: 'previous', problems, setAside: [this.journalFile] };
     }
-    const prev = await tryRead(this.prevFile);
-    if (current === 'missing' && prev === 'missing') return { state: emptyState(), generation: 0, source: 'empty', problems };
-    if (current !== 'missing') problems.push(`${this.file}: ${current}`);
-    if (typeof prev === 'object') {
-      if (current === 'missing') problems.push(`${this.file} is missing but ${this.prevFile} exists`);
-      return { ...prev, source: 'previous', problems };
+    const prev = await read(this.prevFile);
+    if (current === 'missing' && prev === 'missing') {
+      // A journal continues a file; with none, its lines cannot be applied.
+      return { state: emptyState(), generation: 0, source: 'empty', problems, setAside: journal === '' ? [] : [this.journalFile] };
     }
-    if (prev !== 'missing') problems.push(`${this.prevFile}: ${prev}`);
+    problems.push(current === 'missing' ? `${this.file} is missing` : `${this.file}: ${typeof current === 'object' ? current.decoded : current}`);
+    if (typeof prev === 'object' && typeof prev.decoded === 'object') {
+      const copy = prev.decoded;
+      const r = this.#replay(prev.text, copy, journal);
+      if (r.damage) problems.push(`${this.journalFile}: ${r.damage}`);
+      // The copy is written before state.json with the same generation, so
+      // it holds everything unless the lost file says it was newer, or
+      // cannot say (then the journal's first line, which follows it, tells).
+      const firstLine = headGeneration(journal);
+      const lost = (typeof current === 'object' ? headGeneration(current.text) : undefined) ?? (firstLine === undefined ? undefined : firstLine - 1);
+      const whole = !r.damage && lost !== undefined && lost <= copy.generation;
+      if (!whole && !r.damage) {
+        problems.push(
+          lost === undefined
+            ? `the generation of the lost ${path.basename(this.file)} cannot be read, so whether ${this.prevFile} holds every change is unknown`
+            : `the lost ${path.basename(this.file)} had generation ${lost}, ${this.prevFile} only ${copy.generation}`,
+        );
+      }
+      const setAside = [this.file, ...(r.damage ? [this.journalFile] : [])];
+      return { state: r.state, generation: r.generation, source: whole ? 'recovered' : 'previous', problems, setAside };
+    }
+    if (prev !== 'missing') problems.push(`${this.prevFile}: ${typeof prev === 'object' ? prev.decoded : prev}`);
     throw new TsnetError(
       'TSNET_ERR_STORE_CORRUPT',
       `no usable state in ${this.dir}: ${problems.join('; ')}. tsnet will not start with an empty store over existing state; ` +
         `restore a backup of state.json, or move the directory aside to start afresh (networks must then be re-created)`,
     );
+  }
+
+  /**
+   * Replay the journal onto a decoded file. A damaged line, or a result that
+   * no longer fits the schema (then the file alone is used), is damage.
+   */
+  #replay(text: string, decoded: { state: State; generation: number }, journal: string): { state: State; generation: number; damage?: string } {
+    if (journal === '') return decoded;
+    const r = replayJournal(decoded.state, decoded.generation, journal);
+    if (r.tornTail) this.#log.warn({ journal: this.journalFile }, 'the last journal line is incomplete (a write cut short); ignoring it');
+    if (stateCheck.Check(decoded.state)) return { state: decoded.state, generation: r.generation, ...(r.damage ? { damage: r.damage } : {}) };
+    const first = [...stateCheck.Errors(decoded.state)][0];
+    const damage = `${r.damage ? `${r.damage}; ` : ''}the replayed state does not fit the schema at ${first?.path ?? '?'}: ${first?.message ?? '?'}; using the file without its journal`;
+    return { ...(decodeFile(text) as { state: State; generation: number }), damage };
   }
 
   /**
@@ -351,24 +389,19 @@ export class Store {
   async #write(): Promise<void> {
     const generation = this.#generation + 1;
     const text = encodeFile(this.#state, generation);
-    const tmp = `${this.file}.tmp`;
-    const fh = await fs.open(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_TRUNC, 0o600);
-    try {
-      await fh.writeFile(text, 'utf8');
-      if (!this.#noSync) await fh.datasync();
-    } finally {
-      await fh.close();
-    }
     this.beforeRename?.();
-    // Keep the last good copy: link state.json to state.prev.json atomically.
+    // The copy first, so it is never older than state.json.
+    await this.#replace(this.prevFile, text);
     try {
-      await fs.rm(`${this.prevFile}.tmp`, { force: true });
-      await fs.link(this.file, `${this.prevFile}.tmp`);
-      await fs.rename(`${this.prevFile}.tmp`, this.prevFile);
+      this.beforeSecondRename?.();
+      await this.#replace(this.file, text);
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      // The copy may now hold this generation while state.json and the
+      // journal do not: an appended line would reuse the generation and the
+      // copy would seem to hold it. The next write is a whole one.
+      this.#fileBytes = 0;
+      throw err;
     }
-    await fs.rename(tmp, this.file);
     if (!this.#noSync) {
       const dh = await fs.open(this.dir, fsc.O_RDONLY);
       try {
@@ -388,6 +421,19 @@ export class Store {
       if (!this.#noSync) await jh.datasync();
       this.#journalBytes = 0;
     }
+  }
+
+  /** Write a file's new text beside it, fsync, rename it over (the directory is synced by the caller). */
+  async #replace(file: string, text: string): Promise<void> {
+    const tmp = `${file}.tmp`;
+    const fh = await fs.open(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_TRUNC, 0o600);
+    try {
+      await fh.writeFile(text, 'utf8');
+      if (!this.#noSync) await fh.datasync();
+    } finally {
+      await fh.close();
+    }
+    await fs.rename(tmp, file);
   }
 
   async #openJournal(): Promise<FileHandle> {

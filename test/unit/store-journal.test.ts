@@ -158,6 +158,22 @@ t.test('a damaged line before the end: stop there, report it like a fallback cop
   t.ok(await fs.stat(`${jf}.bad`), 'the damaged journal is kept for an operator');
 });
 
+t.test('a damaged state.json is rebuilt from its copy and the journal that follows it', async (t) => {
+  const { dir, store } = await fresh(t);
+  const a = dockerId();
+  store.state.endpoints[a] = endpoint(a, dockerId(), '10.0.0.2/24');
+  await store.commit([['endpoints', a]]);
+  const expected = structuredClone(store.state);
+  const generation = store.generation;
+  await keepAlive(() => store.close());
+  await fs.writeFile(path.join(dir, 'state.json'), '');
+  const { store: again, loaded } = await reopen(t, dir);
+  t.equal(loaded.source, 'recovered', 'the journal\'s first line dates the lost file: the copy is as new');
+  t.equal(loaded.generation, generation);
+  t.same(again.state, expected, 'the journalled endpoint too');
+  t.equal((await fs.stat(again.journalFile)).size, 0, 'folded into the new state.json');
+});
+
 t.test('lines already in state.json (a crash before the journal was emptied) are skipped', async (t) => {
   const { dir, store } = await fresh(t);
   const a = dockerId();

@@ -34,18 +34,25 @@ async function openStore(t: Test, dir: string, opts: { noSync?: boolean } = {}):
   return { store, loaded };
 }
 
-/** Two generations on disk: state.prev.json holds pool A only, state.json A and B. */
+/**
+ * Two generations on disk: pool A in the first, A and B in the second (in
+ * state.json and its copy). `stale` is the copy as the first generation left
+ * it, to put back where a test needs a copy older than state.json.
+ */
 async function twoGenerations(t: Test): Promise<string> {
   const dir = path.join(await tmpDir(t, 'store'), 'state');
   const store = new Store({ dir, log: silentLogger() });
   await store.open();
   store.state.pools['tsnet-local/10.0.0.0/24'] = pool('10.0.0.0/24');
   await store.commit();
+  await fs.copyFile(store.prevFile, path.join(dir, 'stale'));
   store.state.pools['tsnet-local/10.0.1.0/24'] = pool('10.0.1.0/24');
   await store.commit();
   await keepAlive(() => store.close());
   return dir;
 }
+
+const BOTH = ['tsnet-local/10.0.0.0/24', 'tsnet-local/10.0.1.0/24'];
 
 t.test('a fresh directory opens empty', async (t) => {
   const dir = path.join(await tmpDir(t, 'store'), 'nested', 'state');
@@ -133,18 +140,22 @@ t.test('a failed write rejects its commit and leaves the old file', async (t) =>
   t.equal(store.writes, 2, 'the store keeps working after a failed write');
 });
 
-t.test('truncated state.json: load state.prev.json, report it', async (t) => {
+t.test('truncated state.json: rebuilt whole from its copy, set aside, reported', async (t) => {
   const dir = await twoGenerations(t);
   const file = path.join(dir, 'state.json');
   const text = await fs.readFile(file, 'utf8');
   await fs.writeFile(file, text.slice(0, Math.floor(text.length / 2)));
   const { store, loaded } = await openStore(t, dir);
-  t.equal(loaded.source, 'previous');
-  t.equal(loaded.generation, 1);
-  t.same(Object.keys(store.state.pools), ['tsnet-local/10.0.0.0/24'], 'the previous generation');
+  t.equal(loaded.source, 'recovered', 'the copy has the same generation: nothing lost');
+  t.equal(loaded.generation, 2);
+  t.same(Object.keys(store.state.pools).sort(), BOTH, 'every change');
   t.equal(loaded.problems.length, 1);
   t.match(loaded.problems[0], 'state.json');
   t.match(loaded.problems[0], /not valid JSON|truncated/);
+  t.equal(await fs.readFile(`${file}.bad`, 'utf8'), text.slice(0, Math.floor(text.length / 2)), 'the damaged file is kept for an operator');
+  const disk = decodeFile(await fs.readFile(file, 'utf8'));
+  if (typeof disk === 'string') return t.fail(disk);
+  t.same(Object.keys(disk.state.pools).sort(), BOTH, 'a good state.json is written at once');
 });
 
 t.test('a flipped byte inside the state fails the checksum', async (t) => {
@@ -156,17 +167,57 @@ t.test('a flipped byte inside the state fails the checksum', async (t) => {
   t.not(damaged, text, 'test bug: the byte was not flipped');
   await fs.writeFile(file, damaged);
   const { store, loaded } = await openStore(t, dir);
-  t.equal(loaded.source, 'previous');
+  t.equal(loaded.source, 'recovered');
   t.match(loaded.problems.join('\n'), 'checksum mismatch');
-  t.same(Object.keys(store.state.pools), ['tsnet-local/10.0.0.0/24']);
+  t.same(Object.keys(store.state.pools).sort(), BOTH);
 });
 
-t.test('missing state.json with a good state.prev.json', async (t) => {
+t.test('a copy older than the damaged state.json: loaded, but reported as possibly lacking changes', async (t) => {
+  const dir = await twoGenerations(t);
+  await fs.rename(path.join(dir, 'stale'), path.join(dir, 'state.prev.json'));
+  const file = path.join(dir, 'state.json');
+  await fs.writeFile(file, (await fs.readFile(file, 'utf8')).replace('10.0.1.0/24","addressSpace"', '10.0.9.0/24","addressSpace"'));
+  const { store, loaded } = await openStore(t, dir);
+  t.equal(loaded.source, 'previous', 'callers pause allocation');
+  t.equal(loaded.generation, 1);
+  t.same(Object.keys(store.state.pools), ['tsnet-local/10.0.0.0/24'], 'the older generation');
+  t.match(loaded.problems.join('\n'), /the lost state\.json had generation 2, .*state\.prev\.json only 1/);
+});
+
+t.test('missing state.json with a good copy: whether it holds everything is unknown', async (t) => {
   const dir = await twoGenerations(t);
   await fs.rm(path.join(dir, 'state.json'));
-  const { loaded } = await openStore(t, dir);
+  const { store, loaded } = await openStore(t, dir);
   t.equal(loaded.source, 'previous');
   t.match(loaded.problems.join('\n'), 'missing');
+  t.match(loaded.problems.join('\n'), /cannot be read/);
+  t.same(Object.keys(store.state.pools).sort(), BOTH, 'what the copy holds');
+});
+
+t.test('a write that fails between the copy and state.json: nothing acknowledged is lost, the next write is a whole one', async (t) => {
+  const dir = path.join(await tmpDir(t, 'store'), 'state');
+  const { store } = await openStore(t, dir);
+  store.state.pools['tsnet-local/10.0.0.0/24'] = pool('10.0.0.0/24');
+  await store.commit();
+  store.beforeSecondRename = () => {
+    throw new Error('disk full');
+  };
+  store.state.pools['tsnet-local/10.0.1.0/24'] = pool('10.0.1.0/24');
+  await t.rejects(store.commit(), { message: /disk full/ });
+  store.beforeSecondRename = undefined;
+  const appends = store.appends;
+  store.state.pools['tsnet-local/10.0.2.0/24'] = pool('10.0.2.0/24');
+  await store.commit([['pools', 'tsnet-local/10.0.2.0/24']]);
+  t.equal(store.appends, appends, 'not appended: a line would reuse the generation the copy took');
+  const expected = structuredClone(store.state);
+  await keepAlive(() => store.close());
+  const file = path.join(dir, 'state.json');
+  await fs.writeFile(file, (await fs.readFile(file, 'utf8')).slice(0, 60));
+  const s2 = new Store({ dir, log: silentLogger() });
+  const loaded = await s2.open();
+  t.teardown(() => keepAlive(() => s2.close()));
+  t.equal(loaded.source, 'recovered');
+  t.same(s2.state, expected);
 });
 
 t.test('both copies damaged: refuse to start, say what to do', async (t) => {
