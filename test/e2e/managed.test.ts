@@ -2,23 +2,26 @@
 // built with no registry (plugin/build.ts --offline: a debootstrap base and
 // the host's npm cache), created and enabled as tsnet:latest, and driven
 // through docker plugin set / disable / enable, a dockerd restart, a
-// re-create from the bundle (the upgrade path) and bad settings.
+// re-create from the bundle (the upgrade path) and bad settings; then the
+// same bundle on a second host, the two forming an overlay through etcd.
 import { existsSync, promises as fs } from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
 import { buildPlugin, LOCAL_BASE, type BuildResult } from '../../plugin/build.js';
-import { canPing, runContainer } from '../helpers/docker.js';
-import { DOCKER, Lab, canConnect, cleanEnv, waitFor } from '../helpers/lab.js';
+import { canPing, containerIp, runContainer } from '../helpers/docker.js';
+import { DOCKER, ETCD_URL, Lab, canConnect, cleanEnv, waitFor, type LabHost } from '../helpers/lab.js';
 
 const PLUGIN = 'tsnet:latest';
-const lab = await Lab.start({ hosts: 1, tsnet: false });
-const h = lab.host;
+const lab = await Lab.start({ hosts: 2, etcd: true, tsnet: false });
+const [h, h2] = lab.hosts as [LabHost, LabHost];
 const stateDir = path.join(h.dir, 'plugin-state');
 const dockerdLog = path.join(h.dir, 'dockerd.log');
 
 t.teardown(async () => {
-  await h.docker(['plugin', 'disable', '-f', PLUGIN], { check: false });
-  await h.docker(['plugin', 'rm', '-f', PLUGIN], { check: false });
+  for (const host of [h, h2]) {
+    await host.docker(['plugin', 'disable', '-f', PLUGIN], { check: false });
+    await host.docker(['plugin', 'rm', '-f', PLUGIN], { check: false });
+  }
   await h.docker(['rmi', LOCAL_BASE], { check: false });
   await h.docker(['image', 'prune', '-af'], { check: false });
   await lab.stop();
@@ -224,4 +227,36 @@ t.test('bad settings: enable fails, one clear line in dockerd\'s log, and a good
   await runContainer(h, 'b2', 'mnet');
   t.ok(await canPing(h, 'b1', 'b2'), 'and the network works');
   await removeContainers();
+});
+
+t.test('the same bundle on a second host: an overlay through etcd between two managed plugins', async (t) => {
+  // Host 2 never built anything: the bundle (config.json + rootfs) is all it gets.
+  const stateDir2 = path.join(h2.dir, 'plugin-state');
+  await fs.mkdir(stateDir2, { recursive: true });
+  await h2.docker(['plugin', 'create', 'tsnet', built.bundleDir]);
+  await h2.docker(['plugin', 'set', PLUGIN, `state.source=${stateDir2}`, `TSNET_ETCD_ENDPOINTS=${ETCD_URL}`]);
+  await h2.docker(['plugin', 'enable', PLUGIN]);
+  const r = await reconfigure([`TSNET_ETCD_ENDPOINTS=${ETCD_URL}`]);
+  t.equal(r.exitCode, 0, r.stderr);
+  const hosts = (await lab.etcdctl(['get', '--prefix', '/tsnet/v1/hosts/', '--keys-only'])).stdout.split('\n').filter(Boolean);
+  t.equal(hosts.length, 2, `both plugins registered in etcd: ${hosts.join(' ')}`);
+  for (const host of [h, h2]) {
+    await host.docker(['network', 'create', '-d', PLUGIN, '--ipam-driver', PLUGIN, '-o', 'tsnet.mode=overlay', '--subnet', '10.201.0.0/16', 'movl']);
+  }
+  await runContainer(h, 'o1', 'movl');
+  await runContainer(h2, 'o2', 'movl');
+  const ip1 = await containerIp(h, 'o1', 'movl');
+  const ip2 = await containerIp(h2, 'o2', 'movl');
+  t.not(ip1, ip2, `addresses unique across hosts (${ip1}, ${ip2})`);
+  await waitFor('host 2 reaches host 1 over the overlay', () => canPing(h2, 'o2', ip1, 1), 10_000, 200);
+  t.ok(await canPing(h, 'o1', ip2), 'host 1 -> host 2');
+  t.ok(await canPing(h2, 'o2', ip1), 'host 2 -> host 1');
+  const vxlan = JSON.parse((await h2.exec('ip', ['-json', '-details', 'link', 'show', 'type', 'vxlan'])).stdout) as Array<{ linkinfo: { info_data: { id: number; port: number; learning: boolean } } }>;
+  t.equal(vxlan.length, 1, 'the plugin made a VXLAN device in the host namespace');
+  t.equal(vxlan[0]?.linkinfo.info_data.port, 4789);
+  t.equal(vxlan[0]?.linkinfo.info_data.learning, false, 'learning off');
+  await removeContainers();
+  await h2.docker(['rm', '-f', 'o2']);
+  for (const host of [h, h2]) await host.docker(['network', 'rm', 'movl']);
+  t.equal((await lab.etcdctl(['get', '--prefix', '/tsnet/v1/overlays/10.201.0.0_16/endpoints/', '--keys-only'])).stdout.trim(), '', 'no endpoint left in etcd');
 });
