@@ -39,7 +39,7 @@ import { KeyedLock } from '../util/keyed-lock.js';
 import { parseNetworkOptions } from './options.js';
 import { PORTMAP_KEY, parsePortmap } from '../ports/portmap.js';
 import type { PortPublisher } from '../ports/publisher.js';
-import { VXLAN_OVERHEAD, type OverlayManager } from '../overlay/manager.js';
+import { vxlanOverhead, type OverlayManager } from '../overlay/manager.js';
 import { createVxlan } from '../kernel/vxlan.js';
 import { runSteps, type Step } from './steps.js';
 import { findOverlap, gatewayIp, parseSubnets, subnetPrefixes } from './subnets.js';
@@ -236,7 +236,7 @@ export class NetworkDriverService {
         }
       }
 
-      const mtu = cfg.mtu ?? (overlay ? overlay.underlay.mtu - VXLAN_OVERHEAD : await this.#defaultMtu());
+      const mtu = cfg.mtu ?? (overlay ? overlay.underlay.mtu - vxlanOverhead(overlay.underlay.local) : await this.#defaultMtu());
       const record: NetworkRecord = {
         id,
         mode: overlay ? 'overlay' : 'bridge',

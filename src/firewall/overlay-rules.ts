@@ -24,24 +24,38 @@ function ip4(addr: string): string {
   return addr;
 }
 
+function vtepAddr(addr: string): string {
+  if (!parseIp(addr)) throw new TsnetError('TSNET_ERR_INTERNAL', `not an IP address: ${JSON.stringify(addr)}`);
+  return addr;
+}
+
 function mac(m: string): string {
   if (!/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/.test(m)) throw new TsnetError('TSNET_ERR_INTERNAL', `unsafe MAC ${JSON.stringify(m)}`);
   return m;
 }
 
-/** The VXLAN port guard with exactly these peers allowed. */
+/**
+ * The VXLAN port guard with exactly these peers allowed, per family: a host
+ * whose VTEP is IPv4 still drops IPv6 datagrams to the port, and the other
+ * way round.
+ */
 export function renderVxlanGuard(port: number, peers: readonly string[]): string {
   const t = `inet ${TABLE}`;
   const lines = [
     `add table ${t}`,
     `add set ${t} vtep4 { type ipv4_addr; }`,
     `flush set ${t} vtep4`,
+    `add set ${t} vtep6 { type ipv6_addr; }`,
+    `flush set ${t} vtep6`,
     `add chain ${t} vxlan_in { type filter hook input priority filter - 1; policy accept; }`,
     `flush chain ${t} vxlan_in`,
     `add rule ${t} vxlan_in udp dport ${Number(port)} ip saddr != @vtep4 counter drop`,
+    `add rule ${t} vxlan_in udp dport ${Number(port)} ip6 saddr != @vtep6 counter drop`,
   ];
-  const uniq = [...new Set(peers)].map(ip4);
-  if (uniq.length > 0) lines.push(`add element ${t} vtep4 { ${uniq.join(', ')} }`);
+  const uniq = [...new Set(peers)].map(vtepAddr);
+  for (const [set, members] of [['vtep4', uniq.filter((p) => !p.includes(':'))], ['vtep6', uniq.filter((p) => p.includes(':'))]] as const) {
+    if (members.length > 0) lines.push(`add element ${t} ${set} { ${members.join(', ')} }`);
+  }
   return `${lines.join('\n')}\n`;
 }
 
@@ -53,6 +67,8 @@ export function renderVxlanGuardRemoval(): string {
     `delete chain ${t} vxlan_in`,
     `add set ${t} vtep4 { type ipv4_addr; }`,
     `delete set ${t} vtep4`,
+    `add set ${t} vtep6 { type ipv6_addr; }`,
+    `delete set ${t} vtep6`,
     '',
   ].join('\n');
 }

@@ -26,7 +26,12 @@ import type { Store } from '../store/store.js';
 import type { EndpointRecord, NetworkRecord, OverlayRecord } from '../store/schema.js';
 import { blockKey, blockOf, blocksOf, firstFreeIn, parseBlockKey } from './blocks.js';
 
-export const VXLAN_OVERHEAD = 50;
+/** Outer IP + UDP + VXLAN + inner Ethernet headers: 50 bytes over IPv4, 70 over IPv6. */
+export function vxlanOverhead(local: string): number {
+  return local.includes(':') ? 70 : 50;
+}
+
+const familyOf = (ip: string): 4 | 6 => (ip.includes(':') ? 6 : 4);
 
 export interface Underlay {
   local: string;
@@ -51,6 +56,8 @@ interface Runtime {
   flood: Set<string>;
   /** addresses in this host's blocks confirmed to other hosts */
   lent: Set<bigint>;
+  /** member VTEPs of the other IP family, reported once each */
+  unreachable: Set<string>;
   converging: Promise<void>;
 }
 
@@ -103,11 +110,14 @@ export class OverlayManager {
       dev = addrs.find((l) => l.addr_info.some((a) => a.local === local))?.ifname;
       if (!dev) throw new TsnetError('TSNET_ERR_INVALID_CONFIG', `TSNET_ADVERTISE_ADDR ${local} is not an address of this host`);
     } else {
-      const route = await defaultRouteInfo(this.#runner, 4);
+      // The IPv4 default route, or on an IPv6-only host the IPv6 one.
+      const route4 = await defaultRouteInfo(this.#runner, 4);
+      const route = route4 ?? (await defaultRouteInfo(this.#runner, 6));
       if (!route?.dev) throw new TsnetError('TSNET_ERR_INVALID_CONFIG', 'no default route to take the underlay address from; set TSNET_ADVERTISE_ADDR');
       dev = route.dev;
-      local = route.prefsrc ?? addrs.find((l) => l.ifname === dev)?.addr_info.find((a) => a.family === 'inet' && a.scope === 'global')?.local;
-      if (!local) throw new TsnetError('TSNET_ERR_INVALID_CONFIG', `the default route's interface ${dev} has no IPv4 address; set TSNET_ADVERTISE_ADDR`);
+      const inet = route4 ? 'inet' : 'inet6';
+      local = route.prefsrc ?? addrs.find((l) => l.ifname === dev)?.addr_info.find((a) => a.family === inet && a.scope === 'global')?.local;
+      if (!local) throw new TsnetError('TSNET_ERR_INVALID_CONFIG', `the default route's interface ${dev} has no global ${inet === 'inet' ? 'IPv4' : 'IPv6'} address; set TSNET_ADVERTISE_ADDR`);
     }
     const link = await getLink(this.#runner, dev);
     return { local, dev, mtu: link?.mtu ?? 1500 };
@@ -123,8 +133,8 @@ export class OverlayManager {
     // Everything that can be refused is refused before asking the kernel or etcd anything.
     if (args.peers) {
       for (const p of args.peers) {
-        const ip = parseIp(p);
-        if (!ip || ip.v6) throw new TsnetError('TSNET_ERR_INVALID_OPTION', `tsnet.peers: ${quote(p)} is not an IPv4 address`);
+        if (!parseIp(p)) throw new TsnetError('TSNET_ERR_INVALID_OPTION', `tsnet.peers: ${quote(p)} is not an IP address`);
+        if (familyOf(p) !== familyOf(args.peers[0]!)) throw new TsnetError('TSNET_ERR_INVALID_OPTION', `tsnet.peers: ${quote(p)} and ${quote(args.peers[0]!)} are of different IP families; VXLAN peers share one underlay`);
       }
     } else if (!this.#registry) {
       throw new TsnetError('TSNET_ERR_INVALID_OPTION', 'tsnet.mode=overlay needs a cluster (TSNET_ETCD_ENDPOINTS) or a static peer list (-o tsnet.peers=ADDR,ADDR)');
@@ -137,6 +147,9 @@ export class OverlayManager {
     const underlay = await this.underlay();
     const base = { vxlan: args.vxlan, subnet: args.subnet, range: args.subPool ?? args.subnet, local: underlay.local, underlay: underlay.dev, blocks: [] as string[], claims: [] as string[] };
     if (args.peers) {
+      if (familyOf(args.peers[0]!) !== familyOf(underlay.local)) {
+        throw new TsnetError('TSNET_ERR_INVALID_OPTION', `tsnet.peers: ${quote(args.peers[0]!)} is IPv${familyOf(args.peers[0]!)} but this host's VTEP address ${underlay.local} is IPv${familyOf(underlay.local)} (TSNET_ADVERTISE_ADDR)`);
+      }
       const peers = args.peers.filter((p) => p !== underlay.local);
       return { overlay: { mode: 'static', vni: args.vni ?? derivedVni(args.subnet), peers, ...base }, underlay };
     }
@@ -186,7 +199,7 @@ export class OverlayManager {
   /** Start following an overlay (after create, and at start-up). Never throws: etcd may be away. */
   start(net: NetworkRecord): void {
     if (this.#nets.has(net.id)) return;
-    const rt: Runtime = { programmed: new Map(), flood: new Set(), lent: new Set(), converging: Promise.resolve() };
+    const rt: Runtime = { programmed: new Map(), flood: new Set(), lent: new Set(), unreachable: new Set(), converging: Promise.resolve() };
     this.#nets.set(net.id, rt);
     const o = net.overlay!;
     if (o.mode === 'static') {
@@ -224,9 +237,18 @@ export class OverlayManager {
   async #converge(net: NetworkRecord, rt: Runtime, view: OverlayView): Promise<void> {
     if (!this.#store.state.networks[net.id]) return;
     const me = this.#registry!.hostId;
+    // A VTEP of the other IP family cannot be reached over this underlay.
+    const reachable = (vtep: string): boolean => {
+      if (familyOf(vtep) === familyOf(net.overlay!.local)) return true;
+      if (!rt.unreachable.has(vtep)) {
+        rt.unreachable.add(vtep);
+        this.#log.warn({ networkId: net.id, vtep, local: net.overlay!.local }, 'a member host\'s VTEP is of another IP family than this host\'s; its endpoints are unreachable from here (set TSNET_ADVERTISE_ADDR alike on every host)');
+      }
+      return false;
+    };
     const remote: RemoteEndpoint[] = [];
-    for (const e of view.endpoints.values()) if (e.host !== me && e.vtep) remote.push({ ip: e.ip, mac: e.mac, vtep: e.vtep });
-    const flood = [...view.members.entries()].filter(([h]) => h !== me).map(([, m]) => m.vtep);
+    for (const e of view.endpoints.values()) if (e.host !== me && e.vtep && reachable(e.vtep)) remote.push({ ip: e.ip, mac: e.mac, vtep: e.vtep });
+    const flood = [...view.members.entries()].filter(([h, m]) => h !== me && reachable(m.vtep)).map(([, m]) => m.vtep);
     await this.#program(net, rt, remote, flood);
     await this.syncRules();
     await this.#answerClaims(net, rt, view);

@@ -3,8 +3,8 @@
 // hosts talk over VXLAN; addresses stay unique across hosts; lease expiry,
 // an etcd outage and a forged VXLAN sender behave as promised.
 import t from 'tap';
-import { Lab, ETCD_URL, IMAGE, waitFor, type LabHost } from '../helpers/lab.js';
-import { canPing, containerIp } from '../helpers/docker.js';
+import { Lab, ETCD_URL, IMAGE, OUTSIDE_IP6, waitFor, type LabHost } from '../helpers/lab.js';
+import { canPing, containerIp, removeAll } from '../helpers/docker.js';
 
 const LEASE_TTL = 4;
 const lab = await Lab.start({ hosts: 3, etcd: true, tsnetEnv: { TSNET_ETCD_ENDPOINTS: ETCD_URL, TSNET_ETCD_LEASE_TTL: String(LEASE_TTL) } });
@@ -137,6 +137,8 @@ t.test('bad overlay input: clear errors, nothing created', async (t) => {
   t.match(range.stderr, /tsnet\.vni: 16777216 is out of range 1…16777215/);
   const peers = await h2.docker(['network', 'create', '-d', 'tsnet', '--ipam-driver', 'tsnet', '-o', 'tsnet.mode=overlay', '-o', 'tsnet.peers=10.99.0.11,nonsense', '--subnet', '10.203.0.0/16', 'bad4'], { check: false });
   t.match(peers.stderr, /tsnet\.peers: "nonsense" is not an IP address/);
+  const mixed = await h2.docker(['network', 'create', '-d', 'tsnet', '--ipam-driver', 'tsnet', '-o', 'tsnet.mode=overlay', '-o', `tsnet.peers=${h1.lanIp6}`, '--subnet', '10.205.0.0/16', 'bad6'], { check: false });
+  t.match(mixed.stderr, /tsnet\.peers: "fd00:99::11" is IPv6 but this host's VTEP address 10\.99\.0\.12 is IPv4/, 'a peer of the other family than this host\'s VTEP');
   const docIpam = await h2.docker(['network', 'create', '-d', 'tsnet', '-o', 'tsnet.mode=overlay', '--subnet', '10.204.0.0/16', 'bad5'], { check: false });
   t.match(docIpam.stderr, /needs --ipam-driver tsnet/);
   const vxlans = JSON.parse((await h2.exec('ip', ['-json', 'link', 'show', 'type', 'vxlan'])).stdout) as unknown[];
@@ -156,4 +158,37 @@ t.test('static peers: an overlay with no etcd at all', async (t) => {
   t.ok(await canPing(h1, 'pa', pb), 'host 1 -> host 2 without a control plane');
   const keys = (await lab.etcdctl(['get', '--prefix', '/tsnet/v1/overlays/10.230', '--keys-only'])).stdout.trim();
   t.equal(keys, '', 'nothing of it in etcd');
+});
+
+t.test('an IPv6 underlay: VTEPs on the hosts\' IPv6 addresses, through etcd', async (t) => {
+  for (const h of [h1, h2]) {
+    await removeAll(h);
+    await h.stopTsnet();
+    await h.startTsnet({ TSNET_ADVERTISE_ADDR: h.lanIp6 });
+  }
+  const net = ['network', 'create', '-d', 'tsnet', '--ipam-driver', 'tsnet', '-o', 'tsnet.mode=overlay', '--subnet', '10.240.0.0/16', 'v6u'];
+  for (const h of [h1, h2]) await h.docker(net);
+  await h1.docker(['run', '-d', '--name', 'u1', '--network', 'v6u', IMAGE, 'httpd', '-f', '-p', '80', '-h', '/www']);
+  await h2.docker(['run', '-d', '--name', 'u2', '--network', 'v6u', IMAGE, 'sleep', '3600']);
+  const ip1 = await containerIp(h1, 'u1', 'v6u');
+  await waitFor('host 2 learns host 1\'s endpoint', async () => (await neighbours(h2)).includes(ip1), 5000, 100);
+  t.ok(await canPing(h2, 'u2', ip1), 'host 2 -> host 1 over IPv6 VXLAN');
+  const http = await h2.docker(['exec', 'u2', 'sh', '-c', `printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 ${ip1} 80`], { check: false });
+  t.match(http.stdout, /tsnet-lab-ok/, 'TCP across hosts');
+  const vx = JSON.parse((await h2.exec('ip', ['-d', '-json', 'link', 'show', 'dev', await vxlanOf(h2)])).stdout) as Array<{ mtu: number; linkinfo: { info_data: { local6?: string } } }>;
+  t.equal(vx[0]?.linkinfo.info_data.local6, h2.lanIp6, 'the VXLAN device sends from the advertised IPv6 address');
+  t.equal((await h2.docker(['exec', 'u2', 'cat', '/sys/class/net/eth0/mtu'])).stdout.trim(), '1430', 'MTU is the underlay minus 70 over IPv6');
+  const fdb = (await h2.exec('bridge', ['fdb', 'show', 'dev', await vxlanOf(h2)])).stdout;
+  t.match(fdb, new RegExp(`00:00:00:00:00:00 dst ${h1.lanIp6} self permanent`), 'flood entry for host 1 at its IPv6 VTEP');
+  t.match((await h2.exec('nft', ['list', 'set', 'inet', 'tsnet', 'vtep6'])).stdout, h1.lanIp6, 'the port guard admits host 1 by its IPv6 address');
+  // A forged IPv6 VTEP on the outside host, right VNI, aimed at host 1.
+  const vni = (await h1.exec('ip', ['-d', '-json', 'link', 'show', 'dev', await vxlanOf(h1)])).stdout.match(/"id":(\d+)/)![1]!;
+  await lab.outside('ip', ['link', 'add', 'evil6', 'type', 'vxlan', 'id', vni, 'dstport', '4789', 'remote', h1.lanIp6, 'local', OUTSIDE_IP6, 'dev', 'eth0']);
+  await lab.outside('ip', ['addr', 'add', '10.240.250.250/16', 'dev', 'evil6']);
+  await lab.outside('ip', ['link', 'set', 'evil6', 'up']);
+  t.teardown(() => lab.outside('ip', ['link', 'del', 'evil6'], { check: false }));
+  const counter6 = async (): Promise<number> => Number(/ip6 saddr != @vtep6 counter packets (\d+)/.exec((await h1.exec('nft', ['list', 'chain', 'inet', 'tsnet', 'vxlan_in'])).stdout)?.[1] ?? -1);
+  const before = await counter6();
+  t.not((await lab.outside('ping', ['-c', '2', '-W', '1', ip1], { check: false })).exitCode, 0, 'forged IPv6 VXLAN gets no answer');
+  t.ok((await counter6()) > before, 'host 1 dropped it at the VXLAN port');
 });
