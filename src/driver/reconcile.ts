@@ -19,7 +19,7 @@ import type { Store } from '../store/store.js';
 import type { NetworkRecord } from '../store/schema.js';
 import { bridgeAddresses, firewallSpec } from './driver.js';
 import { toFirewallPorts, type PortPublisher } from '../ports/publisher.js';
-import type { OverlayManager } from '../overlay/manager.js';
+import { vxlanOverhead, type OverlayManager, type Underlay } from '../overlay/manager.js';
 import { createVxlan } from '../kernel/vxlan.js';
 
 export interface ReconcileReport {
@@ -74,25 +74,46 @@ export async function reconcile(deps: ReconcileDeps): Promise<ReconcileReport> {
     }
   }
 
-  // Overlays: the VXLAN port exists and is on its bridge, rules are in, the
-  // control plane is followed again (forwarding entries come from etcd).
+  // Overlays: the VXLAN port exists, sends from this host's VTEP address as
+  // it is now (a changed TSNET_ADVERTISE_ADDR, or a new address from DHCP,
+  // would otherwise leave it sending from one the host no longer has) and is
+  // on its bridge; rules are in; the control plane is followed again
+  // (forwarding entries come from etcd, where this host registered its
+  // current address at start).
+  let underlay: Underlay | Error | undefined;
   for (const net of Object.values(state.networks)) {
     const o = net.overlay;
     if (!o) continue;
     try {
+      underlay ??= await deps.overlay.underlay().catch((err: unknown) => err as Error);
       const vx = links.get(o.vxlan);
-      if (!vx) {
-        const u = await deps.overlay.underlay();
+      const data = vx?.linkinfo?.info_data;
+      const sendsFrom = (data?.local ?? data?.local6) as string | undefined;
+      const moved = !(underlay instanceof Error) && sendsFrom !== undefined && sendsFrom !== underlay.local;
+      if (!vx || moved) {
+        if (underlay instanceof Error) throw underlay;
+        const u = underlay;
+        if (moved) {
+          log.warn({ networkId: net.id, vxlan: o.vxlan, from: sendsFrom, to: u.local }, "this host's VTEP address changed; re-creating the VXLAN port");
+          await deleteLinks(runner, [o.vxlan]);
+        } else log.warn({ networkId: net.id, vxlan: o.vxlan }, 'VXLAN device was missing; re-created it');
         await createVxlan(runner, { name: o.vxlan, vni: o.vni, port: deps.overlay.port, local: u.local, dev: u.dev, mtu: net.mtu, bridge: net.bridge, alias: networkAlias(net.id), learning: o.mode === 'static' });
+        if (o.local !== u.local || o.underlay !== u.dev) {
+          o.local = u.local;
+          o.underlay = u.dev;
+          changed = true;
+        }
+        if (net.mtu + vxlanOverhead(u.local) > u.mtu) {
+          log.warn({ networkId: net.id, mtu: net.mtu, underlayMtu: u.mtu }, 'the network\'s MTU no longer fits the underlay with VXLAN headers; large packets will be dropped until the network is re-created');
+        }
         report.bridgesFixed.push(o.vxlan);
-        log.warn({ networkId: net.id, vxlan: o.vxlan }, 'VXLAN device was missing; re-created it');
       } else if (vx.master !== net.bridge || !vx.flags.includes('UP')) {
         await ipBatch(runner, [['link', 'set', 'dev', o.vxlan, 'master', net.bridge], ['link', 'set', 'dev', o.vxlan, 'up']]);
         report.bridgesFixed.push(o.vxlan);
       }
       await deps.overlay.addGatewayGuard(net);
       deps.overlay.start(net);
-      if (!vx) deps.overlay.reprogram(net);
+      if (!vx || moved) deps.overlay.reprogram(net);
     } catch (err) {
       report.errors.push(`overlay ${shortId(net.id)}: ${(err as Error).message}`);
       log.error({ err, networkId: net.id }, 'could not reconcile overlay');

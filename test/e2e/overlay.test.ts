@@ -3,6 +3,7 @@
 // hosts talk over VXLAN; addresses stay unique across hosts; lease expiry,
 // an etcd outage and a forged VXLAN sender behave as promised.
 import t from 'tap';
+import { promises as fs } from 'node:fs';
 import { Lab, ETCD_URL, IMAGE, OUTSIDE_IP6, waitFor, type LabHost } from '../helpers/lab.js';
 import { canPing, containerIp, removeAll } from '../helpers/docker.js';
 
@@ -191,4 +192,25 @@ t.test('an IPv6 underlay: VTEPs on the hosts\' IPv6 addresses, through etcd', as
   const before = await counter6();
   t.not((await lab.outside('ping', ['-c', '2', '-W', '1', ip1], { check: false })).exitCode, 0, 'forged IPv6 VXLAN gets no answer');
   t.ok((await counter6()) > before, 'host 1 dropped it at the VXLAN port');
+});
+
+t.test("a host's VTEP address changes: its restarted plugin re-creates the VXLAN port and the others follow", async (t) => {
+  const moved = 'fd00:99::22';
+  // As a renumbered host sees it: the new address in, the old one gone.
+  await h2.exec('ip', ['addr', 'add', `${moved}/64`, 'dev', 'eth0', 'nodad']);
+  await h2.exec('ip', ['addr', 'del', `${h2.lanIp6}/64`, 'dev', 'eth0']);
+  await h2.stopTsnet();
+  await h2.startTsnet({ TSNET_ADVERTISE_ADDR: moved });
+  // (The start-up reconcile runs once the socket listens.)
+  const sendsFrom = async (): Promise<string | undefined> =>
+    (JSON.parse((await h2.exec('ip', ['-d', '-json', 'link', 'show', 'type', 'vxlan'])).stdout) as Array<{ linkinfo: { info_data: { local6?: string } } }>)[0]?.linkinfo.info_data.local6;
+  await waitFor('the start-up reconcile', async () => (await sendsFrom()) === moved, 5000, 100);
+  t.equal(await sendsFrom(), moved, 'host 2 sends from its new address');
+  t.match(await fs.readFile(h2.tsnetLog, 'utf8'), /this host's VTEP address changed; re-creating the VXLAN port/);
+  await waitFor('host 1 follows', async () => (await h1.exec('bridge', ['fdb', 'show', 'dev', await vxlanOf(h1)])).stdout.includes(`dst ${moved} `), 5000, 100);
+  t.notMatch((await h1.exec('bridge', ['fdb', 'show', 'dev', await vxlanOf(h1)])).stdout, new RegExp(`dst ${h2.lanIp6} `), 'no entry for the old address left on host 1');
+  const ip1 = await containerIp(h1, 'u1', 'v6u');
+  const ip2 = await containerIp(h2, 'u2', 'v6u');
+  t.ok(await canPing(h2, 'u2', ip1), 'the running container on host 2 reaches host 1 again');
+  t.ok(await canPing(h1, 'u1', ip2), 'and host 1 reaches it');
 });
