@@ -285,7 +285,13 @@ Still growing, not fixed here:
 - The 50-container burst stays a few percent below Docker's bridge: the run is CPU-bound on 2 vCPUs, and
   tsnet still starts an \`ip\` process per container where Docker's driver speaks netlink in-process
   (a warm spare hides the start's latency, not its CPU).
-- tsnet's overlay moves less TCP than Docker's (swarm) overlay on the same lab; not investigated further.
+- tsnet's overlay moves less TCP than Docker's (swarm) overlay on the same lab, and 0.61x the underlay
+  (target 0.85). A likely cause, measured in scratch namespaces only (two "hosts" joined by a veth, a
+  bridge and a VXLAN port each, iperf3 for 3 s, 3 runs): 12.3-12.4 Gbit/s with
+  net.bridge.bridge-nf-call-iptables=0, 8.8-12.0 with it on and no rules, 10.8-11.0 with a conntrack
+  rule. tsnet's overlay bridge lives in the host namespace, where dockerd keeps that sysctl on, so every
+  bridged frame passes iptables, nftables and conntrack; Docker's overlay keeps its bridge in a namespace
+  of its own. Moving tsnet's overlay bridge into its own namespace is the fix to try; not done.
 - IPAM under 50 concurrent clients: about 2,000 pairs/s, but p99 well above 20 ms; with 50 requests in
   flight the median alone is 50 ÷ throughput. The plugin used 73% of one core in a separate run of the
   same load, the clients the rest of the 2 CPUs.
