@@ -13,6 +13,7 @@ import { registerIpamRoutes } from './api/ipam-routes.js';
 import { registerNetworkRoutes } from './api/network-routes.js';
 import type { NetworkDriverService } from './driver/driver.js';
 import type { IpamService } from './ipam/ipam.js';
+import { lazyChild } from './log.js';
 
 export interface AppDeps {
   driver: NetworkDriverService;
@@ -29,6 +30,8 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     loggerInstance: deps.log as unknown as FastifyBaseLogger,
     // Routes log their own line with the network and endpoint IDs (api/route.ts).
     logController: new LogController({ disableRequestLogging: true }),
+    // The request id is bound only when a line is written (src/log.ts).
+    childLoggerFactory: (logger, bindings) => lazyChild(logger as unknown as Logger, bindings) as unknown as FastifyBaseLogger,
     bodyLimit: BODY_LIMIT,
     return503OnClosing: false,
     // dockerd keeps connections open; do not hang shutdown on idle ones.

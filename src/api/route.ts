@@ -3,13 +3,13 @@
 // error handler in app.ts.
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
-import { requestBindings } from '../log.js';
+import { lazyChild, requestBindings } from '../log.js';
 
 export type Handler = (body: unknown, log: Logger) => Promise<unknown>;
 
 export function route(app: FastifyInstance, method: string, handler: Handler): void {
   app.post(`/${method}`, async (request) => {
-    const log = (request.log as unknown as Logger).child({ method, ...requestBindings(request.body) });
+    const log = lazyChild(request.log as unknown as Logger, { method, ...requestBindings(request.body) });
     const started = performance.now();
     // Only an absent body (Content-Length: 0) means {}; a JSON null is malformed.
     const result = await handler(request.body === undefined ? {} : request.body, log);
