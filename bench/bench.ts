@@ -288,6 +288,8 @@ run above).
 | a wildcard host-port check and unpublish scanned every reservation | linear in mappings | indexed by port and by endpoint | 9e4d9ed |
 | every kernel change started a process (ip, nft) through execa while the request waited | 4–6 ms of the plugin's CPU per command; ~6 ms of a CreateEndpoint | ~2 ms with bare child_process.spawn (8bdfc6e); execa restored as the project's process library (c4aedc4), and the stdin-fed programs (\`ip -batch\`, \`bridge -batch\`, \`nft -f\`) now run from a spare started before the request: a pipe write instead of a process start; tsnet's CreateEndpoint+Join p50 6.1 → 3.5–3.8 ms | 8bdfc6e, c4aedc4, 2962153, cac8e60 |
 | V8 let the old generation grow by an adaptive factor (up to 4×) between full collections | RSS 103–116 MB at 1,000 endpoints, with a live heap of 20 MB (heap snapshot) | 92–93 MB with \`--heap-growing-percent=20\` (97 MB since each published port also holds an IPv6 twin, a7a8326); IPAM throughput within noise | 7150859 |
+| two pino child loggers per request, each serializing its bindings when made (a CPU profile of the IPAM load: about a tenth of the plugin's CPU) | IPAM 6,400 pairs/s over kept connections | 7,200–7,700, lines unchanged: children made on the first line written | 68a3115 |
+| (the bench itself) its IPAM clients sent \`Connection: close\` (undici's \`pipelining: 0\`), so every request opened a connection, and the JIT's first second was counted | 2,000–2,100 pairs/s, p99 57 ms | both modes measured (above), after a second of warm-up | 6938426 |
 
 Still growing, not fixed here:
 
@@ -311,9 +313,9 @@ Still growing, not fixed here:
   rule. tsnet's overlay bridge lives in the host namespace, where dockerd keeps that sysctl on, so every
   bridged frame passes iptables, nftables and conntrack; Docker's overlay keeps its bridge in a namespace
   of its own. Moving tsnet's overlay bridge into its own namespace is the fix to try; not done.
-- IPAM under 50 concurrent clients: about 2,000 pairs/s, but p99 well above 20 ms; with 50 requests in
-  flight the median alone is 50 ÷ throughput. The plugin used 73% of one core in a separate run of the
-  same load, the clients the rest of the 2 CPUs.
+- IPAM with a connection per request (dockerd's case for calls beyond its two idle connections): about a
+  third of the kept-connection throughput and p99 about twice the 20 ms target; the connection set-up is
+  Node's HTTP server and undici, not tsnet's handlers.
 `;
 
 async function version(cmd: string, a: string[]): Promise<string> {
