@@ -3,7 +3,7 @@
 // assert on the commands tsnet would run and on what it persisted.
 import t, { type Test } from 'tap';
 import { bridgeName, endpointMac, hostVethName, networkAlias, peerVethName, shortId } from '../../src/kernel/names.js';
-import { FakeRunner, dockerId, tmpDir } from '../helpers/fake-runner.js';
+import { FakeRunner, dockerId, silentLogger, tmpDir } from '../helpers/fake-runner.js';
 import { buildHarness, createNetworkBody, type Harness } from '../helpers/harness.js';
 
 async function createNetwork(h: Harness, id: string, opts: Parameters<typeof createNetworkBody>[1] = {}) {
@@ -586,4 +586,38 @@ t.test('Leave forgets the sandbox; Join without a network record fails cleanly',
   const none = await h.call('NetworkDriver.Join', { NetworkID: dockerId(), EndpointID: ep, SandboxKey: '/x', Options: {} });
   t.equal(none.status, 500);
   t.match(none.body.Err, 'not found');
+});
+
+t.test("an overlay's underlay: this host's VTEP address, IPv4 or IPv6, and peers of one family", async (t) => {
+  const { OverlayManager } = await import('../../src/overlay/manager.js');
+  const h = await buildHarness(t);
+  const manager = (advertiseAddr?: string): InstanceType<typeof OverlayManager> =>
+    new OverlayManager({ runner: h.runner, store: h.store, registry: undefined, log: silentLogger(), vxlanPort: 4789, advertiseAddr });
+  h.runner.addLink('eth0', { mtu: 9000 });
+  h.runner.addrs = [{ ifname: 'eth0', addr_info: [
+    { family: 'inet6', local: 'fe80::1', prefixlen: 64, scope: 'link' },
+    { family: 'inet6', local: '2001:db8::10', prefixlen: 64, scope: 'global' },
+  ] }];
+  h.runner.defaultRoutes6 = [{ dst: 'default', gateway: 'fe80::ff', dev: 'eth0' }];
+  t.same(await manager().underlay(), { local: '2001:db8::10', dev: 'eth0', mtu: 9000 }, 'an IPv6-only host: the global IPv6 address of the default route\'s interface');
+  h.runner.addrs[0]!.addr_info.push({ family: 'inet', local: '192.0.2.10', prefixlen: 24, scope: 'global' });
+  h.runner.defaultRoutes4 = [{ dst: 'default', gateway: '192.0.2.1', dev: 'eth0' }];
+  t.same(await manager().underlay(), { local: '192.0.2.10', dev: 'eth0', mtu: 9000 }, 'with an IPv4 default route, IPv4 first');
+  t.same(await manager('2001:db8::10').underlay(), { local: '2001:db8::10', dev: 'eth0', mtu: 9000 }, 'TSNET_ADVERTISE_ADDR chooses');
+  await t.rejects(manager('2001:db8::99').underlay(), /TSNET_ADVERTISE_ADDR 2001:db8::99 is not an address of this host/);
+  h.runner.defaultRoutes4 = [];
+  h.runner.defaultRoutes6 = [];
+  await t.rejects(manager().underlay(), /no default route .*set TSNET_ADVERTISE_ADDR/);
+
+  const { vxlanOverhead } = await import('../../src/overlay/manager.js');
+  t.equal(vxlanOverhead('192.0.2.10'), 50);
+  t.equal(vxlanOverhead('2001:db8::10'), 70, 'a 40-byte outer IPv6 header');
+  const plan = (m: InstanceType<typeof OverlayManager>, peers: string[]) =>
+    m.plan({ id: dockerId(), subnet: '10.230.0.0/24', subPool: undefined, gateway: undefined, poolId: undefined, vni: undefined, peers, vxlan: 'tsvx-test' });
+  await t.rejects(plan(manager('192.0.2.10'), ['192.0.2.11', '2001:db8::11']), /tsnet\.peers: "2001:db8::11" and "192\.0\.2\.11" are of different IP families/);
+  await t.rejects(plan(manager('192.0.2.10'), ['2001:db8::11']), /"2001:db8::11" is IPv6 but this host's VTEP address 192\.0\.2\.10 is IPv4/);
+  const ok = await plan(manager('2001:db8::10'), ['2001:db8::10', '2001:db8::11']);
+  t.same(ok.overlay.peers, ['2001:db8::11'], 'an IPv6 static overlay, this host left out of its own peers');
+  t.equal(ok.overlay.local, '2001:db8::10');
+  t.same(h.runner.callsOf('ip').filter((c) => c.args.includes('add')), [], 'planning touches nothing');
 });

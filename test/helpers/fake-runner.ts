@@ -14,7 +14,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { pino, type Logger } from 'pino';
 import { CommandError, type RunOptions, type RunResult, type Runner } from '../../src/kernel/exec.js';
-import type { LinkInfo, RouteInfo } from '../../src/kernel/ip.js';
+import type { AddrInfo, LinkInfo, RouteInfo } from '../../src/kernel/ip.js';
 
 export interface RecordedCall {
   cmd: string;
@@ -46,6 +46,9 @@ export class FakeRunner implements Runner {
   routes4: RouteInfo[] = [];
   routes6: RouteInfo[] = [];
   defaultRoutes4: RouteInfo[] = [];
+  defaultRoutes6: RouteInfo[] = [];
+  /** what `ip -json addr show` lists */
+  addrs: Array<{ ifname: string; addr_info: AddrInfo[] }> = [];
   /** what `iptables -S FORWARD` prints (dockerd's FORWARD chain by default) */
   forwardRules = '-P FORWARD DROP\n-A FORWARD -j DOCKER-USER\n-A FORWARD -j DOCKER-FORWARD\n';
   readonly sysctls = new Map<string, string>();
@@ -166,14 +169,14 @@ export class FakeRunner implements Runner {
     if (a[0] === '-json') {
       const rest = a.slice(1).filter((x) => x !== '-details');
       if (rest[1] === 'route' && rest.includes('all')) return ok(JSON.stringify(rest[0] === '-6' ? this.routes6 : this.routes4));
-      if (rest[1] === 'route' && rest.includes('default')) return ok(JSON.stringify(rest[0] === '-4' ? this.defaultRoutes4 : []));
+      if (rest[1] === 'route' && rest.includes('default')) return ok(JSON.stringify(rest[0] === '-4' ? this.defaultRoutes4 : this.defaultRoutes6));
       if (rest[0] === 'link' && rest[2] === 'dev') {
         const link = this.links.get(rest[3]!);
         if (!link) throw new CommandError('ip', args, 1, NOT_FOUND(rest[3]!));
         return ok(JSON.stringify([link]));
       }
       if (rest[0] === 'link') return ok(JSON.stringify([...this.links.values()]));
-      if (rest[0] === 'addr') return ok('[]');
+      if (rest[0] === 'addr') return ok(JSON.stringify(rest[2] === 'dev' ? this.addrs.filter((a) => a.ifname === rest[3]) : this.addrs));
       return ok('[]');
     }
     if (a[0] === 'link' && a[1] === 'del') {
