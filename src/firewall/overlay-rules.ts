@@ -10,7 +10,7 @@
 import { TsnetError } from '../errors.js';
 import type { Runner } from '../kernel/exec.js';
 import { isValidIfName } from '../kernel/names.js';
-import { parseIp } from '../ipam/cidr.js';
+import { ipFamily, parseIp } from '../ipam/cidr.js';
 import { nftApply, TABLE } from './nft.js';
 
 function ifq(name: string): string {
@@ -53,7 +53,7 @@ export function renderVxlanGuard(port: number, peers: readonly string[]): string
     `add rule ${t} vxlan_in udp dport ${Number(port)} ip6 saddr != @vtep6 counter drop`,
   ];
   const uniq = [...new Set(peers)].map(vtepAddr);
-  for (const [set, members] of [['vtep4', uniq.filter((p) => !p.includes(':'))], ['vtep6', uniq.filter((p) => p.includes(':'))]] as const) {
+  for (const [set, members] of [['vtep4', uniq.filter((p) => ipFamily(p) === 4)], ['vtep6', uniq.filter((p) => ipFamily(p) === 6)]] as const) {
     if (members.length > 0) lines.push(`add element ${t} ${set} { ${members.join(', ')} }`);
   }
   return `${lines.join('\n')}\n`;

@@ -23,6 +23,11 @@ export function width(v6: boolean): number {
   return v6 ? 128 : 32;
 }
 
+/** The family of an address already known to be one (no parsing: a colon only appears in IPv6). */
+export function ipFamily(ip: string): 4 | 6 {
+  return ip.includes(':') ? 6 : 4;
+}
+
 export function parseIp(text: string): Ip | undefined {
   if (typeof text !== 'string' || text.length === 0 || text.length > 45) return undefined;
   if (!text.includes(':')) {

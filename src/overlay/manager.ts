@@ -15,7 +15,7 @@
 import type { Logger } from 'pino';
 import { TsnetError, quote } from '../errors.js';
 import type { ClusterRegistry, OverlayView } from '../cluster/registry.js';
-import { formatIp, parseIp, parsePrefix, type Prefix } from '../ipam/cidr.js';
+import { formatIp, ipFamily, parseIp, parsePrefix, type Prefix } from '../ipam/cidr.js';
 import type { Runner } from '../kernel/exec.js';
 import { getLink, listAddrs, defaultRouteInfo } from '../kernel/ip.js';
 import { applyForwarding, fdbLines, neighLines, type RemoteEndpoint } from '../kernel/vxlan.js';
@@ -28,10 +28,8 @@ import { blockKey, blockOf, blocksOf, firstFreeIn, parseBlockKey } from './block
 
 /** Outer IP + UDP + VXLAN + inner Ethernet headers: 50 bytes over IPv4, 70 over IPv6. */
 export function vxlanOverhead(local: string): number {
-  return local.includes(':') ? 70 : 50;
+  return ipFamily(local) === 6 ? 70 : 50;
 }
-
-const familyOf = (ip: string): 4 | 6 => (ip.includes(':') ? 6 : 4);
 
 export interface Underlay {
   local: string;
@@ -134,7 +132,7 @@ export class OverlayManager {
     if (args.peers) {
       for (const p of args.peers) {
         if (!parseIp(p)) throw new TsnetError('TSNET_ERR_INVALID_OPTION', `tsnet.peers: ${quote(p)} is not an IP address`);
-        if (familyOf(p) !== familyOf(args.peers[0]!)) throw new TsnetError('TSNET_ERR_INVALID_OPTION', `tsnet.peers: ${quote(p)} and ${quote(args.peers[0]!)} are of different IP families; VXLAN peers share one underlay`);
+        if (ipFamily(p) !== ipFamily(args.peers[0]!)) throw new TsnetError('TSNET_ERR_INVALID_OPTION', `tsnet.peers: ${quote(p)} and ${quote(args.peers[0]!)} are of different IP families; VXLAN peers share one underlay`);
       }
     } else if (!this.#registry) {
       throw new TsnetError('TSNET_ERR_INVALID_OPTION', 'tsnet.mode=overlay needs a cluster (TSNET_ETCD_ENDPOINTS) or a static peer list (-o tsnet.peers=ADDR,ADDR)');
@@ -147,8 +145,8 @@ export class OverlayManager {
     const underlay = await this.underlay();
     const base = { vxlan: args.vxlan, subnet: args.subnet, range: args.subPool ?? args.subnet, local: underlay.local, underlay: underlay.dev, blocks: [] as string[], claims: [] as string[] };
     if (args.peers) {
-      if (familyOf(args.peers[0]!) !== familyOf(underlay.local)) {
-        throw new TsnetError('TSNET_ERR_INVALID_OPTION', `tsnet.peers: ${quote(args.peers[0]!)} is IPv${familyOf(args.peers[0]!)} but this host's VTEP address ${underlay.local} is IPv${familyOf(underlay.local)} (TSNET_ADVERTISE_ADDR)`);
+      if (ipFamily(args.peers[0]!) !== ipFamily(underlay.local)) {
+        throw new TsnetError('TSNET_ERR_INVALID_OPTION', `tsnet.peers: ${quote(args.peers[0]!)} is IPv${ipFamily(args.peers[0]!)} but this host's VTEP address ${underlay.local} is IPv${ipFamily(underlay.local)} (TSNET_ADVERTISE_ADDR)`);
       }
       const peers = args.peers.filter((p) => p !== underlay.local);
       return { overlay: { mode: 'static', vni: args.vni ?? derivedVni(args.subnet), peers, ...base }, underlay };
@@ -239,7 +237,7 @@ export class OverlayManager {
     const me = this.#registry!.hostId;
     // A VTEP of the other IP family cannot be reached over this underlay.
     const reachable = (vtep: string): boolean => {
-      if (familyOf(vtep) === familyOf(net.overlay!.local)) return true;
+      if (ipFamily(vtep) === ipFamily(net.overlay!.local)) return true;
       if (!rt.unreachable.has(vtep)) {
         rt.unreachable.add(vtep);
         this.#log.warn({ networkId: net.id, vtep, local: net.overlay!.local }, 'a member host\'s VTEP is of another IP family than this host\'s; its endpoints are unreachable from here (set TSNET_ADVERTISE_ADDR alike on every host)');

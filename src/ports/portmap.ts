@@ -60,7 +60,3 @@ export function isWildcard(ip: string): boolean {
 export function isLoopback(ip: string): boolean {
   return ip.startsWith('127.') || ip === '::1';
 }
-
-export function isV6(ip: string): boolean {
-  return ip.includes(':');
-}

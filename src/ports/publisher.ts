@@ -15,18 +15,15 @@ import { TsnetError } from '../errors.js';
 import type { Firewall, FirewallPort } from '../firewall/firewall.js';
 import type { Runner } from '../kernel/exec.js';
 import { listAddrs } from '../kernel/ip.js';
+import { ipFamily as family } from '../ipam/cidr.js';
 import type { EndpointRecord, NetworkRecord, PortBinding } from '../store/schema.js';
-import { isLoopback, isV6, isWildcard, type PortRequest, type Proto } from './portmap.js';
+import { isLoopback, isWildcard, type PortRequest, type Proto } from './portmap.js';
 import { startProxy, type Proxy } from './proxy.js';
 
 export interface PublisherDeps {
   runner: Runner;
   firewall: Firewall;
   log: Logger;
-}
-
-function family(ip: string): 4 | 6 {
-  return isV6(ip) ? 6 : 4;
 }
 
 function plainIp(cidr: string | undefined): string | undefined {
