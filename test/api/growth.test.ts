@@ -1,6 +1,6 @@
 // Costs that must not grow with what is already in place (issue 7, scale):
 // behaviour kept, work per request bounded. The timing side is bench/scale.ts.
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { Firewall } from '../../src/firewall/firewall.js';
 import { overlaps, parsePrefix, subnets, formatPrefix } from '../../src/ipam/cidr.js';
 import { bridgeName, shortId } from '../../src/kernel/names.js';
@@ -94,14 +94,18 @@ t.test('dynamic pools: lowest free /24, skipping pools and routes, as a brute-fo
   t.notOk(got.includes('10.210.9.0/24') || got.includes('10.210.13.0/24') || got.includes('10.210.20.0/24'), 'partial overlaps skipped');
 });
 
-t.test('port reservations: a wildcard request sees a binding on one address; unpublish frees it', async (t) => {
+/** A publisher over a fake runner (its proxies bind real sockets), a default network and a random high port. */
+function publisher(t: Test): { ports: PortPublisher; log: ReturnType<typeof silentLogger>; net: NetworkRecord; port: number } {
   const runner = new FakeRunner();
   const log = silentLogger();
   const ports = new PortPublisher({ runner, firewall: new Firewall(runner, log), log });
   t.teardown(() => ports.closeAll());
-  const net = { hostBindingIpv4: '0.0.0.0' } as NetworkRecord;
+  return { ports, log, net: { hostBindingIpv4: '0.0.0.0' } as NetworkRecord, port: 40000 + Math.floor(Math.random() * 20000) };
+}
+
+t.test('port reservations: a wildcard request sees a binding on one address; unpublish frees it', async (t) => {
+  const { ports, log, net, port } = publisher(t);
   const ep = { id: dockerId(), address: '10.30.0.2/24', ports: [] } as unknown as EndpointRecord;
-  const port = 40000 + Math.floor(Math.random() * 20000);
   const bound = await ports.publish(ep, net, [{ proto: 'tcp', containerPort: 80, hostIp: '127.0.0.1', hostPortStart: port, hostPortEnd: port }], false, log);
   t.same(bound, [{ proto: 'tcp', containerPort: 80, hostIp: '127.0.0.1', hostPort: port }]);
   ep.ports = bound;
@@ -115,12 +119,7 @@ t.test('port reservations: a wildcard request sees a binding on one address; unp
 });
 
 t.test('a -P or range binding moves to the next port when its [::] twin cannot have this one', async (t) => {
-  const runner = new FakeRunner();
-  const log = silentLogger();
-  const ports = new PortPublisher({ runner, firewall: new Firewall(runner, log), log });
-  t.teardown(() => ports.closeAll());
-  const net = { hostBindingIpv4: '0.0.0.0' } as NetworkRecord;
-  const port = 40000 + Math.floor(Math.random() * 20000);
+  const { ports, log, net, port } = publisher(t);
   const a = { id: dockerId(), address: '10.30.0.2/24', ports: [] } as unknown as EndpointRecord;
   a.ports = await ports.publish(a, net, [{ proto: 'tcp', containerPort: 80, hostIp: '::', hostPortStart: port, hostPortEnd: port }], true, log);
   const b = { id: dockerId(), address: '10.30.0.3/24', ports: [] } as unknown as EndpointRecord;

@@ -118,7 +118,8 @@ t.test('the journal is folded into state.json once it outweighs it', async (t) =
   t.equal(Object.keys(again.state.endpoints).length, 40);
 });
 
-t.test('a torn last line is a write that never finished: ignored, the rest applies', async (t) => {
+/** A closed store whose last change, one endpoint, is only in the journal. */
+async function oneJournalled(t: Test): Promise<{ dir: string; expected: unknown; generation: number }> {
   const { dir, store } = await fresh(t);
   const a = dockerId();
   store.state.endpoints[a] = endpoint(a, dockerId(), '10.0.0.2/24');
@@ -126,6 +127,11 @@ t.test('a torn last line is a write that never finished: ignored, the rest appli
   const expected = structuredClone(store.state);
   const generation = store.generation;
   await keepAlive(() => store.close());
+  return { dir, expected, generation };
+}
+
+t.test('a torn last line is a write that never finished: ignored, the rest applies', async (t) => {
+  const { dir, expected, generation } = await oneJournalled(t);
   await fs.appendFile(path.join(dir, 'state.journal'), '{"g":99,"c":"abc","ops":[[["endpoints","x"');
   const { store: again, loaded } = await reopen(t, dir);
   t.equal(loaded.source, 'current', 'not a damage: nothing acknowledged was lost');
@@ -159,13 +165,7 @@ t.test('a damaged line before the end: stop there, report it like a fallback cop
 });
 
 t.test('a damaged state.json is rebuilt from its copy and the journal that follows it', async (t) => {
-  const { dir, store } = await fresh(t);
-  const a = dockerId();
-  store.state.endpoints[a] = endpoint(a, dockerId(), '10.0.0.2/24');
-  await store.commit([['endpoints', a]]);
-  const expected = structuredClone(store.state);
-  const generation = store.generation;
-  await keepAlive(() => store.close());
+  const { dir, expected, generation } = await oneJournalled(t);
   await fs.writeFile(path.join(dir, 'state.json'), '');
   const { store: again, loaded } = await reopen(t, dir);
   t.equal(loaded.source, 'recovered', 'the journal\'s first line dates the lost file: the copy is as new');
