@@ -215,6 +215,17 @@ t.test('-P picks free ports from the ephemeral range', async (t) => {
   t.equal(await curl('outside', `http://[${h.lanIp6}]:${port}/`), 'tsnet-lab-ok', 'and over IPv6, relayed to the IPv4-only container');
 });
 
+t.test('a port range skips a port held on [::] only: IPv4 and its twin move on together', async (t) => {
+  await h.docker(['network', 'create', '-d', 'tsnet', '--ipam-driver', 'tsnet', 'rng']);
+  await runContainer(h, 'held6', 'rng', ['-p', '[::]:8300:80'], ['httpd', '-f', '-p', '80', '-h', '/www']);
+  await runContainer(h, 'ranged', 'rng', ['-p', '8300-8301:80'], ['httpd', '-f', '-p', '80', '-h', '/www']);
+  const ports = await publishedPorts();
+  t.ok(ports.includes('0.0.0.0:8301->80/tcp') && ports.includes(':::8301->80/tcp'), `8300 is free on IPv4 but not on [::]: both on 8301 (tsnetctl status: ${ports.join(', ')})`);
+  t.notOk(ports.includes('0.0.0.0:8300->80/tcp'), 'nothing left on 8300 for IPv4');
+  t.equal(await curl('outside', `http://${HOST}:8301/`), 'tsnet-lab-ok', 'answers over IPv4');
+  t.equal(await curl('outside', `http://[${h.lanIp6}]:8301/`), 'tsnet-lab-ok', 'and over IPv6');
+});
+
 t.test('bad port maps are refused with the binding named', async (t) => {
   await h.docker(['network', 'create', '-d', 'tsnet', '--ipam-driver', 'tsnet', 'badp']);
   const r = await h.docker(['run', '-d', '--name', 'badp1', '--network', 'badp', '-p', '10.99.0.250:8400:80', 'busybox:local', 'sleep', '60'], { check: false });
