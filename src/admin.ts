@@ -8,6 +8,7 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
+import type { ModeRegistry } from './driver/modes/registry.js';
 import type { Store } from './store/store.js';
 
 /** Why address allocation is paused, if it is. */
@@ -21,6 +22,7 @@ export class AllocationHold {
 
 export interface AdminDeps {
   store: Store;
+  modes: ModeRegistry;
   hold: AllocationHold;
   reconcileNow: () => Promise<unknown>;
   startedAt: Date;
@@ -38,10 +40,12 @@ export function registerAdminRoutes(app: FastifyInstance, deps: AdminDeps): void
       memory: process.memoryUsage(),
       networks: Object.values(s.networks).map((n) => ({
         id: n.id,
+        mode: n.mode,
         bridge: n.bridge,
         subnets: [...n.ipv4, ...n.ipv6].map((x) => x.pool),
         internal: n.internal,
         endpoints: Object.values(s.endpoints).filter((e) => e.networkId === n.id).length,
+        ...deps.modes.of(n).status(n),
       })),
       endpoints: Object.values(s.endpoints).map((e) => ({
         id: e.id,

@@ -4,7 +4,7 @@
 // value and what would be accepted, never a half-working plugin.
 import path from 'node:path';
 import { TsnetError, quote } from './errors.js';
-import { formatPrefix, parseIp, parsePrefix, width, type Prefix } from './ipam/cidr.js';
+import { formatPrefix, parseIp, parsePrefix, width, type Prefix } from './net/cidr.js';
 
 export interface DefaultPool {
   /** the range to carve from */

@@ -9,15 +9,12 @@ import type { Logger } from 'pino';
 import { AllocationHold, registerAdminRoutes } from './admin.js';
 import { buildApp } from './app.js';
 import { loadConfig, type Config } from './config.js';
-import { NetworkDriverService } from './driver/driver.js';
 import { reconcile } from './driver/reconcile.js';
 import { TsnetError } from './errors.js';
-import { Firewall } from './firewall/firewall.js';
-import { IpamService } from './ipam/ipam.js';
 import { createRunner } from './kernel/exec.js';
 import { createLogger } from './log.js';
 import { Store } from './store/store.js';
-import { PortPublisher } from './ports/publisher.js';
+import { buildServices } from './services.js';
 import type { ClusterRegistry } from './cluster/registry.js';
 import { OverlayManager } from './overlay/manager.js';
 import { randomBytes } from 'node:crypto';
@@ -101,20 +98,24 @@ export async function start(config: Config, log: Logger): Promise<{ stop: () => 
       log.error(`address allocation still paused: ${hold.reason}`);
     }
   }
-  const firewall = new Firewall(runner, log);
-  const ports = new PortPublisher({ runner, firewall, log });
   // A bad advertise address fails here, before listening; etcd3 loads later.
   const identity = config.etcdEndpoints.length > 0 ? await clusterIdentity(config, store, runner, log) : undefined;
   let registry: ClusterRegistry | undefined;
-  const overlay = new OverlayManager({ runner, store, registry: undefined, log, vxlanPort: config.vxlanPort, advertiseAddr: config.advertiseAddr });
-  const driver = new NetworkDriverService({ runner, store, firewall, ports, overlay, log });
-  const ipam = new IpamService({ store, runner, log, defaultPools: config.defaultPools, readOnlyReason: () => hold.reason, overlay });
+  const { firewall, ports, overlay, modes, driver, ipam } = buildServices({
+    runner,
+    store,
+    log,
+    defaultPools: config.defaultPools,
+    vxlanPort: config.vxlanPort,
+    advertiseAddr: config.advertiseAddr,
+    readOnlyReason: () => hold.reason,
+  });
   let reconcileNow: () => Promise<void> = async () => undefined;
   const app = buildApp({
     driver,
     ipam,
     log,
-    admin: (a) => registerAdminRoutes(a, { store, hold, reconcileNow: () => reconcileNow(), startedAt: new Date() }),
+    admin: (a) => registerAdminRoutes(a, { store, modes, hold, reconcileNow: () => reconcileNow(), startedAt: new Date() }),
   });
 
   await prepareSocket(config.socket, log);
@@ -142,7 +143,7 @@ export async function start(config: Config, log: Logger): Promise<{ stop: () => 
   let reconciling: Promise<void> = Promise.resolve();
   reconcileNow = (): Promise<void> => {
     reconciling = reconciling.then(async () => {
-      const report = await driver.exclusive(() => reconcile({ runner, store, firewall, ports, overlay, log, keepUnknown: hold.reason !== undefined }));
+      const report = await driver.exclusive(() => reconcile({ runner, store, firewall, ports, modes, log, keepUnknown: hold.reason !== undefined }));
       log.info({ ...report }, 'reconcile finished');
     }).catch((err: unknown) => log.error({ err }, 'reconcile failed'));
     return reconciling;

@@ -16,67 +16,25 @@ import type {
   NetworkRequest,
   ProgramExternalConnectivityRequest,
 } from '../api/types.js';
-import type { Firewall, FirewallNetwork } from '../firewall/firewall.js';
-import { contains, formatPrefix, parseCidrAddress, parsePrefix } from '../ipam/cidr.js';
-import { isExists, type Runner } from '../kernel/exec.js';
-import { defaultRouteInfo, deleteLink, getLink, ipBatch } from '../kernel/ip.js';
-import { createBridge, createVeth } from '../kernel/link.js';
-import {
-  ALIAS_PREFIX,
-  bridgeMac,
-  bridgeName,
-  endpointAlias,
-  endpointMac,
-  hostVethName,
-  networkAlias,
-  peerVethName,
-  shortId,
-  vxlanName,
-} from '../kernel/names.js';
+import { contains, formatPrefix, parseCidrAddress, parsePrefix } from '../net/cidr.js';
+import { endpointMac, shortId } from '../kernel/names.js';
 import type { Store } from '../store/store.js';
 import type { EndpointRecord, NetworkRecord } from '../store/schema.js';
 import { KeyedLock } from '../util/keyed-lock.js';
 import { parseNetworkOptions } from './options.js';
 import { PORTMAP_KEY, parsePortmap } from '../ports/portmap.js';
 import type { PortPublisher } from '../ports/publisher.js';
-import { vxlanOverhead, type OverlayManager } from '../overlay/manager.js';
-import { createVxlan } from '../kernel/vxlan.js';
-import { runSteps, type Step } from './steps.js';
-import { findOverlap, gatewayIp, parseSubnets, subnetPrefixes } from './subnets.js';
+import type { ModeRegistry } from './modes/registry.js';
+import { runSteps } from './steps.js';
+import { findOverlap, parseSubnets, subnetPrefixes } from './subnets.js';
 
 export interface DriverDeps {
-  runner: Runner;
   store: Store;
-  firewall: Firewall;
   ports: PortPublisher;
-  overlay: OverlayManager;
-  log: Logger;
+  modes: ModeRegistry;
 }
 
 const MAC = /^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$/;
-
-export function firewallSpec(net: NetworkRecord): FirewallNetwork {
-  return {
-    sid: shortId(net.id),
-    bridge: net.bridge,
-    internal: net.internal,
-    icc: net.icc,
-    masquerade4: net.masquerade && net.gatewayMode !== 'routed',
-    masquerade6: net.masquerade && (net.gatewayModeIpv6 ?? 'nat') !== 'routed',
-    directAccess4: net.gatewayMode === 'routed' || net.gatewayMode === 'nat-unprotected',
-    directAccess6: net.gatewayModeIpv6 === 'routed' || net.gatewayModeIpv6 === 'nat-unprotected',
-    subnets4: net.ipv4.map((s) => s.pool),
-    subnets6: net.ipv6.map((s) => s.pool),
-  };
-}
-
-/** The addresses tsnet puts on a network's bridge. */
-export function bridgeAddresses(net: NetworkRecord): string[] {
-  if (net.gatewayMode === 'isolated') return [];
-  const v4 = net.inhibitIpv4 ? [] : net.ipv4.map((s) => s.gateway).filter((g): g is string => !!g);
-  const v6 = net.ipv6.map((s) => s.gateway).filter((g): g is string => !!g);
-  return [...v4, ...v6];
-}
 
 /** The first setting in which a repeated CreateNetwork differs from the stored network, if any. */
 export function settingsDiff(
@@ -105,12 +63,9 @@ export function settingsDiff(
 }
 
 export class NetworkDriverService {
-  readonly #runner: Runner;
   readonly #store: Store;
-  readonly #firewall: Firewall;
   readonly #ports: PortPublisher;
-  readonly #overlay: OverlayManager;
-  readonly #log: Logger;
+  readonly #modes: ModeRegistry;
   readonly #locks = new KeyedLock();
   /** closed while reconcile runs; every kernel-touching call waits at it */
   #gate: Promise<void> = Promise.resolve();
@@ -118,12 +73,9 @@ export class NetworkDriverService {
   #idleWaiters: Array<() => void> = [];
 
   constructor(deps: DriverDeps) {
-    this.#runner = deps.runner;
     this.#store = deps.store;
-    this.#firewall = deps.firewall;
     this.#ports = deps.ports;
-    this.#overlay = deps.overlay;
-    this.#log = deps.log.child({ component: 'driver' });
+    this.#modes = deps.modes;
   }
 
   /** Run one request under its network's lock, after any reconcile in progress. */
@@ -171,17 +123,12 @@ export class NetworkDriverService {
 
   async createNetwork(req: CreateNetworkRequest, log: Logger): Promise<Record<string, never>> {
     const cfg = parseNetworkOptions(req.Options);
+    const mode = this.#modes.get(cfg.mode);
     const ipv4 = parseSubnets(req.IPv4Data, false, 'IPv4Data');
     const ipv6 = parseSubnets(req.IPv6Data, true, 'IPv6Data');
-    if (cfg.gatewayMode !== 'isolated') {
-      for (const [s, fam] of [...ipv4.map((s) => [s, 'IPv4Data'] as const), ...ipv6.map((s) => [s, 'IPv6Data'] as const)]) {
-        if (!s.gateway && !(fam === 'IPv4Data' && cfg.inhibitIpv4)) {
-          throw new TsnetError('TSNET_ERR_INVALID_REQUEST', `${fam}: no Gateway for ${s.pool}; a tsnet bridge needs one unless the network is --internal with gateway mode isolated`);
-        }
-      }
-    }
+    mode.validate(cfg, ipv4, ipv6);
     const id = req.NetworkID;
-    const bridge = cfg.bridgeName ?? bridgeName(id);
+    const bridge = mode.deviceName(id, cfg);
     return this.#guard(id, async () => {
       const existing = this.#store.state.networks[id];
       if (existing) {
@@ -202,162 +149,23 @@ export class NetworkDriverService {
           `subnet ${formatPrefix(clash.a)} overlaps ${formatPrefix(clash.b)} of tsnet network ${shortId(clash.net.id)} (${clash.net.bridge})`,
         );
       }
-
-      // Overlays: VNI agreed in the cluster, underlay found, before any kernel change.
-      let overlay: Awaited<ReturnType<OverlayManager['plan']>> | undefined;
-      let poolId: string | undefined;
-      if (cfg.mode === 'overlay') {
-        const space = req.IPv4Data?.[0]?.AddressSpace ?? '';
-        const candidate = ipv4[0] ? `${space}/${ipv4[0].pool}` : undefined;
-        poolId = candidate && this.#store.state.pools[candidate] ? candidate : undefined;
-        overlay = await this.#overlay.plan({
-          id,
-          subnet: ipv4[0]?.pool,
-          subPool: poolId ? this.#store.state.pools[poolId]!.subPool : undefined,
-          gateway: ipv4[0]?.gateway,
-          poolId,
-          vni: cfg.vni,
-          peers: cfg.peers,
-          vxlan: vxlanName(id),
-        });
-      }
-      let adopt = false;
-      const link = await getLink(this.#runner, bridge);
-      if (link) {
-        if (link.ifalias === networkAlias(id)) {
-          // Our own leftover from an earlier, interrupted create of this very network.
-          await deleteLink(this.#runner, bridge);
-        } else if (link.ifalias?.startsWith(ALIAS_PREFIX)) {
-          throw new TsnetError('TSNET_ERR_BRIDGE_IN_USE', `bridge ${bridge} is a leftover of another tsnet network (${link.ifalias}); restart tsnet to clean it up`);
-        } else if (cfg.bridgeName && link.linkinfo?.info_kind === 'bridge') {
-          adopt = true;
-        } else {
-          throw new TsnetError('TSNET_ERR_BRIDGE_IN_USE', `cannot use ${bridge}: a ${link.linkinfo?.info_kind ?? 'network'} device with that name exists`);
-        }
-      }
-
-      const mtu = cfg.mtu ?? (overlay ? overlay.underlay.mtu - vxlanOverhead(overlay.underlay.local) : await this.#defaultMtu());
-      const record: NetworkRecord = {
-        id,
-        mode: overlay ? 'overlay' : 'bridge',
-        ...(overlay ? { overlay: overlay.overlay } : {}),
-        bridge,
-        createdBridge: !adopt,
-        ipv4,
-        ipv6,
-        internal: cfg.internal,
-        mtu,
-        masquerade: cfg.masquerade,
-        icc: cfg.icc,
-        gatewayMode: cfg.gatewayMode,
-        gatewayModeIpv6: cfg.gatewayModeIpv6,
-        hostBindingIpv4: cfg.hostBindingIpv4,
-        inhibitIpv4: cfg.inhibitIpv4,
-        ifacePrefix: cfg.ifacePrefix,
-        trustedHostInterfaces: cfg.trustedHostInterfaces,
-        options: cfg.generic,
-        createdAt: new Date().toISOString(),
-      };
-      const addresses = bridgeAddresses(record);
-      const steps: Step[] = [
-        {
-          name: 'bridge',
-          when: !adopt,
-          do: () =>
-            createBridge(this.#runner, {
-              name: bridge,
-              mac: bridgeMac(record),
-              mtu,
-              alias: networkAlias(id),
-              addresses,
-              disableIpv6: ipv6.length === 0,
-            }),
-          undo: async () => void (await deleteLink(this.#runner, bridge)),
-        },
-        {
-          name: 'adopt-bridge',
-          when: adopt,
-          do: () => ipBatch(this.#runner, [...addresses.map((a) => ['addr', 'replace', a, 'dev', bridge]), ['link', 'set', 'dev', bridge, 'up']]),
-          undo: () => ipBatch(this.#runner, addresses.map((a) => ['addr', 'del', a, 'dev', bridge]), { force: true }).catch(() => undefined),
-        },
-        {
-          name: 'vxlan',
-          when: overlay !== undefined,
-          do: async () => {
-            const o = overlay!;
-            try {
-              await createVxlan(this.#runner, { name: o.overlay.vxlan, vni: o.overlay.vni, port: this.#overlay.port, local: o.underlay.local, dev: o.underlay.dev, mtu, bridge, alias: networkAlias(id), learning: o.overlay.mode === 'static' });
-            } catch (err) {
-              await deleteLink(this.#runner, o.overlay.vxlan).catch(() => undefined);
-              throw err;
-            }
-          },
-          undo: async () => void (await deleteLink(this.#runner, overlay!.overlay.vxlan)),
-        },
-        {
-          // Routing between the bridge and the uplink needs forwarding, as
-          // dockerd also turns on. Left on when the network goes: it is a
-          // host-wide switch other networks (and Docker) rely on.
-          name: 'forwarding',
-          when: !cfg.internal,
-          do: async () => {
-            if (ipv4.length > 0) await this.#ensureSysctl('net/ipv4/ip_forward', '1', log);
-            if (ipv6.length > 0) await this.#ensureSysctl('net/ipv6/conf/all/forwarding', '1', log);
-          },
-        },
-        {
-          name: 'firewall',
-          do: () => this.#firewall.addNetwork(firewallSpec(record)),
-          undo: () => this.#firewall.removeNetwork(shortId(id), bridge),
-        },
-      ];
-      steps.push({
-        name: 'overlay-rules',
-        when: overlay !== undefined,
-        do: async () => {
-          await this.#overlay.addGatewayGuard(record);
-          await this.#overlay.syncRules(record);
-        },
-        undo: async () => {
-          await this.#overlay.removeGatewayGuard(record);
-          await this.#overlay.syncRules();
-        },
-      });
-      const undo = await runSteps(steps, log);
+      const plan = await mode.planNetwork({ id, device: bridge, req, cfg, ipv4, ipv6, others, log });
+      const { record } = plan;
+      const undo = await runSteps(plan.steps, log);
       this.#store.state.networks[id] = record;
-      const pool = poolId && overlay?.overlay.mode === 'cluster' ? this.#store.state.pools[poolId] : undefined;
-      if (pool) pool.overlayNetwork = id;
+      const extra = plan.beforeCommit?.() ?? [];
       try {
-        await this.#store.commit([['networks', id], ...(pool ? [['pools', pool.id]] : [])]);
+        await this.#store.commit([['networks', id], ...extra]);
       } catch (err) {
         delete this.#store.state.networks[id];
-        if (pool) delete pool.overlayNetwork;
+        plan.revertCommit?.();
         await undo().catch(() => undefined);
         throw err;
       }
-      if (overlay) this.#overlay.start(record);
-      log.info({ bridge, subnets: prefixes.map(formatPrefix), internal: cfg.internal, adopted: adopt, mtu, vni: record.overlay?.vni }, 'network created');
+      plan.activate?.();
+      log.info({ ...plan.logFields, subnets: prefixes.map(formatPrefix), internal: cfg.internal }, 'network created');
       return {};
     });
-  }
-
-  async #ensureSysctl(key: string, value: string, log: Logger): Promise<void> {
-    if ((await this.#runner.readSysctl(key)) === value) return;
-    await this.#runner.writeSysctl(key, value);
-    log.info({ sysctl: key, value }, 'sysctl changed');
-  }
-
-  async #defaultMtu(): Promise<number> {
-    try {
-      const route = await defaultRouteInfo(this.#runner, 4);
-      if (route?.dev) {
-        const uplink = await getLink(this.#runner, route.dev);
-        if (uplink && uplink.mtu < 1500) return Math.max(uplink.mtu, 68);
-      }
-    } catch (err) {
-      this.#log.debug({ err }, 'could not read the uplink MTU; using 1500');
-    }
-    return 1500;
   }
 
   async deleteNetwork(req: NetworkRequest, log: Logger): Promise<Record<string, never>> {
@@ -365,50 +173,30 @@ export class NetworkDriverService {
     return this.#guard(id, async () => {
       const net = this.#store.state.networks[id];
       if (!net) {
-        await this.#removeOrphanNetwork(id, log);
+        await this.#modes.removeOrphanNetwork(id, log);
         return {};
       }
+      const mode = this.#modes.of(net);
       const errors: unknown[] = [];
       const stale = Object.values(this.#store.state.endpoints).filter((e) => e.networkId === id);
       for (const ep of stale) {
         log.warn({ endpointId: ep.id }, 'deleting a stale endpoint along with its network');
         await this.#ports.unpublish(ep, log).catch((err) => errors.push(err));
-        await deleteLink(this.#runner, ep.hostVeth).catch((err) => errors.push(err));
+        await mode.deleteEndpoint(net, ep).catch((err) => errors.push(err));
       }
-      if (net.overlay) {
-        await this.#overlay.stop(net, { leave: true });
-        await this.#overlay.removeGatewayGuard(net).catch((err) => errors.push(err));
-        await deleteLink(this.#runner, net.overlay.vxlan).catch((err) => errors.push(err));
-      }
-      await this.#firewall.removeNetwork(shortId(id), net.bridge).catch((err) => errors.push(err));
-      if (net.createdBridge) await deleteLink(this.#runner, net.bridge).catch((err) => errors.push(err));
-      else {
-        const addrs = bridgeAddresses(net);
-        await ipBatch(this.#runner, addrs.map((a) => ['addr', 'del', a, 'dev', net.bridge]), { force: true }).catch((err) => errors.push(err));
-      }
+      errors.push(...(await mode.deleteNetwork(net, log)));
       // dockerd forgets the network whatever we answer (protocol.md §1.5), so
       // the record goes too; anything left in the kernel carries our tag and
       // the next reconcile removes it.
       for (const ep of stale) delete this.#store.state.endpoints[ep.id];
       delete this.#store.state.networks[id];
       await this.#store.commit();
-      if (net.overlay) await this.#overlay.syncRules().catch((err) => errors.push(err));
+      await mode.afterDelete?.(net).catch((err) => errors.push(err));
       if (errors.length > 0) {
         log.error({ errors: errors.map((e) => (e as Error).message) }, 'network deleted with cleanup errors; reconcile will retry');
       } else log.info({ bridge: net.bridge }, 'network deleted');
       return {};
     });
-  }
-
-  /** DeleteNetwork for an ID we have no record of: remove tagged leftovers, if any. */
-  async #removeOrphanNetwork(id: string, log: Logger): Promise<void> {
-    const name = bridgeName(id);
-    const link = await getLink(this.#runner, name);
-    if (link?.ifalias === networkAlias(id)) {
-      await deleteLink(this.#runner, name);
-      await this.#firewall.removeNetwork(shortId(id), name);
-      log.info({ bridge: name }, 'removed leftover bridge of an unknown network');
-    }
   }
 
   async createEndpoint(req: CreateEndpointRequest, log: Logger): Promise<{ Interface?: { MacAddress: string } }> {
@@ -428,36 +216,10 @@ export class NetworkDriverService {
         throw new TsnetError('TSNET_ERR_INVALID_REQUEST', `Interface.MacAddress: ${quote(givenMac)} is not a MAC address`);
       }
       const mac = givenMac !== '' ? givenMac.toLowerCase() : endpointMac(epId);
-      const host = hostVethName(epId);
-      const peer = peerVethName(epId);
-      const undo = await runSteps(
-        [
-          {
-            name: 'veth',
-            do: async () => {
-              const spec = { hostName: host, peerName: peer, peerMac: mac, mtu: net.mtu, bridge: net.bridge, alias: endpointAlias(epId), hairpin: true, isolated: false };
-              try {
-                await createVeth(this.#runner, spec);
-              } catch (err) {
-                if (!isExists(err)) {
-                  await deleteLink(this.#runner, host).catch(() => undefined);
-                  throw err;
-                }
-                // Checked only on a clash, to keep the common path to one process:
-                // our own leftover for this endpoint is replaced, anything else is refused.
-                const link = await getLink(this.#runner, host);
-                if (link?.ifalias !== endpointAlias(epId)) {
-                  throw new TsnetError('TSNET_ERR_ENDPOINT_EXISTS', `cannot create ${host}: a device with that name exists`);
-                }
-                await deleteLink(this.#runner, host);
-                await createVeth(this.#runner, spec);
-              }
-            },
-            undo: async () => void (await deleteLink(this.#runner, host)),
-          },
-        ],
-        log,
-      );
+      const mode = this.#modes.of(net);
+      const plan = mode.planEndpoint({ id: epId, net, mac });
+      const { hostVeth: host, peerVeth: peer } = plan;
+      const undo = await runSteps(plan.steps, log);
       const record: EndpointRecord = {
         id: epId,
         networkId: netId,
@@ -478,7 +240,7 @@ export class NetworkDriverService {
         await undo().catch(() => undefined);
         throw err;
       }
-      if (net.overlay) await this.#overlay.publish(net, record);
+      await mode.endpointCreated?.(net, record);
       log.info({ hostVeth: host, address, addressV6, mac }, 'endpoint created');
       // Never echo a field dockerd filled in (protocol.md §2.6).
       return record.macAssigned ? { Interface: { MacAddress: mac } } : {};
@@ -539,17 +301,8 @@ export class NetworkDriverService {
         ep.sandboxKey = req.SandboxKey.slice(0, 4096);
         this.#store.commitLazy([['endpoints', ep.id]]);
       }
-      const gw4 = !net.internal && net.gatewayMode !== 'isolated' && !net.inhibitIpv4 ? gatewayIp(net.ipv4[0]?.gateway) : undefined;
-      const gw6 = !net.internal && net.gatewayMode !== 'isolated' ? gatewayIp(net.ipv6[0]?.gateway) : undefined;
-      const res: Record<string, unknown> = {
-        InterfaceName: { SrcName: ep.peerVeth, DstPrefix: net.ifacePrefix },
-        // Without a gateway and without this flag dockerd would attach the
-        // container to docker_gwbridge, giving an --internal network a way out.
-        DisableGatewayService: gw4 === undefined && gw6 === undefined,
-      };
-      if (gw4) res.Gateway = gw4;
-      if (gw6) res.GatewayIPv6 = gw6;
-      log.debug({ srcName: ep.peerVeth, gateway: gw4 }, 'endpoint joined');
+      const res = this.#modes.of(net).join(net, ep);
+      log.debug({ srcName: ep.peerVeth, gateway: res.Gateway }, 'endpoint joined');
       return res;
     });
   }
@@ -558,6 +311,8 @@ export class NetworkDriverService {
     return this.#guard(req.NetworkID, async () => {
       const ep = this.#store.state.endpoints[req.EndpointID];
       if (!ep) return {};
+      const net = this.#store.state.networks[ep.networkId];
+      await this.#modes.of(net).leave?.(net, ep, log);
       delete ep.sandboxKey;
       this.#store.commitLazy([['endpoints', ep.id]]);
       log.debug('endpoint left');
@@ -570,14 +325,12 @@ export class NetworkDriverService {
       const ep = this.#store.state.endpoints[req.EndpointID];
       if (!ep) {
         // A rollback for an endpoint we never finished, or a repeat: remove a tagged leftover if any.
-        const host = hostVethName(req.EndpointID);
-        const link = await getLink(this.#runner, host);
-        if (link?.ifalias === endpointAlias(req.EndpointID)) await deleteLink(this.#runner, host);
+        await this.#modes.removeOrphanEndpoint(req.EndpointID);
         return {};
       }
       await this.#ports.unpublish(ep, log);
-      await this.#overlay.unpublish(this.#store.state.networks[ep.networkId], ep);
-      await deleteLink(this.#runner, ep.hostVeth);
+      const net = this.#store.state.networks[ep.networkId];
+      await this.#modes.of(net).deleteEndpoint(net, ep);
       delete this.#store.state.endpoints[ep.id];
       await this.#store.commit([['endpoints', ep.id]]);
       log.info({ hostVeth: ep.hostVeth }, 'endpoint deleted');
@@ -633,7 +386,7 @@ export class NetworkDriverService {
     const dropped: string[] = [];
     for (const holderId of this.#ports.holders(requests, net.hostBindingIpv4, ep.address !== undefined, ep.addressV6 !== undefined, ipv6Host)) {
       const holder = this.#store.state.endpoints[holderId];
-      if (holder && (await getLink(this.#runner, holder.hostVeth))) continue;
+      if (holder && (await this.#modes.of(this.#store.state.networks[holder.networkId]).endpointAlive(holder))) continue;
       log.warn({ staleEndpoint: holderId }, 'releasing host ports held by an endpoint whose veth is gone');
       if (holder) {
         await this.#ports.unpublish(holder, log);

@@ -5,8 +5,10 @@
 // must not silently give a different network); unknown keys of other
 // namespaces are kept and ignored, as Docker's bridge driver does.
 import { TsnetError, quote } from '../errors.js';
-import { parseIp } from '../ipam/cidr.js';
+import { parseIp } from '../net/cidr.js';
 import { assertIfName } from '../kernel/names.js';
+import type { ModeName } from './modes/mode.js';
+import { DEFAULT_MODE, MODE_NAMES, MODE_OPTIONS, isModeName, modesTaking } from './modes/registry.js';
 
 export const OPT = {
   bridgeName: 'com.docker.network.bridge.name',
@@ -25,12 +27,12 @@ export const OPT = {
   peers: 'tsnet.peers',
 } as const;
 
-const TSNET_KEYS = new Set<string>([OPT.mode, OPT.vni, OPT.peers]);
+const TSNET_KEYS = new Set<string>([OPT.mode, ...MODE_OPTIONS]);
 
 export type GatewayMode = 'nat' | 'nat-unprotected' | 'routed' | 'isolated';
 
 export interface NetworkConfig {
-  mode: 'bridge' | 'overlay';
+  mode: ModeName;
   bridgeName: string | undefined;
   masquerade: boolean;
   icc: boolean;
@@ -104,9 +106,9 @@ export function parseNetworkOptions(options: Record<string, unknown> | null | un
   const enableIpv4 = optBool(top, 'com.docker.network.enable_ipv4', true);
   const enableIpv6 = optBool(top, 'com.docker.network.enable_ipv6', false);
 
-  const mode = g[OPT.mode] ?? 'bridge';
-  if (mode !== 'bridge' && mode !== 'overlay') {
-    throw new TsnetError('TSNET_ERR_INVALID_OPTION', `${OPT.mode}: ${quote(mode)} is not a mode (use bridge or overlay)`);
+  const mode = g[OPT.mode] ?? DEFAULT_MODE;
+  if (!isModeName(mode)) {
+    throw new TsnetError('TSNET_ERR_INVALID_OPTION', `${OPT.mode}: ${quote(mode)} is not a mode (use ${MODE_NAMES.join(' or ')})`);
   }
   const bridgeName = g[OPT.bridgeName] !== undefined ? assertIfName(g[OPT.bridgeName]!, OPT.bridgeName) : undefined;
   if (g[OPT.defaultBridge] !== undefined && parseBool(OPT.defaultBridge, g[OPT.defaultBridge]!)) {
@@ -160,8 +162,11 @@ export function parseNetworkOptions(options: Record<string, unknown> | null | un
     }
     if (peers.length === 0) throw new TsnetError('TSNET_ERR_INVALID_OPTION', `${OPT.peers}: the list is empty`);
   }
-  if (mode === 'bridge' && (vni !== undefined || peers !== undefined)) {
-    throw new TsnetError('TSNET_ERR_INVALID_OPTION', `${vni !== undefined ? OPT.vni : OPT.peers} only applies with ${OPT.mode}=overlay`);
+  for (const key of MODE_OPTIONS) {
+    const takers = modesTaking(key);
+    if (g[key] !== undefined && !takers.includes(mode)) {
+      throw new TsnetError('TSNET_ERR_INVALID_OPTION', `${key} only applies with ${takers.map((m) => `${OPT.mode}=${m}`).join(' or ')}`);
+    }
   }
 
   return {

@@ -1,26 +1,23 @@
 // Bring the kernel back in line with the store: at start-up, on SIGHUP and
 // (if configured) periodically. It re-runs the same idempotent pieces the
 // create paths use, so "restore" is not a second implementation:
-// - every stored network's bridge exists, is up, has its gateway addresses
-//   and MTU (re-created if deleted behind tsnet's back);
-// - every stored endpoint's host veth exists and is attached to its bridge
-//   (re-attached after a bridge was re-created); one whose veth vanished is
-//   dropped, since its container lost the link with it;
+// - every stored network's devices are put back by its mode (modes/*.ts:
+//   a bridge re-created with its addresses and MTU, a VXLAN port re-made);
+// - every stored endpoint's host side is back in place (a veth re-attached
+//   after its bridge was re-created); one whose veth vanished is dropped,
+//   since its container lost the link with it;
 // - links carrying tsnet's tag that no record explains are removed;
 // - the firewall is rewritten from the records, dropping stale chains.
 // One failing network is logged and the rest still reconcile.
 import type { Logger } from 'pino';
 import type { Firewall } from '../firewall/firewall.js';
 import type { Runner } from '../kernel/exec.js';
-import { deleteLinks, ipBatch, listAddrs, listLinks, type LinkInfo } from '../kernel/ip.js';
-import { createBridge } from '../kernel/link.js';
-import { ALIAS_PREFIX, bridgeMac, networkAlias, shortId } from '../kernel/names.js';
+import { deleteLinks, ipBatch, listLinks, type LinkInfo } from '../kernel/ip.js';
+import { ALIAS_PREFIX, shortId } from '../kernel/names.js';
 import type { Store } from '../store/store.js';
-import type { NetworkRecord } from '../store/schema.js';
-import { bridgeAddresses, firewallSpec } from './driver.js';
 import { toFirewallPorts, type PortPublisher } from '../ports/publisher.js';
-import { vxlanOverhead, type OverlayManager, type Underlay } from '../overlay/manager.js';
-import { createVxlan } from '../kernel/vxlan.js';
+import type { ReconcileRun } from './modes/mode.js';
+import type { ModeRegistry } from './modes/registry.js';
 
 export interface ReconcileReport {
   bridgesCreated: string[];
@@ -38,7 +35,7 @@ export interface ReconcileDeps {
   store: Store;
   firewall: Firewall;
   ports: PortPublisher;
-  overlay: OverlayManager;
+  modes: ModeRegistry;
   log: Logger;
   /**
    * The store was restored from an older copy and may lack records for
@@ -65,58 +62,23 @@ export async function reconcile(deps: ReconcileDeps): Promise<ReconcileReport> {
   let changed = false;
   const links = new Map((await listLinks(runner)).map((l) => [l.ifname, l]));
 
+  const memo = new Map<string, Promise<unknown>>();
+  const run: ReconcileRun = {
+    links,
+    report,
+    log,
+    markChanged: () => void (changed = true),
+    once: <T>(key: string, fn: () => Promise<T>): Promise<T> => {
+      if (!memo.has(key)) memo.set(key, fn());
+      return memo.get(key) as Promise<T>;
+    },
+  };
   for (const net of Object.values(state.networks)) {
     try {
-      await reconcileBridge(runner, net, links.get(net.bridge), report, log);
+      await deps.modes.of(net).reconcileNetwork(net, run);
     } catch (err) {
       report.errors.push(`network ${shortId(net.id)}: ${(err as Error).message}`);
       log.error({ err, networkId: net.id }, 'could not reconcile network');
-    }
-  }
-
-  // Overlays: the VXLAN port exists, sends from this host's VTEP address as
-  // it is now (a changed TSNET_ADVERTISE_ADDR, or a new address from DHCP,
-  // would otherwise leave it sending from one the host no longer has) and is
-  // on its bridge; rules are in; the control plane is followed again
-  // (forwarding entries come from etcd, where this host registered its
-  // current address at start).
-  let underlay: Underlay | Error | undefined;
-  for (const net of Object.values(state.networks)) {
-    const o = net.overlay;
-    if (!o) continue;
-    try {
-      underlay ??= await deps.overlay.underlay().catch((err: unknown) => err as Error);
-      const vx = links.get(o.vxlan);
-      const data = vx?.linkinfo?.info_data;
-      const sendsFrom = (data?.local ?? data?.local6) as string | undefined;
-      const moved = !(underlay instanceof Error) && sendsFrom !== undefined && sendsFrom !== underlay.local;
-      if (!vx || moved) {
-        if (underlay instanceof Error) throw underlay;
-        const u = underlay;
-        if (moved) {
-          log.warn({ networkId: net.id, vxlan: o.vxlan, from: sendsFrom, to: u.local }, "this host's VTEP address changed; re-creating the VXLAN port");
-          await deleteLinks(runner, [o.vxlan]);
-        } else log.warn({ networkId: net.id, vxlan: o.vxlan }, 'VXLAN device was missing; re-created it');
-        await createVxlan(runner, { name: o.vxlan, vni: o.vni, port: deps.overlay.port, local: u.local, dev: u.dev, mtu: net.mtu, bridge: net.bridge, alias: networkAlias(net.id), learning: o.mode === 'static' });
-        if (o.local !== u.local || o.underlay !== u.dev) {
-          o.local = u.local;
-          o.underlay = u.dev;
-          changed = true;
-        }
-        if (net.mtu + vxlanOverhead(u.local) > u.mtu) {
-          log.warn({ networkId: net.id, mtu: net.mtu, underlayMtu: u.mtu }, 'the network\'s MTU no longer fits the underlay with VXLAN headers; large packets will be dropped until the network is re-created');
-        }
-        report.bridgesFixed.push(o.vxlan);
-      } else if (vx.master !== net.bridge || !vx.flags.includes('UP')) {
-        await ipBatch(runner, [['link', 'set', 'dev', o.vxlan, 'master', net.bridge], ['link', 'set', 'dev', o.vxlan, 'up']]);
-        report.bridgesFixed.push(o.vxlan);
-      }
-      await deps.overlay.addGatewayGuard(net);
-      deps.overlay.start(net);
-      if (!vx || moved) deps.overlay.reprogram(net);
-    } catch (err) {
-      report.errors.push(`overlay ${shortId(net.id)}: ${(err as Error).message}`);
-      log.error({ err, networkId: net.id }, 'could not reconcile overlay');
     }
   }
 
@@ -145,8 +107,9 @@ export async function reconcile(deps: ReconcileDeps): Promise<ReconcileReport> {
       changed = true;
       continue;
     }
-    if (link.master !== net.bridge || !link.flags.includes('UP')) {
-      attach.push(['link', 'set', 'dev', ep.hostVeth, 'master', net.bridge], ['link', 'set', 'dev', ep.hostVeth, 'up']);
+    const fixes = deps.modes.of(net).reconcileEndpoint(net, ep, link);
+    if (fixes.length > 0) {
+      attach.push(...fixes);
       report.endpointsReattached.push(ep.id);
     }
   }
@@ -171,10 +134,11 @@ export async function reconcile(deps: ReconcileDeps): Promise<ReconcileReport> {
 
   try {
     const endpoints = Object.values(state.endpoints);
-    const { removedChains } = await firewall.syncAll(Object.values(state.networks).map(firewallSpec), endpoints.flatMap(toFirewallPorts), { keepUnknown: deps.keepUnknown ?? false });
+    const specs = Object.values(state.networks).map((n) => deps.modes.of(n).firewall(n));
+    const { removedChains } = await firewall.syncAll(specs, endpoints.flatMap(toFirewallPorts), { keepUnknown: deps.keepUnknown ?? false });
     report.staleChainsRemoved.push(...removedChains);
     report.errors.push(...(await deps.ports.restore(endpoints)));
-    await deps.overlay.syncRules();
+    for (const m of deps.modes.all()) await m.reconcileHost?.(run);
   } catch (err) {
     report.errors.push(`firewall: ${(err as Error).message}`);
     log.error({ err }, 'could not restore the firewall');
@@ -185,40 +149,13 @@ export async function reconcile(deps: ReconcileDeps): Promise<ReconcileReport> {
   return report;
 }
 
-async function reconcileBridge(runner: Runner, net: NetworkRecord, link: LinkInfo | undefined, report: ReconcileReport, log: Logger): Promise<void> {
-  const wanted = bridgeAddresses(net);
-  if (!link) {
-    await createBridge(runner, {
-      name: net.bridge,
-      mac: bridgeMac(net),
-      mtu: net.mtu,
-      alias: networkAlias(net.id),
-      addresses: wanted,
-      disableIpv6: net.ipv6.length === 0,
-    });
-    report.bridgesCreated.push(net.bridge);
-    log.warn({ networkId: net.id, bridge: net.bridge }, 'bridge was missing; re-created it');
-    return;
-  }
-  const fixes: Array<readonly (string | number)[]> = [];
-  const have = new Set((await listAddrs(runner, net.bridge)).flatMap((l) => l.addr_info.map((a) => `${a.local}/${a.prefixlen}`)));
-  for (const a of wanted) if (!have.has(a)) fixes.push(['addr', 'replace', a, 'dev', net.bridge]);
-  if (link.mtu !== net.mtu && net.createdBridge) fixes.push(['link', 'set', 'dev', net.bridge, 'mtu', net.mtu]);
-  if (!link.flags.includes('UP')) fixes.push(['link', 'set', 'dev', net.bridge, 'up']);
-  if (fixes.length > 0) {
-    await ipBatch(runner, fixes);
-    report.bridgesFixed.push(net.bridge);
-    log.warn({ networkId: net.id, bridge: net.bridge, fixes: fixes.map((f) => f.join(' ')) }, 'bridge drifted; fixed it');
-  }
-}
-
-/** Links carrying tsnet's alias whose network or endpoint has no record, endpoints first. */
 /** How long an unjoined endpoint may wait for its Join (test hook: TSNET_TEST_STALE_AFTER_MS). */
 function staleAfterMs(): number {
   const v = Number(process.env.TSNET_TEST_STALE_AFTER_MS);
   return Number.isFinite(v) && v > 0 ? v : 120_000;
 }
 
+/** Links carrying tsnet's alias whose network or endpoint has no record, endpoints first. */
 export function findOrphans(links: LinkInfo[], networks: Record<string, unknown>, endpoints: Record<string, unknown>): string[] {
   const eps: string[] = [];
   const nets: string[] = [];

@@ -1,7 +1,7 @@
 // Turning CreateNetwork's IPv4Data/IPv6Data into checked subnet records.
 import { TsnetError, quote } from '../errors.js';
 import type { IPAMData } from '../api/types.js';
-import { contains, formatIp, formatPrefix, overlaps, parseCidrAddress, parsePrefix, type Prefix } from '../ipam/cidr.js';
+import { contains, formatIp, formatPrefix, overlaps, parseCidrAddress, parsePrefix, type Prefix } from '../net/cidr.js';
 import type { NetworkRecord, SubnetRecord } from '../store/schema.js';
 
 export function parseSubnets(data: IPAMData[] | null | undefined, v6: boolean, field: string): SubnetRecord[] {

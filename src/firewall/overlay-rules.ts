@@ -10,7 +10,7 @@
 import { TsnetError } from '../errors.js';
 import type { Runner } from '../kernel/exec.js';
 import { isValidIfName } from '../kernel/names.js';
-import { ipFamily, parseIp } from '../ipam/cidr.js';
+import { ipFamily, parseIp } from '../net/cidr.js';
 import { nftApply, TABLE } from './nft.js';
 
 function ifq(name: string): string {

@@ -6,7 +6,7 @@
 // drivers sees the same addresses.
 import { TsnetError } from '../errors.js';
 import type { Allocation, PoolRecord } from '../store/schema.js';
-import { contains, formatIp, lastAddress, parseIp, parsePrefix, prefixSize, type Prefix } from './cidr.js';
+import { contains, formatIp, lastAddress, parseIp, parsePrefix, prefixSize, type Prefix } from '../net/cidr.js';
 
 export class PoolAllocator {
   readonly record: PoolRecord;

@@ -13,48 +13,67 @@
 import type { Logger } from 'pino';
 import type { DefaultPool } from '../config.js';
 import { TsnetError, quote } from '../errors.js';
-import type { Runner } from '../kernel/exec.js';
-import { listRoutes } from '../kernel/ip.js';
 import type { Store, StorePath } from '../store/store.js';
 import type { PoolRecord } from '../store/schema.js';
 import { KeyedLock } from '../util/keyed-lock.js';
 import type { ReleaseAddressRequest, ReleasePoolRequest, RequestAddressRequest, RequestPoolRequest } from '../api/types.js';
 import { PoolAllocator } from './allocator.js';
-import type { OverlayManager } from '../overlay/manager.js';
-import { containsPrefix, formatIp, formatPrefix, lastAddress, overlaps, parseIp, parsePrefix, subnets, width, type Prefix } from './cidr.js';
+import { containsPrefix, formatIp, formatPrefix, lastAddress, overlaps, parseIp, parsePrefix, subnets, width, type Prefix } from '../net/cidr.js';
 
 export const LOCAL_SPACE = 'tsnet-local';
 export const GLOBAL_SPACE = 'tsnet-global';
 export const GATEWAY_TYPE = 'com.docker.network.gateway';
 const POOLS_KEY = 'ipam:pools';
 
+/** A route of this host, as far as choosing a free pool cares. */
+export interface HostRoute {
+  dst: string;
+  type?: string;
+}
+
+/**
+ * Cluster-wide allocation for pools that span hosts (overlay networks): the
+ * pool's network, if it has one, and addresses claimed across the cluster.
+ * IPAM tells it which addresses it holds here, so claims from other hosts
+ * can be answered.
+ */
+export interface ClusterAllocator<N = unknown> {
+  networkForPool(poolId: string): N | undefined;
+  allocate(net: N, wanted: bigint | undefined, taken: (v: bigint) => boolean): Promise<bigint>;
+  release(net: N, value: bigint): Promise<void>;
+  isAllocated: (poolId: string, value: bigint) => boolean;
+}
+
 export interface IpamDeps {
   store: Store;
-  runner: Runner;
   log: Logger;
   defaultPools: DefaultPool[];
+  /**
+   * This host's routes of one family: an auto-chosen pool must not shadow
+   * one. Handed in by whoever wires IPAM, so IPAM never reads the kernel.
+   */
+  hostRoutes: (v6: boolean) => Promise<HostRoute[]>;
   /** refuse new allocations (store loaded from a fallback copy) */
   readOnlyReason?: () => string | undefined;
-  /** cluster-wide allocation for pools of overlay networks */
-  overlay?: OverlayManager;
+  cluster?: ClusterAllocator;
 }
 
 export class IpamService {
   readonly #store: Store;
-  readonly #runner: Runner;
+  readonly #hostRoutes: IpamDeps['hostRoutes'];
   readonly #defaults: DefaultPool[];
   readonly #locks = new KeyedLock();
   readonly #allocators = new Map<string, PoolAllocator>();
   readonly #readOnlyReason: () => string | undefined;
-  readonly #overlay: OverlayManager | undefined;
+  readonly #cluster: ClusterAllocator | undefined;
 
   constructor(deps: IpamDeps) {
     this.#store = deps.store;
-    this.#runner = deps.runner;
+    this.#hostRoutes = deps.hostRoutes;
     this.#defaults = deps.defaultPools;
     this.#readOnlyReason = deps.readOnlyReason ?? (() => undefined);
-    this.#overlay = deps.overlay;
-    if (this.#overlay) this.#overlay.isAllocated = (poolId, v) => this.#allocators.get(poolId)?.has(v) ?? false;
+    this.#cluster = deps.cluster;
+    if (this.#cluster) this.#cluster.isAllocated = (poolId, v) => this.#allocators.get(poolId)?.has(v) ?? false;
     for (const rec of Object.values(this.#store.state.pools)) this.#allocators.set(rec.id, new PoolAllocator(rec));
   }
 
@@ -154,7 +173,7 @@ export class IpamService {
     const taken: Prefix[] = Object.values(this.#store.state.pools)
       .map((r) => parsePrefix(r.pool))
       .filter((p): p is Prefix => p !== undefined && p.v6 === v6);
-    for (const route of await listRoutes(this.#runner, v6 ? 6 : 4)) {
+    for (const route of await this.#hostRoutes(v6)) {
       if (route.dst === 'default' || route.type === 'multicast') continue;
       const dst = route.dst.includes('/') ? route.dst : `${route.dst}/${v6 ? 128 : 32}`;
       const p = parsePrefix(dst, false);
@@ -220,7 +239,7 @@ export class IpamService {
       const v6 = alloc.prefix.v6;
       let value: bigint;
       const wanted = req.Address ?? '';
-      const overlayNet = !isGateway ? this.#overlay?.networkForPool(req.PoolID) : undefined;
+      const clusterNet = !isGateway ? this.#cluster?.networkForPool(req.PoolID) : undefined;
       if (wanted !== '') {
         const ip = parseIp(wanted);
         if (!ip) throw new TsnetError('TSNET_ERR_INVALID_REQUEST', `Address ${quote(wanted)} is not a plain IP address`);
@@ -230,9 +249,9 @@ export class IpamService {
         if (alloc.isReserved(ip.value)) {
           throw new TsnetError('TSNET_ERR_ADDRESS_OUT_OF_POOL', `address ${wanted} is the ${ip.value === alloc.prefix.base ? 'network' : 'broadcast'} address of ${alloc.record.pool}`);
         }
-        if (overlayNet && !alloc.has(ip.value)) {
+        if (clusterNet && !alloc.has(ip.value)) {
           // Unique across the cluster, not just here (may ask etcd or the block's owner).
-          await this.#overlay!.allocate(overlayNet, ip.value, (v) => alloc.has(v) || alloc.isReserved(v));
+          await this.#cluster!.allocate(clusterNet, ip.value, (v) => alloc.has(v) || alloc.isReserved(v));
         }
         if (alloc.has(ip.value)) {
           const owner = alloc.owner(ip.value);
@@ -242,8 +261,8 @@ export class IpamService {
           );
         }
         value = ip.value;
-      } else if (overlayNet) {
-        value = await this.#overlay!.allocate(overlayNet, undefined, (v) => alloc.has(v) || alloc.isReserved(v) || !alloc.inPool(v));
+      } else if (clusterNet) {
+        value = await this.#cluster!.allocate(clusterNet, undefined, (v) => alloc.has(v) || alloc.isReserved(v) || !alloc.inPool(v));
       } else {
         const free = alloc.firstFree();
         if (free === undefined) {
@@ -255,7 +274,7 @@ export class IpamService {
       const text = alloc.take(value, { kind, ...(name ? { name: String(name).slice(0, 128) } : {}), at: new Date().toISOString() });
       log.debug({ poolId: req.PoolID, address: text, kind }, 'address allocated');
       // Overlay pools also change cluster bookkeeping: those commit the whole state.
-      const paths = overlayNet ? undefined : [['pools', req.PoolID, 'allocations', text]];
+      const paths = clusterNet ? undefined : [['pools', req.PoolID, 'allocations', text]];
       return { result: { Address: `${text}/${alloc.prefix.bits}`, Data: {} }, paths, undo: () => void alloc.release(value) };
     });
   }
@@ -268,10 +287,10 @@ export class IpamService {
       if (!alloc || !alloc.has(ip.value)) return undefined;
       const prev = alloc.owner(ip.value)!;
       alloc.release(ip.value);
-      const overlayNet = this.#overlay?.networkForPool(req.PoolID);
-      if (overlayNet) await this.#overlay!.release(overlayNet, ip.value);
+      const clusterNet = this.#cluster?.networkForPool(req.PoolID);
+      if (clusterNet) await this.#cluster!.release(clusterNet, ip.value);
       log.debug({ poolId: req.PoolID, address: req.Address }, 'address released');
-      const paths = overlayNet ? undefined : [['pools', req.PoolID, 'allocations', formatIp({ v6: alloc.prefix.v6, value: ip.value })]];
+      const paths = clusterNet ? undefined : [['pools', req.PoolID, 'allocations', formatIp({ v6: alloc.prefix.v6, value: ip.value })]];
       // If someone took the address meanwhile, the release stands.
       return { result: undefined, paths, undo: () => void (alloc.has(ip.value) || alloc.take(ip.value, prev)) };
     });

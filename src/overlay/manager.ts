@@ -15,7 +15,7 @@
 import type { Logger } from 'pino';
 import { TsnetError, quote } from '../errors.js';
 import type { ClusterRegistry, OverlayView } from '../cluster/registry.js';
-import { formatIp, ipFamily, parseIp, parsePrefix, type Prefix } from '../ipam/cidr.js';
+import { formatIp, ipFamily, parseIp, parsePrefix, type Prefix } from '../net/cidr.js';
 import type { Runner } from '../kernel/exec.js';
 import { getLink, listAddrs, defaultRouteInfo } from '../kernel/ip.js';
 import { applyForwarding, fdbLines, neighLines, type RemoteEndpoint } from '../kernel/vxlan.js';
@@ -29,6 +29,11 @@ import { blockKey, blockOf, blocksOf, firstFreeIn, parseBlockKey } from './block
 /** Outer IP + UDP + VXLAN + inner Ethernet headers: 50 bytes over IPv4, 70 over IPv6. */
 export function vxlanOverhead(local: string): number {
   return ipFamily(local) === 6 ? 70 : 50;
+}
+
+/** Forwarding entries come from etcd (cluster), not from a fixed peer list (static). */
+export function hasControlPlane(o: OverlayRecord): boolean {
+  return o.mode === 'cluster';
 }
 
 export interface Underlay {

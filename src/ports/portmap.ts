@@ -3,7 +3,7 @@
 // One entry per -p binding; -P gives HostPort 0; a host-port range asks the
 // driver to pick one free port in it. Checked here before anything is bound.
 import { TsnetError, quote } from '../errors.js';
-import { parseIp } from '../ipam/cidr.js';
+import { parseIp } from '../net/cidr.js';
 
 export type Proto = 'tcp' | 'udp' | 'sctp';
 

@@ -15,7 +15,7 @@ import { TsnetError } from '../errors.js';
 import type { Firewall, FirewallPort } from '../firewall/firewall.js';
 import type { Runner } from '../kernel/exec.js';
 import { listAddrs } from '../kernel/ip.js';
-import { ipFamily as family } from '../ipam/cidr.js';
+import { ipFamily as family } from '../net/cidr.js';
 import type { EndpointRecord, NetworkRecord, PortBinding } from '../store/schema.js';
 import { isLoopback, isWildcard, type PortRequest, type Proto } from './portmap.js';
 import { startProxy, type Proxy } from './proxy.js';

@@ -2,7 +2,7 @@
 // behaviour kept, work per request bounded. The timing side is bench/scale.ts.
 import t, { type Test } from 'tap';
 import { Firewall } from '../../src/firewall/firewall.js';
-import { overlaps, parsePrefix, subnets, formatPrefix } from '../../src/ipam/cidr.js';
+import { overlaps, parsePrefix, subnets, formatPrefix } from '../../src/net/cidr.js';
 import { bridgeName, shortId } from '../../src/kernel/names.js';
 import { PortPublisher } from '../../src/ports/publisher.js';
 import type { EndpointRecord, NetworkRecord } from '../../src/store/schema.js';

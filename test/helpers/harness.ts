@@ -8,11 +8,7 @@ import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { buildApp } from '../../src/app.js';
 import { parseDefaultPools } from '../../src/config.js';
-import { NetworkDriverService } from '../../src/driver/driver.js';
-import { Firewall } from '../../src/firewall/firewall.js';
-import { IpamService } from '../../src/ipam/ipam.js';
-import { PortPublisher } from '../../src/ports/publisher.js';
-import { OverlayManager } from '../../src/overlay/manager.js';
+import { buildServices } from '../../src/services.js';
 import { Store, decodeFile } from '../../src/store/store.js';
 import type { State } from '../../src/store/schema.js';
 import { FakeRunner, keepAlive, silentLogger } from './fake-runner.js';
@@ -44,15 +40,12 @@ export async function buildHarness(t: TeardownHost, opts: { defaultPools?: strin
   const runner = opts.runner ?? new FakeRunner();
   const store = new Store({ dir: path.join(dir, 'state'), log, noSync: true });
   await store.open();
-  const firewall = new Firewall(runner, log);
-  const ports = new PortPublisher({ runner, firewall, log });
-  const overlay = new OverlayManager({ runner, store, registry: undefined, log, vxlanPort: 4789, advertiseAddr: undefined });
-  const driver = new NetworkDriverService({ runner, store, firewall, ports, overlay, log });
-  const ipam = new IpamService({
-    store,
+  const { driver, ipam } = buildServices({
     runner,
+    store,
     log,
-    overlay,
+    vxlanPort: 4789,
+    advertiseAddr: undefined,
     defaultPools: parseDefaultPools(opts.defaultPools ?? '10.210.0.0/16:24,fd74:736e:6574::/48:64'),
   });
   const app = buildApp({ driver, ipam, log });

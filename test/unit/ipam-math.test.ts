@@ -3,12 +3,12 @@
 
 import t from 'tap';
 import { PoolAllocator } from '../../src/ipam/allocator.js';
-import { type Prefix, contains, containsPrefix, formatIp, formatPrefix, lastAddress, overlaps, parseCidrAddress, parseIp, parsePrefix, prefixSize, samePrefix, subnets, withPrefixLength } from '../../src/ipam/cidr.js';
+import { type Prefix, contains, containsPrefix, formatIp, formatPrefix, lastAddress, overlaps, parseCidrAddress, parseIp, parsePrefix, prefixSize, samePrefix, subnets, withPrefixLength } from '../../src/net/cidr.js';
 import type { Allocation, PoolRecord } from '../../src/store/schema.js';
 
-// src/ipam/cidr.ts: strict parsing (two spellings of one address must never
+// src/net/cidr.ts: strict parsing (two spellings of one address must never
 // both be accepted), RFC 5952 output, and bigint maths at IPv6 sizes.
-t.test('src/ipam/cidr.ts', async (t) => {
+t.test('src/net/cidr.ts', async (t) => {
   function p(text: string, strict = true): Prefix {
     const r = parsePrefix(text, strict);
     if (!r) throw new Error(`test bug: ${text} did not parse`);

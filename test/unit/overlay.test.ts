@@ -5,7 +5,7 @@ import { blockBits, blockKey, blockOf, blocksOf, firstFreeIn, parseBlockKey } fr
 import { derivedVni } from '../../src/overlay/manager.js';
 import { fdbLines, neighLines } from '../../src/kernel/vxlan.js';
 import { renderGatewayGuard, renderGatewayGuardRemoval, renderVxlanGuard, renderVxlanGuardRemoval } from '../../src/firewall/overlay-rules.js';
-import { parseIp, parsePrefix, formatIp } from '../../src/ipam/cidr.js';
+import { parseIp, parsePrefix, formatIp } from '../../src/net/cidr.js';
 import { loadConfig } from '../../src/config.js';
 import { bridgeMac } from '../../src/kernel/names.js';
 import { subnetKey } from '../../src/cluster/registry.js';

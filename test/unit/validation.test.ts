@@ -6,7 +6,7 @@ import { CreateEndpointRequest, CreateNetworkRequest, EndpointRequest, JoinReque
 import { DEFAULTS, loadConfig, parseDefaultPools } from '../../src/config.js';
 import { OPT, parseBool, parseNetworkOptions } from '../../src/driver/options.js';
 import { TsnetError } from '../../src/errors.js';
-import { formatPrefix } from '../../src/ipam/cidr.js';
+import { formatPrefix } from '../../src/net/cidr.js';
 
 // src/driver/options.ts: every option is checked before anything touches
 // the kernel, and an error names the option and the offending value.

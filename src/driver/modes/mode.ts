@@ -1,0 +1,122 @@
+// What a network mode is to the driver core. The core (driver.ts) owns what
+// every mode shares: the network's lock, parsing and validation order,
+// overlap checks, running the steps with undo, and persisting the records
+// last. A mode knows only its own kernel objects: which devices make a
+// network and an endpoint, how to take them down, and how to put them back
+// when the kernel drifted. Modes are chosen once, from tsnet.mode, in
+// registry.ts; nothing else branches on the mode.
+import type { Logger } from 'pino';
+import type { CreateNetworkRequest } from '../../api/types.js';
+import type { Firewall, FirewallNetwork } from '../../firewall/firewall.js';
+import type { LinkInfo } from '../../kernel/ip.js';
+import type { Runner } from '../../kernel/exec.js';
+import type { OverlayManager } from '../../overlay/manager.js';
+import type { Store, StorePath } from '../../store/store.js';
+import type { EndpointRecord, NetworkRecord, SubnetRecord } from '../../store/schema.js';
+import type { NetworkConfig } from '../options.js';
+import type { ReconcileReport } from '../reconcile.js';
+import type { Step } from '../steps.js';
+
+export type ModeName = NetworkRecord['mode'];
+
+/** What modes are built from: the host's kernel, firewall and cluster state. */
+export interface ModeDeps {
+  runner: Runner;
+  store: Store;
+  firewall: Firewall;
+  overlay: OverlayManager;
+  log: Logger;
+}
+
+export interface NetworkDraft {
+  id: string;
+  /** deviceName's answer, checked unused by other networks */
+  device: string;
+  req: CreateNetworkRequest;
+  cfg: NetworkConfig;
+  ipv4: SubnetRecord[];
+  ipv6: SubnetRecord[];
+  /** every other network tsnet holds */
+  others: NetworkRecord[];
+  log: Logger;
+}
+
+/** A network ready to be made: checked, with nothing changed yet. */
+export interface NetworkPlan {
+  record: NetworkRecord;
+  /** the kernel changes, in order, each with its undo */
+  steps: Step[];
+  /** bookkeeping outside the network's record written in the same commit */
+  beforeCommit?(): StorePath[];
+  /** takes beforeCommit back when the commit fails */
+  revertCommit?(): void;
+  /** after the record is durable: start whatever keeps the network alive */
+  activate?(): void;
+  /** what the "network created" log line adds */
+  logFields: Record<string, unknown>;
+}
+
+export interface EndpointPlan {
+  hostVeth: string;
+  peerVeth: string;
+  steps: Step[];
+}
+
+export interface EndpointDraft {
+  id: string;
+  net: NetworkRecord;
+  mac: string;
+}
+
+/** State shared by one reconcile run. */
+export interface ReconcileRun {
+  links: Map<string, LinkInfo>;
+  report: ReconcileReport;
+  log: Logger;
+  /** the store must be written at the end */
+  markChanged(): void;
+  /** once per run, whichever network asks first (for example the underlay) */
+  once<T>(key: string, fn: () => Promise<T>): Promise<T>;
+}
+
+export interface NetworkMode {
+  readonly name: ModeName;
+  /** the device endpoints attach to, recorded as the network's `bridge` */
+  deviceName(id: string, cfg: NetworkConfig): string;
+  /** checks that need only the request; run before the lock is taken */
+  validate(cfg: NetworkConfig, ipv4: SubnetRecord[], ipv6: SubnetRecord[]): void;
+  /** every check that reads the kernel or the cluster, and the steps; changes nothing */
+  planNetwork(draft: NetworkDraft): Promise<NetworkPlan>;
+  /** take the network's devices and rules down; returns the errors met, never throws for missing things */
+  deleteNetwork(net: NetworkRecord, log: Logger): Promise<unknown[]>;
+  /** after the network's record is gone from the store */
+  afterDelete?(net: NetworkRecord): Promise<void>;
+  /** tsnet-tagged leftovers of a network it has no record of (an interrupted create) */
+  removeOrphanNetwork?(id: string, log: Logger): Promise<void>;
+
+  planEndpoint(draft: EndpointDraft): EndpointPlan;
+  /** after the endpoint's record is durable */
+  endpointCreated?(net: NetworkRecord, ep: EndpointRecord): Promise<void>;
+  /** take the endpoint's devices down (its published ports are the core's) */
+  deleteEndpoint(net: NetworkRecord | undefined, ep: EndpointRecord): Promise<void>;
+  /** the endpoint's devices are still there (its container has not vanished under it) */
+  endpointAlive(ep: EndpointRecord): Promise<boolean>;
+  /** tsnet-tagged leftovers of an endpoint it has no record of */
+  removeOrphanEndpoint?(id: string): Promise<void>;
+
+  /** the Join answer's mode-specific part: interface, gateways */
+  join(net: NetworkRecord, ep: EndpointRecord): Record<string, unknown>;
+  leave?(net: NetworkRecord | undefined, ep: EndpointRecord, log: Logger): Promise<void>;
+
+  /** the firewall's view of the network */
+  firewall(net: NetworkRecord): FirewallNetwork;
+  /** put the network's devices back as the record says */
+  reconcileNetwork(net: NetworkRecord, run: ReconcileRun): Promise<void>;
+  /** `ip -batch` lines that put an endpoint's host side back in place */
+  reconcileEndpoint(net: NetworkRecord, ep: EndpointRecord, link: LinkInfo): Array<readonly (string | number)[]>;
+  /** host-wide state of the mode, once per reconcile, whether or not networks of it exist */
+  reconcileHost?(run: ReconcileRun): Promise<void>;
+
+  /** what `tsnetctl status` shows for the network beyond the common fields */
+  status(net: NetworkRecord): Record<string, unknown>;
+}

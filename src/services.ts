@@ -1,0 +1,45 @@
+// The services and how they are wired, in one place for the process and
+// the API-tier tests alike: whoever wires IPAM hands it the host's routes,
+// so IPAM itself never reads the kernel.
+import type { Logger } from 'pino';
+import type { DefaultPool } from './config.js';
+import { NetworkDriverService } from './driver/driver.js';
+import { ModeRegistry } from './driver/modes/registry.js';
+import { Firewall } from './firewall/firewall.js';
+import { IpamService } from './ipam/ipam.js';
+import type { Runner } from './kernel/exec.js';
+import { listRoutes } from './kernel/ip.js';
+import { OverlayManager } from './overlay/manager.js';
+import { PortPublisher } from './ports/publisher.js';
+import type { Store } from './store/store.js';
+
+export interface ServiceOptions {
+  runner: Runner;
+  store: Store;
+  log: Logger;
+  defaultPools: DefaultPool[];
+  vxlanPort: number;
+  advertiseAddr: string | undefined;
+  readOnlyReason?: () => string | undefined;
+}
+
+export type Services = ReturnType<typeof buildServices>;
+
+export function buildServices(o: ServiceOptions) {
+  const { runner, store, log } = o;
+  const firewall = new Firewall(runner, log);
+  const ports = new PortPublisher({ runner, firewall, log });
+  // The registry (etcd) is attached once it is open; until then only static overlays work.
+  const overlay = new OverlayManager({ runner, store, registry: undefined, log, vxlanPort: o.vxlanPort, advertiseAddr: o.advertiseAddr });
+  const modes = new ModeRegistry({ runner, store, firewall, overlay, log });
+  const driver = new NetworkDriverService({ store, ports, modes });
+  const ipam = new IpamService({
+    store,
+    log,
+    defaultPools: o.defaultPools,
+    hostRoutes: (v6) => listRoutes(runner, v6 ? 6 : 4),
+    ...(o.readOnlyReason ? { readOnlyReason: o.readOnlyReason } : {}),
+    cluster: overlay,
+  });
+  return { firewall, ports, overlay, modes, driver, ipam };
+}
