@@ -8,6 +8,9 @@ const dir = process.argv[2] ?? '.tap/test-results';
 let passed = 0;
 let failed = 0;
 const failures = [];
+// A test skipped for a reason (a kernel without ipvlan, say) is neither a
+// pass nor a failure: it is listed with its reason and left out of both.
+const skips = [];
 function walk(d) {
   for (const e of readdirSync(d)) {
     const p = path.join(d, e);
@@ -25,6 +28,11 @@ function count(file) {
     const m = /^(not )?ok \d+( - (.*))?/.exec(line);
     if (!m) continue;
     points++;
+    const skip = /#\s*SKIP\b:?\s*(.*)$/i.exec(line);
+    if (!m[1] && skip) {
+      skips.push(`${path.relative(dir, file)}: ${(m[3] ?? '').replace(/\s*#\s*SKIP.*$/i, '')} (skipped: ${skip[1] || 'no reason given'})`);
+      continue;
+    }
     if (m[1]) {
       failed++;
       failures.push(`${path.relative(dir, file)}: ${m[3] ?? ''}`);
@@ -41,6 +49,8 @@ try {
   failed++;
   failures.push(`no results in ${dir}`);
 }
+for (const s of skips) console.log(`SKIPPED ${s}`);
+if (skips.length > 0) console.log(`${skips.length} skipped`);
 for (const f of failures) console.log(`FAILED ${f}`);
 console.log(`${passed} passed, ${failed} failed`);
 process.exit(failed > 0 ? 1 : 0);

@@ -24,6 +24,8 @@ export const ErrorCodes = {
   TSNET_ERR_STORE_CORRUPT: 'the state store cannot be read',
   TSNET_ERR_UNAVAILABLE: 'the plugin cannot serve this request now',
   TSNET_ERR_CLUSTER: 'the cluster store rejected the request',
+  TSNET_ERR_UNSUPPORTED: "this host's kernel or this network cannot do what was asked",
+  TSNET_ERR_PARENT: 'the parent interface cannot carry the network',
   TSNET_ERR_INTERNAL: 'an unexpected internal error',
 } as const;
 

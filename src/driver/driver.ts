@@ -139,7 +139,7 @@ export class NetworkDriverService {
       const others = Object.values(this.#store.state.networks);
       const sameBridge = others.find((n) => n.bridge === bridge);
       if (sameBridge) {
-        throw new TsnetError('TSNET_ERR_BRIDGE_IN_USE', `bridge ${bridge} is already used by tsnet network ${shortId(sameBridge.id)}`);
+        throw new TsnetError('TSNET_ERR_BRIDGE_IN_USE', `${mode.deviceKind} ${bridge} is already used by tsnet network ${shortId(sameBridge.id)}`);
       }
       const prefixes = subnetPrefixes({ ipv4, ipv6 });
       const clash = findOverlap(prefixes, others);
@@ -217,7 +217,7 @@ export class NetworkDriverService {
       }
       const mac = givenMac !== '' ? givenMac.toLowerCase() : endpointMac(epId);
       const mode = this.#modes.of(net);
-      const plan = mode.planEndpoint({ id: epId, net, mac });
+      const plan = await mode.planEndpoint({ id: epId, net, mac, address, addressV6 });
       const { hostVeth: host, peerVeth: peer } = plan;
       const undo = await runSteps(plan.steps, log);
       const record: EndpointRecord = {
@@ -225,8 +225,8 @@ export class NetworkDriverService {
         networkId: netId,
         hostVeth: host,
         peerVeth: peer,
-        mac,
-        macAssigned: givenMac === '',
+        mac: plan.fixedMac ?? mac,
+        macAssigned: givenMac === '' && plan.fixedMac === undefined,
         ...(address ? { address } : {}),
         ...(addressV6 ? { addressV6 } : {}),
         ports: [],
@@ -243,7 +243,7 @@ export class NetworkDriverService {
       await mode.endpointCreated?.(net, record);
       log.info({ hostVeth: host, address, addressV6, mac }, 'endpoint created');
       // Never echo a field dockerd filled in (protocol.md §2.6).
-      return record.macAssigned ? { Interface: { MacAddress: mac } } : {};
+      return record.macAssigned ? { Interface: { MacAddress: record.mac } } : {};
     });
   }
 
@@ -348,6 +348,12 @@ export class NetworkDriverService {
     return this.#guard(req.NetworkID, async () => {
       const net = this.#requireNetwork(req.NetworkID);
       const ep = this.#requireEndpoint(req.NetworkID, req.EndpointID);
+      if (requests.length > 0 && !this.#modes.of(net).publishesPorts) {
+        throw new TsnetError(
+          'TSNET_ERR_INVALID_OPTION',
+          `published ports (-p) do not apply to a ${net.mode} network: its containers are on the LAN with addresses of their own; reach them at ${ep.address ? ep.address.slice(0, ep.address.indexOf('/')) : 'their address'} instead`,
+        );
+      }
       if (net.internal) {
         if (requests.length > 0) log.warn('ports are not published from an --internal network');
         return {};

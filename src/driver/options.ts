@@ -8,24 +8,10 @@ import { TsnetError, quote } from '../errors.js';
 import { parseIp } from '../net/cidr.js';
 import { assertIfName } from '../kernel/names.js';
 import type { ModeName } from './modes/mode.js';
+import { OPT, parseBool } from './opt.js';
 import { DEFAULT_MODE, MODE_NAMES, MODE_OPTIONS, isModeName, modesTaking } from './modes/registry.js';
 
-export const OPT = {
-  bridgeName: 'com.docker.network.bridge.name',
-  masquerade: 'com.docker.network.bridge.enable_ip_masquerade',
-  icc: 'com.docker.network.bridge.enable_icc',
-  hostBindingIpv4: 'com.docker.network.bridge.host_binding_ipv4',
-  gatewayModeIpv4: 'com.docker.network.bridge.gateway_mode_ipv4',
-  gatewayModeIpv6: 'com.docker.network.bridge.gateway_mode_ipv6',
-  inhibitIpv4: 'com.docker.network.bridge.inhibit_ipv4',
-  defaultBridge: 'com.docker.network.bridge.default_bridge',
-  trustedHostInterfaces: 'com.docker.network.bridge.trusted_host_interfaces',
-  mtu: 'com.docker.network.driver.mtu',
-  ifacePrefix: 'com.docker.network.container_iface_prefix',
-  mode: 'tsnet.mode',
-  vni: 'tsnet.vni',
-  peers: 'tsnet.peers',
-} as const;
+export { OPT, parseBool };
 
 const TSNET_KEYS = new Set<string>([OPT.mode, ...MODE_OPTIONS]);
 
@@ -52,15 +38,6 @@ export interface NetworkConfig {
   generic: Record<string, string>;
 }
 
-const TRUE = new Set(['1', 't', 'T', 'TRUE', 'true', 'True']);
-const FALSE = new Set(['0', 'f', 'F', 'FALSE', 'false', 'False']);
-
-/** Go's strconv.ParseBool, which is what Docker's bridge driver accepts. */
-export function parseBool(key: string, value: string): boolean {
-  if (TRUE.has(value)) return true;
-  if (FALSE.has(value)) return false;
-  throw new TsnetError('TSNET_ERR_INVALID_OPTION', `${key}: invalid boolean ${quote(value)} (use true or false)`);
-}
 
 export function parseIntRange(key: string, value: string, min: number, max: number): number {
   if (!/^\d{1,10}$/.test(value)) throw new TsnetError('TSNET_ERR_INVALID_OPTION', `${key}: ${quote(value)} is not a whole number`);

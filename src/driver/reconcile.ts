@@ -86,28 +86,30 @@ export async function reconcile(deps: ReconcileDeps): Promise<ReconcileReport> {
   const idleCutoff = Date.now() - staleAfterMs();
   for (const ep of Object.values(state.endpoints)) {
     const net = state.networks[ep.networkId];
-    const link = links.get(ep.hostVeth);
+    const mode = deps.modes.of(net);
+    const presence = net ? mode.endpointPresence(net, ep, links) : 'gone';
     // Never joined (or left) and its container end still in the host
     // namespace a while after creation: the container it was made for failed
     // to start or dockerd went away without DeleteEndpoint. Its address was
-    // released on dockerd's side already; free the veth, ports and record.
-    if (net && link && !ep.sandboxKey && links.has(ep.peerVeth) && Date.parse(ep.createdAt) < idleCutoff && !deps.keepUnknown) {
+    // released on dockerd's side already; free the devices, ports and record.
+    if (net && presence === 'host' && !ep.sandboxKey && Date.parse(ep.createdAt) < idleCutoff && !deps.keepUnknown) {
       report.endpointsDropped.push(ep.id);
       log.warn({ endpointId: ep.id, networkId: ep.networkId, hostVeth: ep.hostVeth, reason: 'never joined' }, 'removing an endpoint no container uses');
       await deps.ports.unpublish(ep, log).catch((err) => report.errors.push(`unpublish ${shortId(ep.id)}: ${(err as Error).message}`));
-      await deleteLinks(runner, [ep.hostVeth]).catch((err) => report.errors.push(`endpoint ${shortId(ep.id)}: ${(err as Error).message}`));
+      await mode.deleteEndpoint(net, ep).catch((err) => report.errors.push(`endpoint ${shortId(ep.id)}: ${(err as Error).message}`));
       delete state.endpoints[ep.id];
       changed = true;
       continue;
     }
-    if (!net || !link) {
+    if (!net || presence === 'gone') {
       report.endpointsDropped.push(ep.id);
       log.warn({ endpointId: ep.id, networkId: ep.networkId, hostVeth: ep.hostVeth, reason: !net ? 'network gone' : 'veth gone' }, 'dropping endpoint');
       delete state.endpoints[ep.id];
       changed = true;
       continue;
     }
-    const fixes = deps.modes.of(net).reconcileEndpoint(net, ep, link);
+    const link = links.get(ep.hostVeth);
+    const fixes = link ? mode.reconcileEndpoint(net, ep, link) : [];
     if (fixes.length > 0) {
       attach.push(...fixes);
       report.endpointsReattached.push(ep.id);
@@ -134,7 +136,7 @@ export async function reconcile(deps: ReconcileDeps): Promise<ReconcileReport> {
 
   try {
     const endpoints = Object.values(state.endpoints);
-    const specs = Object.values(state.networks).map((n) => deps.modes.of(n).firewall(n));
+    const specs = Object.values(state.networks).flatMap((n) => deps.modes.of(n).firewall(n) ?? []);
     const { removedChains } = await firewall.syncAll(specs, endpoints.flatMap(toFirewallPorts), { keepUnknown: deps.keepUnknown ?? false });
     report.staleChainsRemoved.push(...removedChains);
     report.errors.push(...(await deps.ports.restore(endpoints)));

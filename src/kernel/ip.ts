@@ -13,6 +13,8 @@ export interface LinkInfo {
   address?: string;
   ifalias?: string;
   master?: string;
+  /** the lower device of a macvlan, ipvlan or VLAN link in the same namespace */
+  link?: string;
   link_netnsid?: number;
   linkinfo?: {
     info_kind?: string;

@@ -15,6 +15,10 @@ export const PREFIX = {
   hostVeth: 'tsv',
   peerVeth: 'tsc',
   vxlan: 'tsvx-',
+  lanParent: 'tsmv-',
+  lanPeer: 'tsmp-',
+  shim: 'tsmh-',
+  probe: 'tsmx-',
 } as const;
 
 /** Tag written to IFLA_IFALIAS of every link tsnet creates. */
@@ -44,6 +48,12 @@ export function bridgeName(networkId: string): string {
 
 export function vxlanName(networkId: string): string {
   return `${PREFIX.vxlan}${shortHash(networkId, 10)}`;
+}
+
+/** A macvlan/ipvlan network's own devices: isolated parent, its unused end, host shim, kernel probe. */
+export function lanNames(networkId: string): { parent: string; peer: string; shim: string; probe: string } {
+  const h = shortHash(networkId, 10);
+  return { parent: `${PREFIX.lanParent}${h}`, peer: `${PREFIX.lanPeer}${h}`, shim: `${PREFIX.shim}${h}`, probe: `${PREFIX.probe}${h}` };
 }
 
 export function hostVethName(endpointId: string): string {

@@ -44,11 +44,31 @@ export const OverlaySchema = Type.Object({
 });
 export type OverlayRecord = Static<typeof OverlaySchema>;
 
+/** macvlan and ipvlan networks: containers are children of a parent link on the LAN */
+export const LanSchema = Type.Object({
+  kind: Type.Union([Type.Literal('macvlan'), Type.Literal('ipvlan')]),
+  /** the parent link (also the network's `bridge`): the user's, an 802.1q sub-interface, or tsnet's own isolated one */
+  parent: IfName,
+  /** tsnet created the parent and deletes it with the network */
+  createdParent: Type.Boolean(),
+  /** an isolated parent's other, unused end */
+  parentPeer: Type.Optional(IfName),
+  /** 802.1q id when tsnet made the parent as a VLAN sub-interface */
+  vlan: Type.Optional(Type.Integer({ minimum: 1, maximum: 4094 })),
+  /** macvlan_mode or ipvlan_mode */
+  mode: Type.String(),
+  /** ipvlan_flag */
+  flag: Type.Optional(Type.String()),
+  /** the host's own child on the parent (tsnet.host_access=true) */
+  shim: Type.Optional(IfName),
+});
+export type LanRecord = Static<typeof LanSchema>;
+
 const GatewayModeSchema = Type.Union([Type.Literal('nat'), Type.Literal('nat-unprotected'), Type.Literal('routed'), Type.Literal('isolated')]);
 
 export const NetworkSchema = Type.Object({
   id: Id,
-  mode: Type.Union([Type.Literal('bridge'), Type.Literal('overlay')]),
+  mode: Type.Union([Type.Literal('bridge'), Type.Literal('overlay'), Type.Literal('macvlan'), Type.Literal('ipvlan')]),
   bridge: IfName,
   /** tsnet made the bridge (and deletes it); false when it adopted an existing one */
   createdBridge: Type.Boolean(),
@@ -69,6 +89,8 @@ export const NetworkSchema = Type.Object({
   trustedHostInterfaces: Type.Array(IfName),
   /** present for tsnet.mode=overlay */
   overlay: Type.Optional(OverlaySchema),
+  /** present for tsnet.mode=macvlan and ipvlan */
+  lan: Type.Optional(LanSchema),
   /** the -o map as dockerd sent it, for inspection and re-validation */
   options: Type.Record(Type.String(), Type.String()),
   createdAt: Type.String(),

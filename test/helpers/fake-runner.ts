@@ -181,7 +181,7 @@ export class FakeRunner implements Runner {
     }
     if (a[0] === 'link' && a[1] === 'del') {
       const name = a[3]!;
-      if (!this.links.delete(name)) throw new CommandError('ip', args, 1, `Cannot find device "${name}"\n`);
+      if (!this.#deleteLink(name)) throw new CommandError('ip', args, 1, `Cannot find device "${name}"\n`);
       return ok();
     }
     return ok();
@@ -195,7 +195,20 @@ export class FakeRunner implements Runner {
       if (this.links.has(name)) throw new CommandError('ip', ['-batch', '-'], 1, 'RTNETLINK answers: File exists\n');
       this.addLink(name, { linkinfo: { info_kind: kind } });
       const peer = t.indexOf('peer');
-      if (kind === 'veth' && peer > 0) this.addLink(t[peer + 2]!, { linkinfo: { info_kind: 'veth' } });
+      if (kind === 'veth' && peer > 0) {
+        this.addLink(t[peer + 2]!, { linkinfo: { info_kind: 'veth' } });
+        this.#peers.set(name, t[peer + 2]!).set(t[peer + 2]!, name);
+      }
+    } else if (t[1] === 'add' && t[2] === 'link') {
+      // A child of a lower device: macvlan, ipvlan, vlan (`link add link P name X … type T [mode M]`).
+      const lower = this.links.get(t[3]!);
+      if (!lower) throw new CommandError('ip', ['-batch', '-'], 1, NOT_FOUND(t[3]!));
+      const name = t[t.indexOf('name') + 1]!;
+      if (this.links.has(name)) throw new CommandError('ip', ['-batch', '-'], 1, 'RTNETLINK answers: File exists\n');
+      const kind = t[t.indexOf('type') + 1];
+      const mode = t.indexOf('mode') > 0 ? t[t.indexOf('mode') + 1] : undefined;
+      const mac = t.indexOf('address') > 0 ? t[t.indexOf('address') + 1] : lower.address;
+      this.addLink(name, { link: lower.ifname, mtu: lower.mtu, ...(mac ? { address: mac } : {}), linkinfo: { info_kind: kind, ...(mode ? { info_data: { mode } } : {}) } });
     } else if (t[1] === 'set' && t[2] === 'dev') {
       const link = this.links.get(t[3]!);
       if (!link) throw new CommandError('ip', ['-batch', '-'], 1, NOT_FOUND(t[3]!));
@@ -205,8 +218,22 @@ export class FakeRunner implements Runner {
       if (master > 0) link.master = t[master + 1];
       if (t.includes('up') && !link.flags.includes('UP')) link.flags.push('UP');
     } else if (t[1] === 'del' && t[2] === 'dev') {
-      this.links.delete(t[3]!);
+      this.#deleteLink(t[3]!);
     }
+  }
+
+  /** veth ends by each other: deleting one end deletes both, as the kernel does */
+  readonly #peers = new Map<string, string>();
+
+  #deleteLink(name: string): boolean {
+    if (!this.links.delete(name)) return false;
+    const peer = this.#peers.get(name);
+    if (peer !== undefined) {
+      this.links.delete(peer);
+      this.#peers.delete(peer);
+      this.#peers.delete(name);
+    }
+    return true;
   }
 
   async writeSysctl(key: string, value: string): Promise<void> {

@@ -40,6 +40,22 @@ export class Netns {
   }
 }
 
+/**
+ * Why this machine's kernel cannot make a child link of the given type
+ * (`['ipvlan', 'mode', 'l2']`, `['vlan', 'id', '5']`), or undefined if it
+ * can: the reason a test of that device type reports as skipped.
+ */
+export async function kernelLacks(type: string[]): Promise<string | undefined> {
+  const ns = await Netns.create('probe');
+  try {
+    await ns.exec('ip', ['link', 'add', 'p0', 'type', 'veth', 'peer', 'name', 'p1']);
+    const r = await ns.exec('ip', ['link', 'add', 'link', 'p0', 'name', 'c0', 'type', ...type], { check: false });
+    return r.exitCode === 0 ? undefined : `kernel lacks ${type[0] === 'vlan' ? '8021q (VLAN)' : type[0]}: ${r.stderr.trim()}`;
+  } finally {
+    await ns.delete();
+  }
+}
+
 /** Do what dockerd does with Join's SrcName: move it into the sandbox, rename, address, route. */
 export async function plugInto(host: Netns, container: Netns, srcName: string, opts: { address: string; gateway?: string; mac?: string; ifname?: string }): Promise<void> {
   const ifname = opts.ifname ?? 'eth0';

@@ -22,7 +22,7 @@ import type { EndpointRecord, NetworkRecord, SubnetRecord } from '../../store/sc
 import type { NetworkConfig } from '../options.js';
 import type { Step } from '../steps.js';
 import { gatewayIp } from '../subnets.js';
-import type { EndpointDraft, EndpointPlan, ModeDeps, ModeName, NetworkDraft, NetworkMode, NetworkPlan, ReconcileRun } from './mode.js';
+import type { EndpointDraft, EndpointPlan, EndpointPresence, ModeDeps, ModeName, NetworkDraft, NetworkMode, NetworkPlan, ReconcileRun } from './mode.js';
 
 export function firewallSpec(net: NetworkRecord): FirewallNetwork {
   return {
@@ -62,6 +62,8 @@ export interface BridgeExtension {
 
 export class BridgeMode implements NetworkMode {
   readonly name: ModeName = 'bridge';
+  readonly deviceKind = 'bridge';
+  readonly publishesPorts = true;
   readonly #deps: ModeDeps;
 
   constructor(deps: ModeDeps) {
@@ -214,7 +216,7 @@ export class BridgeMode implements NetworkMode {
     }
   }
 
-  planEndpoint({ id: epId, net, mac }: EndpointDraft): EndpointPlan {
+  async planEndpoint({ id: epId, net, mac }: EndpointDraft): Promise<EndpointPlan> {
     const { runner } = this.#deps;
     const host = hostVethName(epId);
     const peer = peerVethName(epId);
@@ -305,6 +307,11 @@ export class BridgeMode implements NetworkMode {
       report.bridgesFixed.push(net.bridge);
       log.warn({ networkId: net.id, bridge: net.bridge, fixes: fixes.map((f) => f.join(' ')) }, 'bridge drifted; fixed it');
     }
+  }
+
+  endpointPresence(_net: NetworkRecord, ep: EndpointRecord, links: Map<string, LinkInfo>): EndpointPresence {
+    if (!links.has(ep.hostVeth)) return 'gone';
+    return links.has(ep.peerVeth) ? 'host' : 'container';
   }
 
   reconcileEndpoint(net: NetworkRecord, ep: EndpointRecord, link: LinkInfo): Array<readonly (string | number)[]> {

@@ -57,16 +57,25 @@ export interface NetworkPlan {
 }
 
 export interface EndpointPlan {
+  /** the endpoint's device in the host namespace (for LAN children, the one handed to dockerd) */
   hostVeth: string;
+  /** the device dockerd moves into the container */
   peerVeth: string;
   steps: Step[];
+  /** the interface's MAC when the mode, not tsnet's choice, decides it (ipvlan: the parent's); never told to dockerd */
+  fixedMac?: string;
 }
 
 export interface EndpointDraft {
   id: string;
   net: NetworkRecord;
   mac: string;
+  address: string | undefined;
+  addressV6: string | undefined;
 }
+
+/** Where an endpoint's device is, as reconcile sees the host's links. */
+export type EndpointPresence = 'host' | 'container' | 'gone';
 
 /** State shared by one reconcile run. */
 export interface ReconcileRun {
@@ -81,7 +90,11 @@ export interface ReconcileRun {
 
 export interface NetworkMode {
   readonly name: ModeName;
-  /** the device endpoints attach to, recorded as the network's `bridge` */
+  /** what deviceName names, for errors: a bridge, or a parent link */
+  readonly deviceKind: 'bridge' | 'parent';
+  /** published ports (-p) make sense: containers sit behind the host's addresses */
+  readonly publishesPorts: boolean;
+  /** the device endpoints attach to, recorded as the network's `bridge`; no two networks share one */
   deviceName(id: string, cfg: NetworkConfig): string;
   /** checks that need only the request; run before the lock is taken */
   validate(cfg: NetworkConfig, ipv4: SubnetRecord[], ipv6: SubnetRecord[]): void;
@@ -94,7 +107,7 @@ export interface NetworkMode {
   /** tsnet-tagged leftovers of a network it has no record of (an interrupted create) */
   removeOrphanNetwork?(id: string, log: Logger): Promise<void>;
 
-  planEndpoint(draft: EndpointDraft): EndpointPlan;
+  planEndpoint(draft: EndpointDraft): Promise<EndpointPlan>;
   /** after the endpoint's record is durable */
   endpointCreated?(net: NetworkRecord, ep: EndpointRecord): Promise<void>;
   /** take the endpoint's devices down (its published ports are the core's) */
@@ -108,10 +121,11 @@ export interface NetworkMode {
   join(net: NetworkRecord, ep: EndpointRecord): Record<string, unknown>;
   leave?(net: NetworkRecord | undefined, ep: EndpointRecord, log: Logger): Promise<void>;
 
-  /** the firewall's view of the network */
-  firewall(net: NetworkRecord): FirewallNetwork;
+  /** the firewall's view of the network; none for networks whose traffic never crosses the host's forwarding */
+  firewall(net: NetworkRecord): FirewallNetwork | undefined;
   /** put the network's devices back as the record says */
   reconcileNetwork(net: NetworkRecord, run: ReconcileRun): Promise<void>;
+  endpointPresence(net: NetworkRecord, ep: EndpointRecord, links: Map<string, LinkInfo>): EndpointPresence;
   /** `ip -batch` lines that put an endpoint's host side back in place */
   reconcileEndpoint(net: NetworkRecord, ep: EndpointRecord, link: LinkInfo): Array<readonly (string | number)[]>;
   /** host-wide state of the mode, once per reconcile, whether or not networks of it exist */

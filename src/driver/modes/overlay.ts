@@ -12,10 +12,12 @@ import { hasControlPlane, vxlanOverhead, type Underlay } from '../../overlay/man
 import type { EndpointRecord, NetworkRecord, OverlayRecord, SubnetRecord } from '../../store/schema.js';
 import type { NetworkConfig } from '../options.js';
 import type { BridgeMode } from './bridge.js';
-import type { EndpointDraft, EndpointPlan, ModeDeps, ModeName, NetworkDraft, NetworkMode, NetworkPlan, ReconcileRun } from './mode.js';
+import type { EndpointDraft, EndpointPlan, EndpointPresence, ModeDeps, ModeName, NetworkDraft, NetworkMode, NetworkPlan, ReconcileRun } from './mode.js';
 
 export class OverlayMode implements NetworkMode {
   readonly name: ModeName = 'overlay';
+  readonly deviceKind = 'bridge';
+  readonly publishesPorts = true;
   readonly #deps: ModeDeps;
   readonly #bridge: BridgeMode;
 
@@ -106,7 +108,7 @@ withLinkRollback(runner, overlay.vxlan, () => this.#createPort(record, overlay, 
     await this.#deps.overlay.syncRules();
   }
 
-  planEndpoint(draft: EndpointDraft): EndpointPlan {
+  planEndpoint(draft: EndpointDraft): Promise<EndpointPlan> {
     return this.#bridge.planEndpoint(draft);
   }
 
@@ -173,6 +175,10 @@ withLinkRollback(runner, overlay.vxlan, () => this.#createPort(record, overlay, 
     await manager.addGatewayGuard(net);
     manager.start(net);
     if (!vx || moved) manager.reprogram(net);
+  }
+
+  endpointPresence(net: NetworkRecord, ep: EndpointRecord, links: Map<string, LinkInfo>): EndpointPresence {
+    return this.#bridge.endpointPresence(net, ep, links);
   }
 
   reconcileEndpoint(net: NetworkRecord, ep: EndpointRecord, link: LinkInfo): Array<readonly (string | number)[]> {

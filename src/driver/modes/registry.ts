@@ -5,6 +5,9 @@ import type { Logger } from 'pino';
 import type { NetworkRecord } from '../../store/schema.js';
 import { BridgeMode } from './bridge.js';
 import type { ModeDeps, ModeName, NetworkMode } from './mode.js';
+import { IpvlanMode } from './ipvlan.js';
+import { HOST_ACCESS } from './lan.js';
+import { MacvlanMode } from './macvlan.js';
 import { OverlayMode } from './overlay.js';
 
 interface ModeEntry {
@@ -16,6 +19,8 @@ interface ModeEntry {
 const MODES: Record<ModeName, ModeEntry> = {
   bridge: { options: [], build: (_deps, built) => built.bridge },
   overlay: { options: ['tsnet.vni', 'tsnet.peers'], build: (deps, built) => new OverlayMode(deps, built.bridge) },
+  macvlan: { options: [HOST_ACCESS], build: (deps) => new MacvlanMode(deps) },
+  ipvlan: { options: [HOST_ACCESS], build: (deps) => new IpvlanMode(deps) },
 };
 
 export const DEFAULT_MODE: ModeName = 'bridge';
