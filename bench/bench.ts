@@ -9,6 +9,7 @@
 //   npm run bench -- --control       only IPAM throughput and start-up
 //   npm run bench -- --scale         only scale
 //   npm run bench -- --overlay       only the two-host overlay comparison
+//   npm run bench -- --macvlan       only tsnet's macvlan beside Docker's
 //   npm run bench -- --docs          also write docs/benchmarks.md, .svg, .json
 //   npx tsx bench/bench.ts --from docs/benchmarks.json --docs
 //                                    re-render the docs from a run's saved data
@@ -30,6 +31,7 @@ import { ipamPairs, startup, type ConnectionMode, type IpamRound } from './ipam.
 import { runScale, type Level, type ScaleResult } from './scale.js';
 import { renderChart, type Series } from './chart.js';
 import { overlayFigures } from './overlay.js';
+import { macvlanFigures } from './macvlan.js';
 import { isAborting } from './abort.js';
 
 const env = (k: string, d: number): number => (process.env[k] ? Number(process.env[k]) : d);
@@ -42,7 +44,7 @@ const SCALE_NETWORKS = env('BENCH_SCALE_NETWORKS', 200);
 const CONNECT_LEVELS = (process.env.BENCH_CONNECT_LEVELS ?? '10,50,100,200').split(',').map(Number).filter((n) => n > 0);
 
 const args = new Set(process.argv.slice(2));
-const only = ['--lab', '--control', '--scale', '--overlay'].filter((a) => args.has(a));
+const only = ['--lab', '--control', '--scale', '--overlay', '--macvlan'].filter((a) => args.has(a));
 const want = (part: string): boolean => only.length === 0 || args.has(part);
 
 const IPAM_MODE: Record<ConnectionMode, string> = { kept: 'connections kept', 'per-request': 'a connection per request' };
@@ -74,6 +76,8 @@ interface Results {
   scale?: ScaleResult;
   overlay?: Figure[];
   overlayError?: string;
+  macvlan?: Figure[];
+  macvlanError?: string;
 }
 
 function render(fig: Figure, baseline: string): string {
@@ -172,6 +176,10 @@ function report(r: Results): { md: string; readme: string[] } {
     const o = { figures: r.overlay } as Results;
     headline.push(`overlay: \`docker run --rm true\` ${figureRatio(o, 'on an overlay', 'tsnet overlay', 'docker overlay')}× Docker's overlay, TCP across hosts ${figureRatio(o, 'TCP throughput across', 'tsnet overlay', 'docker overlay')}×, RTT ${figureRatio(o, 'Ping round trip across', 'tsnet overlay', 'docker overlay')}×`);
   }
+  if (r.macvlan) {
+    const m = { figures: r.macvlan } as Results;
+    headline.push(`macvlan: \`docker run --rm true\` ${figureRatio(m, 'on a macvlan', 'tsnet macvlan', 'docker macvlan')}× Docker's macvlan, network create+rm ${figureRatio(m, 'macvlan on eth0', 'tsnet macvlan', 'docker macvlan')}×, TCP from the LAN ${figureRatio(m, 'TCP from a LAN host', 'tsnet macvlan', 'docker macvlan')}×`);
+  }
   if (r.share) headline.push(`tsnet's own CreateEndpoint+Join p50 ${fmt(r.share.perEndpoint.median, 2)} ms, p99 ${fmt(r.share.perEndpoint.p99, 2)} ms`);
   if (r.scale) {
     headline.push(`attach at ${r.scale.attach.at(-1)?.at ?? '?'} endpoints ${levelRatio(r.scale.attach)}× the attach at ${r.scale.attach[0]?.at ?? '?'}`);
@@ -267,6 +275,13 @@ function report(r: Results): { md: string; readme: string[] } {
     for (const f of r.overlay) out.push(render(f, 'docker overlay'));
   } else if (r.overlayError) {
     out.push(`Not measured: bringing the overlays up failed in this run (${r.overlayError}).`, '');
+  } else out.push('Not measured by this run.', '');
+  out.push('## macvlan (one lab host, the LAN host as client)', '');
+  if (r.macvlan) {
+    out.push("Docker's own macvlan driver and tsnet's macvlan mode on the same dockerd and the same parent (the lab host's eth0 on the lab LAN), disjoint `--ip-range`s, rounds interleaved. TCP runs from the lab's outside host to a container, straight over the LAN. Ratios are against Docker's macvlan.", '');
+    for (const f of r.macvlan) out.push(render(f, 'docker macvlan'));
+  } else if (r.macvlanError) {
+    out.push(`Not measured: ${r.macvlanError}.`, '');
   } else out.push('Not measured by this run.', '');
   if (r.connect || r.scale) out.push('## Chart', '', '![Attach latency against endpoint count](benchmarks-attach.svg)', '');
   return { md: `${out.join('\n')}\n`, readme: headline };
@@ -394,6 +409,15 @@ async function main(): Promise<void> {
     } catch (err) {
       r.overlayError = (err as Error).message.split('\n')[0]!.slice(0, 300);
       log(`bench: overlay not measured: ${r.overlayError}`);
+    }
+  }
+  if (want('--macvlan')) {
+    log("bench: macvlan, Docker's driver and tsnet on one parent");
+    try {
+      r.macvlan = await macvlanFigures(ROUNDS, DATA_ROUNDS, 3, log);
+    } catch (err) {
+      r.macvlanError = (err as Error).message.split('\n')[0]!.slice(0, 300);
+      log(`bench: macvlan not measured: ${r.macvlanError}`);
     }
   }
   if (want('--scale')) {

@@ -98,6 +98,27 @@ t.test('two Docker hosts, one macvlan network: containers reach each other acros
   t.match(http, /tsnet-lab-ok/, 'TCP across hosts');
 });
 
+t.test('dual stack, --ip, --aux-address, connect and disconnect on a macvlan network', async (t) => {
+  await h1.docker(['network', 'create', '-d', 'tsnet', '--ipam-driver', 'tsnet', '-o', 'tsnet.mode=macvlan', '-o', 'parent=eth0', '--ipv6',
+    '--subnet', '10.99.0.0/24', '--gateway', '10.99.0.1', '--ip-range', '10.99.0.176/28', '--aux-address', 'printer=10.99.0.176',
+    '--subnet', 'fd00:99::/64', '--gateway', 'fd00:99::1', '--ip-range', 'fd00:99::b0/124', 'lan6']);
+  await runContainer(h1, 'd1', 'lan6');
+  const ip = await containerIp(h1, 'd1', 'lan6');
+  t.equal(ip, '10.99.0.177', 'the aux address is never handed out');
+  const ip6 = (await h1.docker(['inspect', '-f', '{{(index .NetworkSettings.Networks "lan6").GlobalIPv6Address}}', 'd1'])).stdout.trim();
+  t.match(ip6, /^fd00:99::b[0-9a-f]$/, 'an IPv6 address of the LAN, from its ip-range');
+  t.equal((await lab.outside('ping', ['-6', '-c', '1', '-W', '2', ip6], { check: false })).exitCode, 0, 'the LAN host reaches it over IPv6');
+  await runContainer(h1, 'd2', 'lan6', ['--ip', '10.99.0.190']);
+  t.equal(await containerIp(h1, 'd2', 'lan6'), '10.99.0.190', '--ip');
+  t.ok(await outsidePing('10.99.0.190'));
+  await runContainer(h1, 'd3', undefined);
+  await h1.docker(['network', 'connect', 'lan6', 'd3']);
+  const ip3 = await containerIp(h1, 'd3', 'lan6');
+  t.ok(await outsidePing(ip3), 'a container connected later is on the LAN');
+  await h1.docker(['network', 'disconnect', 'lan6', 'd3']);
+  t.notOk(await outsidePing(ip3), 'and off it after disconnect');
+});
+
 t.test('tsnet.host_access=true: the host and its containers reach each other', async (t) => {
   // A range of its own: the LAN host's neighbour cache still holds the earlier tests' containers.
   await lanNetwork(h1, '10.99.0.240/28', ['-o', 'tsnet.host_access=true']);
@@ -141,6 +162,15 @@ t.test('ipvlan l2: containers show the parent MAC and reach the LAN', { skip: no
   t.ok(await outsidePing(ip));
   const inside = (await h1.docker(['exec', 'v1', 'cat', '/sys/class/net/eth0/address'])).stdout.trim();
   t.equal(inside, JSON.parse((await h1.exec('ip', ['-json', 'link', 'show', 'eth0'])).stdout)[0].address);
+});
+
+t.test('ipvlan l3: containers on a subnet of their own, reached through a route on the LAN host', { skip: noIpvlan ?? false }, async (t) => {
+  await h1.docker(['network', 'create', '-d', 'tsnet', '-o', 'tsnet.mode=ipvlan', '-o', 'parent=eth0', '-o', 'ipvlan_mode=l3', '--subnet', '10.95.0.0/24', 'ipv3']);
+  await runContainer(h1, 'l3a', 'ipv3');
+  const ip = await containerIp(h1, 'l3a', 'ipv3');
+  await lab.outside('ip', ['route', 'add', '10.95.0.0/24', 'via', h1.lanIp]);
+  t.teardown(() => lab.outside('ip', ['route', 'del', '10.95.0.0/24'], { check: false }));
+  t.ok(await outsidePing(ip), 'the LAN host reaches the l3 container through the Docker host');
 });
 
 const noVlan = await kernelLacks(['vlan', 'id', '5']);

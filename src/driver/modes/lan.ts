@@ -76,6 +76,8 @@ export abstract class LanMode implements NetworkMode {
   readonly publishesPorts = false;
   protected readonly deps: ModeDeps;
   readonly #kind: LanKind;
+  /** the kernel made a child of this kind once: it has the driver, no need to ask again */
+  #kernelHasKind = false;
 
   constructor(deps: ModeDeps, kind: LanKind) {
     this.deps = deps;
@@ -143,12 +145,14 @@ export abstract class LanMode implements NetworkMode {
     const probe: ChildSpec = { name: names.probe, parent: lan.parent, mtu, alias, kind: this.#kind.name, mode: this.#kind.modes[0]! };
     steps.push({
       name: 'probe',
+      when: !this.#kernelHasKind,
       do: async () => {
         await deleteLink(runner, names.probe);
         await probeChild(runner, probe).catch(async (err: unknown) => {
           await deleteLink(runner, names.probe).catch(() => undefined);
           throw err;
         });
+        this.#kernelHasKind = true;
       },
     });
     if (o.hostAccess) {

@@ -1,0 +1,81 @@
+// macvlan: tsnet's macvlan mode beside Docker's own macvlan driver on the
+// same lab dockerd and the same parent (the host's eth0 on the lab LAN),
+// rounds interleaved. The data path is measured from the LAN host (the
+// lab's outside namespace) to a container, which is what macvlan is for.
+import { Lab, IMAGE, sh, type LabHost } from '../test/helpers/lab.js';
+import { timeIt } from './stats.js';
+import type { Figure } from './docker.js';
+
+const LAN = ['--subnet', '10.99.0.0/24', '--gateway', '10.99.0.1'];
+/**
+ * Docker's driver and tsnet share the parent but never an address: disjoint
+ * ranges, and tsnet's IPAM for tsnet's network (Docker's IPAM holds one
+ * network per subnet, so the two could not be up together on it).
+ */
+const VARIANTS: Record<string, string[]> = {
+  'docker macvlan': ['-d', 'macvlan', '-o', 'parent=eth0', ...LAN, '--ip-range', '10.99.0.128/27'],
+  'tsnet macvlan': ['-d', 'tsnet', '--ipam-driver', 'tsnet', '-o', 'tsnet.mode=macvlan', '-o', 'parent=eth0', ...LAN, '--ip-range', '10.99.0.160/27'],
+};
+
+async function pidOf(h: LabHost, c: string): Promise<string> {
+  return (await h.docker(['inspect', '-f', '{{.State.Pid}}', c])).stdout.trim();
+}
+
+async function ipOf(h: LabHost, c: string, net: string): Promise<string> {
+  return (await h.docker(['inspect', '-f', `{{(index .NetworkSettings.Networks "${net}").IPAddress}}`, c])).stdout.trim();
+}
+
+async function iperfFromLan(outNs: string, serverPid: string, ip: string, seconds: number): Promise<number> {
+  const srv = sh('nsenter', ['-t', serverPid, '-n', '--', 'iperf3', '-s', '-1', '-p', '5203'], { check: false, timeout: (seconds + 60) * 1000 });
+  try {
+    for (let attempt = 0; ; attempt++) {
+      await new Promise((r) => setTimeout(r, 300));
+      const res = await sh('ip', ['netns', 'exec', outNs, 'iperf3', '-c', ip, '-p', '5203', '-t', String(seconds), '-J'], { check: false, timeout: (seconds + 30) * 1000 });
+      if (res.exitCode === 0) return (JSON.parse(res.stdout) as { end: { sum_received: { bits_per_second: number } } }).end.sum_received.bits_per_second / 1e9;
+      if (attempt >= 10) throw new Error(`iperf3: ${res.stdout.slice(0, 200)} ${res.stderr.slice(0, 200)}`);
+    }
+  } finally {
+    await srv;
+  }
+}
+
+export async function macvlanFigures(rounds: number, dataRounds: number, seconds: number, log: (m: string) => void): Promise<Figure[]> {
+  const lab = await Lab.start({ hosts: 1, tsnetEnv: { TSNET_LOG_LEVEL: 'info' } });
+  const h = lab.host;
+  try {
+    const run: Record<string, number[]> = Object.fromEntries(Object.keys(VARIANTS).map((k) => [k, [] as number[]]));
+    const createRm: Record<string, number[]> = Object.fromEntries(Object.keys(VARIANTS).map((k) => [k, [] as number[]]));
+    // Create + rm first, while no network holds the parent.
+    for (let i = 0; i < rounds; i++) {
+      for (const [label, args] of Object.entries(VARIANTS)) {
+        createRm[label]!.push(await timeIt(async () => {
+          await h.docker(['network', 'create', ...args, 'bench-mv-cr']);
+          await h.docker(['network', 'rm', 'bench-mv-cr']);
+        }));
+      }
+    }
+    const nets: Record<string, string> = { 'docker macvlan': 'bench-dmv', 'tsnet macvlan': 'bench-tmv' };
+    for (const [label, net] of Object.entries(nets)) await h.docker(['network', 'create', ...VARIANTS[label]!, net]);
+    log('bench: macvlan networks up (Docker driver and tsnet on one parent)');
+    for (const net of Object.values(nets)) await h.docker(['run', '--rm', '--network', net, IMAGE, 'true']);
+    for (let i = 0; i < rounds; i++) {
+      for (const [label, net] of Object.entries(nets)) run[label]!.push(await timeIt(() => h.docker(['run', '--rm', '--network', net, IMAGE, 'true'])));
+    }
+    const targets: Record<string, { pid: string; ip: string }> = {};
+    for (const [label, net] of Object.entries(nets)) {
+      await h.docker(['run', '-d', '--name', `${net}-s`, '--network', net, IMAGE, 'sleep', '3600']);
+      targets[label] = { pid: await pidOf(h, `${net}-s`), ip: await ipOf(h, `${net}-s`, net) };
+    }
+    const tcp: Record<string, number[]> = Object.fromEntries(Object.keys(nets).map((k) => [k, [] as number[]]));
+    for (let i = 0; i < dataRounds; i++) {
+      for (const [label, p] of Object.entries(targets)) tcp[label]!.push(await iperfFromLan(lab.outNs, p.pid, p.ip, seconds));
+    }
+    return [
+      { name: '`docker run --rm true` on a macvlan network', unit: 'ms', results: run },
+      { name: '`docker network create` + `rm`, macvlan on eth0', unit: 'ms', results: createRm },
+      { name: `TCP from a LAN host to a macvlan container (iperf3, one stream, ${seconds} s)`, unit: 'Gbit/s', higherIsBetter: true, results: tcp },
+    ];
+  } finally {
+    await lab.stop();
+  }
+}
