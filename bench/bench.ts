@@ -402,23 +402,27 @@ async function main(): Promise<void> {
     log('bench: start-up with stored endpoints');
     r.startup = await startup(Math.max(5, Math.ceil(ROUNDS / 3)), [0, 1000]);
   }
+  // A lab that cannot be brought up leaves its section "not measured", with the reason, and the run goes on.
+  const measured = async (what: string, fn: () => Promise<Figure[]>): Promise<{ figures?: Figure[]; error?: string }> => {
+    try {
+      return { figures: await fn() };
+    } catch (err) {
+      const error = (err as Error).message.split('\n')[0]!.slice(0, 300);
+      log(`bench: ${what} not measured: ${error}`);
+      return { error };
+    }
+  };
   if (want('--overlay')) {
     log('bench: two hosts, Docker overlay (swarm) and tsnet overlay (etcd)');
-    try {
-      r.overlay = await overlayFigures(ROUNDS, DATA_ROUNDS, 3, log);
-    } catch (err) {
-      r.overlayError = (err as Error).message.split('\n')[0]!.slice(0, 300);
-      log(`bench: overlay not measured: ${r.overlayError}`);
-    }
+    const m = await measured('overlay', () => overlayFigures(ROUNDS, DATA_ROUNDS, 3, log));
+    r.overlay = m.figures;
+    r.overlayError = m.error;
   }
   if (want('--macvlan')) {
     log("bench: macvlan, Docker's driver and tsnet on one parent");
-    try {
-      r.macvlan = await macvlanFigures(ROUNDS, DATA_ROUNDS, 3, log);
-    } catch (err) {
-      r.macvlanError = (err as Error).message.split('\n')[0]!.slice(0, 300);
-      log(`bench: macvlan not measured: ${r.macvlanError}`);
-    }
+    const m = await measured('macvlan', () => macvlanFigures(ROUNDS, DATA_ROUNDS, 3, log));
+    r.macvlan = m.figures;
+    r.macvlanError = m.error;
   }
   if (want('--scale')) {
     log(`bench: scale to ${SCALE_NETWORKS} networks and ${SCALE_ENDPOINTS} endpoints`);

@@ -22,7 +22,7 @@ import type { EndpointRecord, NetworkRecord, SubnetRecord } from '../../store/sc
 import type { NetworkConfig } from '../options.js';
 import type { Step } from '../steps.js';
 import { gatewayIp } from '../subnets.js';
-import type { EndpointDraft, EndpointPlan, EndpointPresence, ModeDeps, ModeName, NetworkDraft, NetworkMode, NetworkPlan, ReconcileRun } from './mode.js';
+import { joinAnswer, settingsOf, type EndpointDraft, type EndpointPlan, type EndpointPresence, type ModeDeps, type ModeName, type NetworkDraft, type NetworkMode, type NetworkPlan, type ReconcileRun } from './mode.js';
 
 export function firewallSpec(net: NetworkRecord): FirewallNetwork {
   return {
@@ -115,18 +115,7 @@ export class BridgeMode implements NetworkMode {
       createdBridge: !adopt,
       ipv4,
       ipv6,
-      internal: cfg.internal,
-      mtu,
-      masquerade: cfg.masquerade,
-      icc: cfg.icc,
-      gatewayMode: cfg.gatewayMode,
-      gatewayModeIpv6: cfg.gatewayModeIpv6,
-      hostBindingIpv4: cfg.hostBindingIpv4,
-      inhibitIpv4: cfg.inhibitIpv4,
-      ifacePrefix: cfg.ifacePrefix,
-      trustedHostInterfaces: cfg.trustedHostInterfaces,
-      options: cfg.generic,
-      createdAt: new Date().toISOString(),
+      ...settingsOf(cfg, mtu),
     };
     const addresses = bridgeAddresses(record);
     const steps: Step[] = [
@@ -264,15 +253,7 @@ export class BridgeMode implements NetworkMode {
   join(net: NetworkRecord, ep: EndpointRecord): Record<string, unknown> {
     const gw4 = !net.internal && net.gatewayMode !== 'isolated' && !net.inhibitIpv4 ? gatewayIp(net.ipv4[0]?.gateway) : undefined;
     const gw6 = !net.internal && net.gatewayMode !== 'isolated' ? gatewayIp(net.ipv6[0]?.gateway) : undefined;
-    const res: Record<string, unknown> = {
-      InterfaceName: { SrcName: ep.peerVeth, DstPrefix: net.ifacePrefix },
-      // Without a gateway and without this flag dockerd would attach the
-      // container to docker_gwbridge, giving an --internal network a way out.
-      DisableGatewayService: gw4 === undefined && gw6 === undefined,
-    };
-    if (gw4) res.Gateway = gw4;
-    if (gw6) res.GatewayIPv6 = gw6;
-    return res;
+    return joinAnswer(net, ep, gw4, gw6);
   }
 
   firewall(net: NetworkRecord): FirewallNetwork {

@@ -21,7 +21,7 @@ import type { NetworkConfig } from '../options.js';
 import { OPT, parseBool } from '../opt.js';
 import type { Step } from '../steps.js';
 import { gatewayIp } from '../subnets.js';
-import type { EndpointDraft, EndpointPlan, EndpointPresence, ModeDeps, NetworkDraft, NetworkMode, NetworkPlan, ReconcileRun } from './mode.js';
+import { joinAnswer, settingsOf, type EndpointDraft, type EndpointPlan, type EndpointPresence, type ModeDeps, type NetworkDraft, type NetworkMode, type NetworkPlan, type ReconcileRun } from './mode.js';
 
 export const HOST_ACCESS = 'tsnet.host_access';
 
@@ -174,18 +174,7 @@ export abstract class LanMode implements NetworkMode {
       createdBridge: lan.createdParent,
       ipv4,
       ipv6,
-      internal: cfg.internal,
-      mtu,
-      masquerade: cfg.masquerade,
-      icc: cfg.icc,
-      gatewayMode: cfg.gatewayMode,
-      gatewayModeIpv6: cfg.gatewayModeIpv6,
-      hostBindingIpv4: cfg.hostBindingIpv4,
-      inhibitIpv4: cfg.inhibitIpv4,
-      ifacePrefix: cfg.ifacePrefix,
-      trustedHostInterfaces: cfg.trustedHostInterfaces,
-      options: cfg.generic,
-      createdAt: new Date().toISOString(),
+      ...settingsOf(cfg, mtu),
     };
     return { record, steps, logFields: { parent: lan.parent, createdParent: lan.createdParent, vlan: lan.vlan, [this.#kind.modeOption]: lan.mode, hostAccess: o.hostAccess, mtu } };
   }
@@ -302,13 +291,7 @@ export abstract class LanMode implements NetworkMode {
   join(net: NetworkRecord, ep: EndpointRecord): Record<string, unknown> {
     const gw4 = !net.internal ? gatewayIp(net.ipv4[0]?.gateway) : undefined;
     const gw6 = !net.internal ? gatewayIp(net.ipv6[0]?.gateway) : undefined;
-    const res: Record<string, unknown> = {
-      InterfaceName: { SrcName: ep.peerVeth, DstPrefix: net.ifacePrefix },
-      DisableGatewayService: gw4 === undefined && gw6 === undefined,
-    };
-    if (gw4) res.Gateway = gw4;
-    if (gw6) res.GatewayIPv6 = gw6;
-    return res;
+    return joinAnswer(net, ep, gw4, gw6);
   }
 
   firewall(): undefined {

@@ -19,6 +19,39 @@ import type { Step } from '../steps.js';
 
 export type ModeName = NetworkRecord['mode'];
 
+/**
+ * A Join answer: the container's interface and its gateways (plain IPs).
+ * Without a gateway and without DisableGatewayService dockerd would attach
+ * the container to docker_gwbridge, giving an --internal network a way out.
+ */
+export function joinAnswer(net: NetworkRecord, ep: EndpointRecord, gw4: string | undefined, gw6: string | undefined): Record<string, unknown> {
+  const res: Record<string, unknown> = {
+    InterfaceName: { SrcName: ep.peerVeth, DstPrefix: net.ifacePrefix },
+    DisableGatewayService: gw4 === undefined && gw6 === undefined,
+  };
+  if (gw4) res.Gateway = gw4;
+  if (gw6) res.GatewayIPv6 = gw6;
+  return res;
+}
+
+/** The record fields every mode takes from the options as they are. */
+export function settingsOf(cfg: NetworkConfig, mtu: number): Omit<NetworkRecord, 'id' | 'mode' | 'bridge' | 'createdBridge' | 'ipv4' | 'ipv6' | 'overlay' | 'lan'> {
+  return {
+    internal: cfg.internal,
+    mtu,
+    masquerade: cfg.masquerade,
+    icc: cfg.icc,
+    gatewayMode: cfg.gatewayMode,
+    gatewayModeIpv6: cfg.gatewayModeIpv6,
+    hostBindingIpv4: cfg.hostBindingIpv4,
+    inhibitIpv4: cfg.inhibitIpv4,
+    ifacePrefix: cfg.ifacePrefix,
+    trustedHostInterfaces: cfg.trustedHostInterfaces,
+    options: cfg.generic,
+    createdAt: new Date().toISOString(),
+  };
+}
+
 /** What modes are built from: the host's kernel, firewall and cluster state. */
 export interface ModeDeps {
   runner: Runner;
