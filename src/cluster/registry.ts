@@ -82,6 +82,8 @@ export class ClusterRegistry extends EventEmitter {
   #regranting: Promise<void> | undefined;
   #closed = false;
   #available = false;
+  /** times a watch was cancelled and its prefix listed again (metrics) */
+  relists = 0;
 
   constructor(opts: ClusterOptions) {
     super();
@@ -403,6 +405,7 @@ export class ClusterRegistry extends EventEmitter {
           w.on('error', (err) => {
             // Cancelled, e.g. the revision was compacted away: list again.
             this.#log.warn({ subnet, err: err.message }, 'etcd watch cancelled; listing again');
+            this.relists++;
             void w.cancel().catch(() => undefined);
             if (watcher === w) watcher = undefined;
             void relist();

@@ -16,12 +16,19 @@ import { OverlayManager } from '../../src/overlay/manager.js';
 import { Store, decodeFile } from '../../src/store/store.js';
 import type { State } from '../../src/store/schema.js';
 import { FakeRunner, keepAlive, silentLogger } from './fake-runner.js';
+import { EventBus } from '../../src/events.js';
+import { Metrics } from '../../src/metrics/registry.js';
+import { observeAnswers } from '../../src/observe.js';
 
 export interface Harness {
   app: FastifyInstance;
   runner: FakeRunner;
   store: Store;
   dir: string;
+  /** the metrics and event stream, wired as main.ts wires them */
+  metrics: Metrics;
+  events: EventBus;
+  overlay: OverlayManager;
   /** POST /<method> the way dockerd does: JSON + "\n", no Content-Type. */
   call(method: string, body?: unknown): Promise<{ status: number; body: Record<string, unknown>; raw: string; contentType: string | undefined }>;
   /** The state as it is on disk now (decoded and checksum-verified). */
@@ -55,7 +62,9 @@ export async function buildHarness(t: TeardownHost, opts: { defaultPools?: strin
     overlay,
     defaultPools: parseDefaultPools(opts.defaultPools ?? '10.210.0.0/16:24,fd74:736e:6574::/48:64'),
   });
-  const app = buildApp({ driver, ipam, log });
+  const events = new EventBus();
+  const metrics = new Metrics({ store, overlayForwarding: () => overlay.forwarding().map((f) => ({ network: f.networkId, peers: f.peers, fdb: f.fdb })), eventSubscribers: () => events.subscribers });
+  const app = buildApp({ driver, ipam, log, metrics, onAnswer: observeAnswers(metrics, events, store) });
   await app.ready();
   let closed = false;
   const close = (): Promise<void> =>
@@ -74,6 +83,9 @@ export async function buildHarness(t: TeardownHost, opts: { defaultPools?: strin
     runner,
     store,
     dir,
+    metrics,
+    events,
+    overlay,
     async call(method, body) {
       const res = await app.inject({
         method: 'POST',
