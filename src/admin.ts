@@ -4,6 +4,7 @@
 //   Tsnet.Reconcile    reconcile the kernel with the store now
 //   Tsnet.AcceptState  resume address allocation after the store was
 //                      restored from its previous copy (see store.ts)
+//   Tsnet.Doctor       check the host against the store (doctor/), findings
 //   Tsnet.Events       follow what tsnet does: JSON lines until the client
 //                      hangs up ({"recent": true}: the backlog first)
 // `node dist/cli.js` (tsnetctl) is the client.
@@ -12,6 +13,7 @@ import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { Store } from './store/store.js';
 import type { EventBus } from './events.js';
+import type { Finding } from './doctor/checks.js';
 
 /** Why address allocation is paused, if it is. */
 export class AllocationHold {
@@ -27,6 +29,7 @@ export interface AdminDeps {
   hold: AllocationHold;
   reconcileNow: () => Promise<unknown>;
   startedAt: Date;
+  doctor?: () => Promise<Finding[]>;
   events?: EventBus;
 }
 
@@ -61,6 +64,8 @@ export function registerAdminRoutes(app: FastifyInstance, deps: AdminDeps): void
     await deps.reconcileNow();
     return {};
   });
+  const doctor = deps.doctor;
+  if (doctor) app.post('/Tsnet.Doctor', async () => ({ findings: await doctor() }));
   const events = deps.events;
   if (events) {
     app.post('/Tsnet.Events', async (request, reply) => {

@@ -1,10 +1,12 @@
 // tsnetctl: talk to a running tsnet over its socket.
 //   node dist/cli.js [--socket PATH] status | reconcile | accept-state
+//   node dist/cli.js [--socket PATH] doctor [--json]
 //   node dist/cli.js [--socket PATH] events [--recent]
 import { Client } from 'undici';
 import { DEFAULTS } from './config.js';
+import { formatFinding, type Finding } from './doctor/checks.js';
 
-const METHODS: Record<string, string> = { status: 'Tsnet.Status', reconcile: 'Tsnet.Reconcile', 'accept-state': 'Tsnet.AcceptState', events: 'Tsnet.Events' };
+const METHODS: Record<string, string> = { status: 'Tsnet.Status', reconcile: 'Tsnet.Reconcile', 'accept-state': 'Tsnet.AcceptState', doctor: 'Tsnet.Doctor', events: 'Tsnet.Events' };
 
 async function main(argv: string[]): Promise<number> {
   let socket = process.env.TSNET_SOCKET || DEFAULTS.socket;
@@ -37,7 +39,15 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     }
     const parsed = JSON.parse(await res.body.text()) as unknown;
+    if (command === 'doctor' && res.statusCode === 200 && !args.includes('--json')) {
+      const findings = (parsed as { findings: Finding[] }).findings;
+      for (const f of findings) process.stdout.write(`${formatFinding(f)}\n`);
+      const failed = findings.filter((f) => f.level === 'fail').length;
+      process.stdout.write(failed > 0 ? `${failed} problem(s) found\n` : 'no problems found\n');
+      return failed > 0 ? 1 : 0;
+    }
     process.stdout.write(`${JSON.stringify(parsed, null, 2)}\n`);
+    if (command === 'doctor' && res.statusCode === 200) return (parsed as { findings: Finding[] }).findings.some((f) => f.level === 'fail') ? 1 : 0;
     return res.statusCode === 200 ? 0 : 1;
   } catch (err) {
     process.stderr.write(`cannot reach tsnet at ${socket}: ${(err as Error).message}\n`);

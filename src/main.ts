@@ -25,6 +25,7 @@ import { Metrics } from './metrics/registry.js';
 import { listenMetrics } from './metrics/server.js';
 import { EventBus, reconcileFixes } from './events.js';
 import { observeAnswers } from './observe.js';
+import { runDoctor } from './doctor/doctor.js';
 
 /** Remove a stale socket file; refuse to take over one a live process still serves. */
 export async function prepareSocket(socketPath: string, log: Logger): Promise<void> {
@@ -126,13 +127,27 @@ export async function start(config: Config, log: Logger): Promise<{ stop: () => 
   const driver = new NetworkDriverService({ runner, store, firewall, ports, overlay, log });
   const ipam = new IpamService({ store, runner, log, defaultPools: config.defaultPools, readOnlyReason: () => hold.reason, overlay });
   let reconcileNow: () => Promise<void> = async () => undefined;
+  // The doctor reads with a runner of its own: its probes of things that may
+  // be missing are not kernel command failures of tsnet's.
+  const doctorRunner = createRunner(log, undefined, { procSys: config.procSys });
+  const doctor = (): ReturnType<typeof runDoctor> =>
+    runDoctor({
+      runner: doctorRunner,
+      store,
+      overlay: overlay!,
+      registry: () => registry,
+      etcdConfigured: config.etcdEndpoints.length > 0,
+      vxlanPort: config.vxlanPort,
+      loaded,
+      hold: () => hold.reason,
+    });
   const app = buildApp({
     driver,
     ipam,
     log,
     metrics,
     onAnswer: observeAnswers(metrics, events, store),
-    admin: (a) => registerAdminRoutes(a, { store, hold, reconcileNow: () => reconcileNow(), startedAt: new Date(), events }),
+    admin: (a) => registerAdminRoutes(a, { store, hold, reconcileNow: () => reconcileNow(), startedAt: new Date(), doctor, events }),
   });
 
   await prepareSocket(config.socket, log);

@@ -106,6 +106,16 @@ export class ClusterRegistry extends EventEmitter {
     return this.#available;
   }
 
+  /** A fresh look for tsnetctl doctor: does etcd answer, and is this host's lease key (which lives only as long as the lease) there? */
+  async health(): Promise<{ reachable: boolean; leaseAlive: boolean; error?: string }> {
+    try {
+      const v = await withTimeout(this.#client.get(`${ROOT}/hosts/${this.hostId}`).string(), 'doctor');
+      return { reachable: true, leaseAlive: v !== null };
+    } catch (err) {
+      return { reachable: false, leaseAlive: false, error: (err as Error).message };
+    }
+  }
+
   /** Register this host; retries in the background until etcd answers. */
   start(): void {
     void this.#regrant();
