@@ -226,6 +226,6 @@ export function judgeStore(s: { source: string; problems: string[]; hold: string
   if (s.lastWriteError) out.push(fail('store', `the last state write failed: ${s.lastWriteError}`, 'check the state directory\'s disk (space, read-only mount)'));
   else if (s.writeFailures > 0) out.push(warn('store', `${s.writeFailures} state write(s) failed since start-up; the last one succeeded`, 'check the state directory\'s disk'));
   if (s.source === 'recovered') out.push(warn('store', `state.json was damaged at start-up and rebuilt with nothing lost (${s.problems.join('; ')})`, 'look at the .bad file beside it and the disk it is on'));
-  if (out.length === 0) out.push(ok('store', `store loaded from ${s.source} copy; writes succeed`));
+  if (out.length === 0) out.push(ok('store', `${s.source === 'empty' ? 'started with an empty store' : 'state loaded intact'}; writes succeed`));
   return out;
 }
