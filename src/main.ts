@@ -174,7 +174,13 @@ export async function start(config: Config, log: Logger): Promise<{ stop: () => 
 
   // prom-client loads once the socket is up; what came before is replayed into it.
   void metrics.load().catch((err: unknown) => log.error({ err }, 'cannot load the metrics library; GET /metrics will fail'));
-  const metricsServer = config.metricsAddr ? await listenMetrics(config.metricsAddr, metrics, log) : undefined;
+  // Networking matters more than its figures: a taken port is logged, not fatal.
+  const metricsServer = config.metricsAddr
+    ? await listenMetrics(config.metricsAddr, metrics, log).catch((err: unknown) => {
+        log.error({ err }, `TSNET_METRICS_ADDR: cannot listen on ${config.metricsAddr!.host}:${config.metricsAddr!.port}: ${(err as Error).message}; /metrics is on the plugin socket only`);
+        return undefined;
+      })
+    : undefined;
 
   let reconciling: Promise<void> = Promise.resolve();
   reconcileNow = (): Promise<void> => {
