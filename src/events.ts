@@ -41,8 +41,11 @@ export class EventBus {
     if (this.#backlog.length > BACKLOG) this.#backlog.shift();
     const line = `${JSON.stringify(ev)}\n`;
     for (const s of this.#streams) {
-      if (s.readableLength > MAX_UNREAD * 256) s.push(null);
-      else s.push(line);
+      if (s.readableLength > MAX_UNREAD * 256) {
+        // Out of the set first: a push after the end is an error event.
+        this.#streams.delete(s);
+        s.push(null);
+      } else s.push(line);
     }
     return ev;
   }

@@ -104,6 +104,18 @@ t.test('events: JSON lines for what succeeded, nothing for what failed', async (
   late.destroy();
 });
 
+t.test('a client that does not read is cut off, and the bus goes on', async (t) => {
+  const { EventBus } = await import('../../src/events.js');
+  const bus = new EventBus();
+  const stalled = bus.subscribe();
+  const ended = new Promise<void>((r) => stalled.once('end', () => r()));
+  for (let i = 0; i < 5000; i++) bus.emit('peer.joined', { network: 'n', vtep: `10.0.${i >> 8}.${i & 255}`, pad: 'x'.repeat(100) });
+  t.equal(bus.subscribers, 0, 'dropped once its unread buffer passed the limit');
+  stalled.resume();
+  await ended;
+  t.pass('its stream ends cleanly after what it had buffered');
+});
+
 t.test('Tsnet.Events streams over the socket and ends when the app closes', async (t) => {
   const h = await buildHarness(t);
   // The harness app has no admin routes; register them as main.ts does on a fresh app.
