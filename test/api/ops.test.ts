@@ -143,3 +143,28 @@ t.test('Tsnet.Events streams over the socket and ends when the app closes', asyn
   const end = await it.next();
   t.ok(end.done, 'closing the app ends the stream instead of hanging on it');
 });
+
+t.test('reconcile runs and fixes; the TCP listener serves /metrics only', async (t) => {
+  const h = await buildHarness(t);
+  const report = { bridgesCreated: ['tsbr-a'], bridgesFixed: [], endpointsReattached: ['x', 'y'], endpointsDropped: [], orphanLinksRemoved: [], staleChainsRemoved: [], errors: [], ms: 3 };
+  h.metrics.reconciled(report, 0.003);
+  h.metrics.reconciled({ ...report, bridgesCreated: [], endpointsReattached: [], errors: ['network x: boom'] }, 0.001);
+  h.metrics.reconciled(undefined, 0.002);
+  const { reconcileFixes } = await import('../../src/events.js');
+  t.same(reconcileFixes(report), { bridgesCreated: ['tsbr-a'], endpointsReattached: ['x', 'y'], ms: 3 }, 'the event names what was fixed');
+  t.equal(reconcileFixes({ ...report, bridgesCreated: [], endpointsReattached: [] }), undefined, 'nothing fixed, no event');
+  const { listenMetrics } = await import('../../src/metrics/server.js');
+  const { silentLogger } = await import('../helpers/fake-runner.js');
+  const srv = await listenMetrics({ host: '127.0.0.1', port: 0 }, h.metrics, silentLogger());
+  t.teardown(() => srv.close());
+  const res = await fetch(`http://127.0.0.1:${srv.port}/metrics`);
+  t.equal(res.status, 200);
+  const m = await Scrape.parse(await res.text());
+  t.equal(m.value('tsnet_reconcile_fixes_total', { kind: 'bridgesCreated' }), 1);
+  t.equal(m.value('tsnet_reconcile_fixes_total', { kind: 'endpointsReattached' }), 2);
+  t.equal(m.value('tsnet_reconcile_fixes_total', { kind: 'orphanLinksRemoved' }), 0, 'every kind present from the start');
+  t.equal(m.value('tsnet_reconcile_runs_total', { outcome: 'ok' }), 1);
+  t.equal(m.value('tsnet_reconcile_runs_total', { outcome: 'errors' }), 1);
+  t.equal(m.value('tsnet_reconcile_runs_total', { outcome: 'failed' }), 1);
+  t.equal((await fetch(`http://127.0.0.1:${srv.port}/Plugin.Activate`, { method: 'POST' })).status, 404, 'no plugin protocol on TCP');
+});
