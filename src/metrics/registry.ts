@@ -90,7 +90,10 @@ export class Metrics {
 }
 
 async function build(src: MetricSources): Promise<Live> {
-  const prom = await import('prom-client');
+  const mod = await import('prom-client');
+  // prom-client is CommonJS: node gives its exports as named ones, the
+  // plugin's esbuild bundle only as `default`.
+  const prom = typeof mod.Registry === 'function' ? mod : (mod as unknown as { default: typeof mod }).default;
   const registry = new prom.Registry();
   const registers = [registry];
   prom.collectDefaultMetrics({ register: registry });
