@@ -250,7 +250,12 @@ t.test('the same bundle on a second host: an overlay through etcd between two ma
   await h2.docker(['plugin', 'enable', PLUGIN]);
   const r = await reconfigure([`TSNET_ETCD_ENDPOINTS=${ETCD_URL}`]);
   t.equal(r.exitCode, 0, r.stderr);
-  const hosts = (await lab.etcdctl(['get', '--prefix', '/tsnet/v1/hosts/', '--keys-only'])).stdout.split('\n').filter(Boolean);
+  // Registration follows the socket (etcd3 loads after it listens): wait for it, briefly.
+  const listHosts = async (): Promise<string[]> => (await lab.etcdctl(['get', '--prefix', '/tsnet/v1/hosts/', '--keys-only'])).stdout.split('\n').filter(Boolean);
+  const hosts = await waitFor('both hosts in etcd', async () => {
+    const keys = await listHosts();
+    return keys.length === 2 ? keys : undefined;
+  }, 10_000, 200).catch(listHosts);
   t.equal(hosts.length, 2, `both plugins registered in etcd: ${hosts.join(' ')}`);
   for (const host of [h, h2]) {
     await host.docker(['network', 'create', '-d', PLUGIN, '--ipam-driver', PLUGIN, '-o', 'tsnet.mode=overlay', '--subnet', '10.201.0.0/16', 'movl']);
