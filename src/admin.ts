@@ -4,12 +4,17 @@
 //   Tsnet.Reconcile    reconcile the kernel with the store now
 //   Tsnet.AcceptState  resume address allocation after the store was
 //                      restored from its previous copy (see store.ts)
+//   Tsnet.Doctor       check the host against the store (doctor/), findings
+//   Tsnet.Events       follow what tsnet does: JSON lines until the client
+//                      hangs up ({"recent": true}: the backlog first)
 // `node dist/cli.js` (tsnetctl) is the client.
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { ModeRegistry } from './driver/modes/registry.js';
 import type { Store } from './store/store.js';
+import type { EventBus } from './events.js';
+import type { Finding } from './doctor/checks.js';
 
 /** Why address allocation is paused, if it is. */
 export class AllocationHold {
@@ -26,6 +31,8 @@ export interface AdminDeps {
   hold: AllocationHold;
   reconcileNow: () => Promise<unknown>;
   startedAt: Date;
+  doctor?: () => Promise<Finding[]>;
+  events?: EventBus;
 }
 
 export function registerAdminRoutes(app: FastifyInstance, deps: AdminDeps): void {
@@ -61,6 +68,23 @@ export function registerAdminRoutes(app: FastifyInstance, deps: AdminDeps): void
     await deps.reconcileNow();
     return {};
   });
+  const doctor = deps.doctor;
+  if (doctor) app.post('/Tsnet.Doctor', async () => ({ findings: await doctor() }));
+  const events = deps.events;
+  if (events) {
+    app.post('/Tsnet.Events', async (request, reply) => {
+      const recent = (request.body as { recent?: unknown } | undefined)?.recent === true;
+      const stream = events.subscribe({ recent });
+      // The client hanging up ends the subscription.
+      reply.raw.once('close', () => stream.destroy());
+      return reply.type('application/x-ndjson').send(stream);
+    });
+    // Open streams would hold app.close() until every client left.
+    app.addHook('preClose', (done) => {
+      events.close();
+      done();
+    });
+  }
   app.post('/Tsnet.AcceptState', async () => {
     const was = deps.hold.reason;
     // Writing the state makes the loaded copy the current one again.

@@ -14,6 +14,17 @@ import { registerNetworkRoutes } from './api/network-routes.js';
 import type { NetworkDriverService } from './driver/driver.js';
 import type { IpamService } from './ipam/ipam.js';
 import { lazyChild } from './log.js';
+import { CONTENT_TYPE, type Metrics } from './metrics/registry.js';
+
+/** One answered POST: the route's method name, what dockerd sent, and how it went. */
+export interface Answer {
+  method: string;
+  body: unknown;
+  status: number;
+  /** "ok", or the error code the error handler mapped the failure to */
+  outcome: string;
+  seconds: number;
+}
 
 export interface AppDeps {
   driver: NetworkDriverService;
@@ -21,6 +32,17 @@ export interface AppDeps {
   log: Logger;
   /** extra read-only admin routes (state summary), registered under /tsnet/ */
   admin?: (app: FastifyInstance) => void;
+  /** served at GET /metrics */
+  metrics?: Metrics;
+  /** told of every answered POST (request metrics, the event stream); must not throw */
+  onAnswer?: (a: Answer) => void;
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    tsnetStart: number;
+    tsnetCode: string | null;
+  }
 }
 
 export const BODY_LIMIT = 1024 * 1024;
@@ -37,6 +59,31 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     // dockerd keeps connections open; do not hang shutdown on idle ones.
     forceCloseConnections: 'idle',
   });
+
+  if (deps.onAnswer) {
+    const onAnswer = deps.onAnswer;
+    app.decorateRequest('tsnetStart', 0);
+    app.decorateRequest('tsnetCode', null);
+    app.addHook('onRequest', (request, _reply, done) => {
+      request.tsnetStart = performance.now();
+      done();
+    });
+    // Keyed by the route, never the raw URL: a 404 for a made-up path adds no series.
+    app.addHook('onResponse', (request, reply, done) => {
+      const url = request.routeOptions.url;
+      if (request.method === 'POST') {
+        const status = reply.statusCode;
+        onAnswer({
+          method: url ? url.slice(1) : 'unknown',
+          body: request.body,
+          status,
+          outcome: status === 200 ? 'ok' : (request.tsnetCode ?? `HTTP_${status}`),
+          seconds: (performance.now() - request.tsnetStart) / 1000,
+        });
+      }
+      done();
+    });
+  }
 
   const parseJson = app.getDefaultJsonParser('error', 'error');
   app.removeAllContentTypeParsers();
@@ -63,6 +110,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     const { status, body } = toDockerError(mapped);
     const level = mapped instanceof TsnetError && mapped.code !== 'TSNET_ERR_INTERNAL' && mapped.code !== 'TSNET_ERR_CMD_FAILED' && mapped.code !== 'TSNET_ERR_STORE' ? 'warn' : 'error';
     request.log[level]({ err: mapped, url: request.url, code: (mapped as TsnetError).code }, 'request failed');
+    request.tsnetCode = mapped instanceof TsnetError ? mapped.code : 'TSNET_ERR_INTERNAL';
     void reply.code(status).send(body);
   });
 
@@ -74,5 +122,10 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   registerNetworkRoutes(app, deps.driver);
   registerIpamRoutes(app, deps.ipam);
   deps.admin?.(app);
+  const metrics = deps.metrics;
+  if (metrics) {
+    // GET, unlike the plugin protocol: what curl --unix-socket and Prometheus send.
+    app.get('/metrics', async (_request, reply) => reply.type(CONTENT_TYPE).send(await metrics.expose()));
+  }
   return app;
 }

@@ -1,9 +1,12 @@
 // tsnetctl: talk to a running tsnet over its socket.
 //   node dist/cli.js [--socket PATH] status | reconcile | accept-state
+//   node dist/cli.js [--socket PATH] doctor [--json]
+//   node dist/cli.js [--socket PATH] events [--recent]
 import { Client } from 'undici';
 import { DEFAULTS } from './config.js';
+import { formatFinding, type Finding } from './doctor/checks.js';
 
-const METHODS: Record<string, string> = { status: 'Tsnet.Status', reconcile: 'Tsnet.Reconcile', 'accept-state': 'Tsnet.AcceptState' };
+const METHODS: Record<string, string> = { status: 'Tsnet.Status', reconcile: 'Tsnet.Reconcile', 'accept-state': 'Tsnet.AcceptState', doctor: 'Tsnet.Doctor', events: 'Tsnet.Events' };
 
 async function main(argv: string[]): Promise<number> {
   let socket = process.env.TSNET_SOCKET || DEFAULTS.socket;
@@ -13,16 +16,38 @@ async function main(argv: string[]): Promise<number> {
     socket = args[i + 1] ?? socket;
     args.splice(i, 2);
   }
-  const method = METHODS[args[0] ?? ''];
+  const command = args[0] ?? '';
+  const method = METHODS[command];
   if (!method) {
     process.stderr.write(`usage: tsnetctl [--socket PATH] ${Object.keys(METHODS).join(' | ')}\n`);
     return 2;
   }
-  const client = new Client('http://localhost', { socketPath: socket });
+  // Events stay open for as long as the operator watches: no idle timeout.
+  const client = new Client('http://localhost', { socketPath: socket, ...(command === 'events' ? { bodyTimeout: 0, headersTimeout: 0 } : {}) });
   try {
-    const res = await client.request({ path: `/${method}`, method: 'POST', body: '' });
-    const text = await res.body.text();
-    process.stdout.write(`${JSON.stringify(JSON.parse(text), null, 2)}\n`);
+    const body = command === 'events' ? JSON.stringify({ recent: args.includes('--recent') }) : '';
+    const res = await client.request({ path: `/${method}`, method: 'POST', body });
+    if (command === 'events' && res.statusCode === 200) {
+      // The stream's opening empty line is for the connection, not the operator.
+      let opened = false;
+      for await (const chunk of res.body) {
+        let text = (chunk as Buffer).toString('utf8');
+        if (!opened && text.startsWith('\n')) text = text.slice(1);
+        opened = true;
+        if (text !== '') process.stdout.write(text);
+      }
+      return 0;
+    }
+    const parsed = JSON.parse(await res.body.text()) as unknown;
+    if (command === 'doctor' && res.statusCode === 200 && !args.includes('--json')) {
+      const findings = (parsed as { findings: Finding[] }).findings;
+      for (const f of findings) process.stdout.write(`${formatFinding(f)}\n`);
+      const failed = findings.filter((f) => f.level === 'fail').length;
+      process.stdout.write(failed > 0 ? `${failed} problem(s) found\n` : 'no problems found\n');
+      return failed > 0 ? 1 : 0;
+    }
+    process.stdout.write(`${JSON.stringify(parsed, null, 2)}\n`);
+    if (command === 'doctor' && res.statusCode === 200) return (parsed as { findings: Finding[] }).findings.some((f) => f.level === 'fail') ? 1 : 0;
     return res.statusCode === 200 ? 0 : 1;
   } catch (err) {
     process.stderr.write(`cannot reach tsnet at ${socket}: ${(err as Error).message}\n`);

@@ -31,6 +31,8 @@ export interface Config {
   vxlanPort: number;
   /** seconds a host's etcd lease lives without keepalives */
   etcdLeaseTtl: number;
+  /** TCP address for GET /metrics (TSNET_METRICS_ADDR); undefined = the plugin socket only */
+  metricsAddr: { host: string; port: number } | undefined;
 }
 
 export const DEFAULTS = {
@@ -70,6 +72,17 @@ export function parseDefaultPools(text: string, name = 'TSNET_DEFAULT_POOLS'): D
   }
   if (pools.length === 0) throw new TsnetError('TSNET_ERR_INVALID_CONFIG', `${name}: no pools given`);
   return pools;
+}
+
+/** HOST:PORT with HOST an IPv4 address or a bracketed IPv6 one (port 0: any free port, for tests). */
+export function parseListenAddr(text: string, name: string): { host: string; port: number } {
+  const m = /^(?:\[([0-9A-Fa-f:.]+)\]|(\d{1,3}(?:\.\d{1,3}){3})):(\d{1,5})$/.exec(text);
+  const host = m ? (m[1] ?? m[2]!) : '';
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || !parseIp(host) || port > 65535) {
+    throw new TsnetError('TSNET_ERR_INVALID_CONFIG', `${name}: ${quote(text)} is not IP:PORT (e.g. 127.0.0.1:9464 or [::1]:9464)`);
+  }
+  return { host, port };
 }
 
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
@@ -116,6 +129,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (!/^\d{1,4}$/.test(ttl) || Number(ttl) < 2 || Number(ttl) > 3600) {
     throw new TsnetError('TSNET_ERR_INVALID_CONFIG', `TSNET_ETCD_LEASE_TTL: ${quote(ttl)} must be seconds between 2 and 3600`);
   }
+  const metricsAddr = env.TSNET_METRICS_ADDR ? parseListenAddr(env.TSNET_METRICS_ADDR, 'TSNET_METRICS_ADDR') : undefined;
   return {
     socket,
     stateDir,
@@ -128,5 +142,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     advertiseAddr,
     vxlanPort: Number(port),
     etcdLeaseTtl: Number(ttl),
+    metricsAddr,
   };
 }

@@ -18,6 +18,11 @@ import { buildServices } from './services.js';
 import type { ClusterRegistry } from './cluster/registry.js';
 import { OverlayManager } from './overlay/manager.js';
 import { randomBytes } from 'node:crypto';
+import { Metrics } from './metrics/registry.js';
+import { listenMetrics } from './metrics/server.js';
+import { EventBus, reconcileFixes } from './events.js';
+import { observeAnswers } from './observe.js';
+import { runDoctor } from './doctor/doctor.js';
 
 /** Remove a stale socket file; refuse to take over one a live process still serves. */
 export async function prepareSocket(socketPath: string, log: Logger): Promise<void> {
@@ -74,8 +79,17 @@ async function openRegistry(config: Config, id: { hostId: string; vtep: string }
 
 export async function start(config: Config, log: Logger): Promise<{ stop: () => Promise<void>; reconcileNow: () => Promise<void> }> {
   const t0 = performance.now();
-  const runner = createRunner(log, undefined, { procSys: config.procSys });
   const store = new Store({ dir: config.stateDir, log });
+  let registry: ClusterRegistry | undefined;
+  let overlay: OverlayManager | undefined;
+  const events = new EventBus();
+  const metrics = new Metrics({
+    store,
+    overlayForwarding: () => (overlay?.forwarding() ?? []).map((f) => ({ network: f.networkId, peers: f.peers, fdb: f.fdb })),
+    ...(config.etcdEndpoints.length > 0 ? { etcd: () => ({ up: registry?.available ?? false, relists: registry?.relists ?? 0 }) } : {}),
+    eventSubscribers: () => events.subscribers,
+  });
+  const runner = createRunner(log, undefined, { procSys: config.procSys, onCommand: (cmd, ok) => metrics.command(cmd, ok) });
   const loaded = await store.open();
   const hold = new AllocationHold();
   if (loaded.source === 'previous') {
@@ -100,8 +114,7 @@ export async function start(config: Config, log: Logger): Promise<{ stop: () => 
   }
   // A bad advertise address fails here, before listening; etcd3 loads later.
   const identity = config.etcdEndpoints.length > 0 ? await clusterIdentity(config, store, runner, log) : undefined;
-  let registry: ClusterRegistry | undefined;
-  const { firewall, ports, overlay, modes, driver, ipam } = buildServices({
+  const services = buildServices({
     runner,
     store,
     log,
@@ -110,12 +123,34 @@ export async function start(config: Config, log: Logger): Promise<{ stop: () => 
     advertiseAddr: config.advertiseAddr,
     readOnlyReason: () => hold.reason,
   });
+  const { firewall, ports, modes, driver, ipam } = services;
+  overlay = services.overlay;
+  overlay.onPeers = (network, joined, left) => {
+    for (const vtep of joined) events.emit('peer.joined', { network, vtep });
+    for (const vtep of left) events.emit('peer.left', { network, vtep });
+  };
   let reconcileNow: () => Promise<void> = async () => undefined;
+  // The doctor reads with a runner of its own: its probes of things that may
+  // be missing are not kernel command failures of tsnet's.
+  const doctorRunner = createRunner(log, undefined, { procSys: config.procSys });
+  const doctor = (): ReturnType<typeof runDoctor> =>
+    runDoctor({
+      runner: doctorRunner,
+      store,
+      overlay: overlay!,
+      registry: () => registry,
+      etcdConfigured: config.etcdEndpoints.length > 0,
+      vxlanPort: config.vxlanPort,
+      loaded,
+      hold: () => hold.reason,
+    });
   const app = buildApp({
     driver,
     ipam,
     log,
-    admin: (a) => registerAdminRoutes(a, { store, modes, hold, reconcileNow: () => reconcileNow(), startedAt: new Date() }),
+    metrics,
+    onAnswer: observeAnswers(metrics, events, store),
+    admin: (a) => registerAdminRoutes(a, { store, modes, hold, reconcileNow: () => reconcileNow(), startedAt: new Date(), doctor, events }),
   });
 
   await prepareSocket(config.socket, log);
@@ -140,18 +175,37 @@ export async function start(config: Config, log: Logger): Promise<{ stop: () => 
     'tsnet listening',
   );
 
+  // prom-client loads once the socket is up; what came before is replayed into it.
+  void metrics.load().catch((err: unknown) => log.error({ err }, 'cannot load the metrics library; GET /metrics will fail'));
+  // Networking matters more than its figures: a taken port is logged, not fatal.
+  const metricsServer = config.metricsAddr
+    ? await listenMetrics(config.metricsAddr, metrics, log).catch((err: unknown) => {
+        log.error({ err }, `TSNET_METRICS_ADDR: cannot listen on ${config.metricsAddr!.host}:${config.metricsAddr!.port}: ${(err as Error).message}; /metrics is on the plugin socket only`);
+        return undefined;
+      })
+    : undefined;
+
   let reconciling: Promise<void> = Promise.resolve();
   reconcileNow = (): Promise<void> => {
     reconciling = reconciling.then(async () => {
-      const report = await driver.exclusive(() => reconcile({ runner, store, firewall, ports, modes, log, keepUnknown: hold.reason !== undefined }));
-      log.info({ ...report }, 'reconcile finished');
+      const started = performance.now();
+      try {
+        const report = await driver.exclusive(() => reconcile({ runner, store, firewall, ports, modes, log, keepUnknown: hold.reason !== undefined }));
+        metrics.reconciled(report, (performance.now() - started) / 1000);
+        const fixed = reconcileFixes(report);
+        if (fixed) events.emit('reconcile.fixed', fixed);
+        log.info({ ...report }, 'reconcile finished');
+      } catch (err) {
+        metrics.reconciled(undefined, (performance.now() - started) / 1000);
+        throw err;
+      }
     }).catch((err: unknown) => log.error({ err }, 'reconcile failed'));
     return reconciling;
   };
   if (identity) {
     await driver.exclusive(async () => {
       registry = await openRegistry(config, identity, log);
-      overlay.attachRegistry(registry);
+      overlay!.attachRegistry(registry);
       registry.start();
     });
   }
@@ -165,10 +219,11 @@ export async function start(config: Config, log: Logger): Promise<{ stop: () => 
 
   const stop = async (): Promise<void> => {
     if (timer) clearInterval(timer);
+    await metricsServer?.close();
     await app.close();
     await reconciling;
     await ports.closeAll();
-    await overlay.close();
+    await overlay!.close();
     await registry?.close();
     await store.close();
   };

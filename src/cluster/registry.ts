@@ -82,6 +82,8 @@ export class ClusterRegistry extends EventEmitter {
   #regranting: Promise<void> | undefined;
   #closed = false;
   #available = false;
+  /** times a watch was cancelled and its prefix listed again (metrics) */
+  relists = 0;
 
   constructor(opts: ClusterOptions) {
     super();
@@ -102,6 +104,16 @@ export class ClusterRegistry extends EventEmitter {
   /** etcd answered the last call (the lease is alive). */
   get available(): boolean {
     return this.#available;
+  }
+
+  /** A fresh look for tsnetctl doctor: does etcd answer, and is this host's lease key (which lives only as long as the lease) there? */
+  async health(): Promise<{ reachable: boolean; leaseAlive: boolean; error?: string }> {
+    try {
+      const v = await withTimeout(this.#client.get(`${ROOT}/hosts/${this.hostId}`).string(), 'doctor');
+      return { reachable: true, leaseAlive: v !== null };
+    } catch (err) {
+      return { reachable: false, leaseAlive: false, error: (err as Error).message };
+    }
   }
 
   /** Register this host; retries in the background until etcd answers. */
@@ -403,6 +415,7 @@ export class ClusterRegistry extends EventEmitter {
           w.on('error', (err) => {
             // Cancelled, e.g. the revision was compacted away: list again.
             this.#log.warn({ subnet, err: err.message }, 'etcd watch cancelled; listing again');
+            this.relists++;
             void w.cancel().catch(() => undefined);
             if (watcher === w) watcher = undefined;
             void relist();

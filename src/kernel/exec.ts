@@ -85,6 +85,8 @@ export interface RunnerOptions {
    * which for a plugin with `network.type: host` is the host's.
    */
   procSys?: string;
+  /** told of every command's end (the metrics count failures per program); must not throw */
+  onCommand?: (cmd: string, ok: boolean) => void;
 }
 
 interface Collected {
@@ -232,7 +234,9 @@ export function createRunner(log: Logger, netnsPath?: string, options: RunnerOpt
     const res = spare ? await collectWarm(spare, opts.input ?? '', timeoutMs) : await collect(file, argv, opts.input, timeoutMs);
     const ms = +(performance.now() - started).toFixed(2);
     if (warmable) spares.refillLater(key, file, argv);
-    if (res.exitCode === 0 && !res.timedOut && !res.error) {
+    const ok = res.exitCode === 0 && !res.timedOut && !res.error;
+    options.onCommand?.(cmd, ok);
+    if (ok) {
       log.debug({ cmd, args: args.length > 12 ? [...args.slice(0, 12), '…'] : args, ms, warm: spare !== undefined }, 'exec');
       return { stdout: res.stdout, stderr: res.stderr };
     }

@@ -77,6 +77,8 @@ export class OverlayManager {
   readonly #nets = new Map<string, Runtime>();
   /** set by the IPAM service once both exist */
   isAllocated: AllocatedProbe = () => false;
+  /** told when other hosts' VTEPs join or leave an overlay's flood list (the event stream); must not throw */
+  onPeers: ((networkId: string, joined: string[], left: string[]) => void) | undefined;
 
   constructor(deps: OverlayDeps) {
     this.#runner = deps.runner;
@@ -283,6 +285,7 @@ export class OverlayManager {
     );
     rt.programmed = want;
     rt.flood = wantFlood;
+    if (addFlood.length + delFlood.length > 0) this.onPeers?.(net.id, addFlood, delFlood);
     this.#log.info(
       { networkId: net.id, added: add.length, removed: del.length, floodAdded: addFlood, floodRemoved: delFlood, ms: +(performance.now() - started).toFixed(1) },
       'overlay forwarding updated',
@@ -413,6 +416,11 @@ export class OverlayManager {
       rt.converging = rt.converging.then(() => this.#converge(net, rt, view));
     }
     rt.converging = rt.converging.catch((err: unknown) => this.#log.error({ err, networkId: net.id }, 'overlay re-programming failed'));
+  }
+
+  /** What each followed overlay has programmed: peers flooded to, FDB entries (one per remote endpoint and per flood peer). Read-only, for metrics. */
+  forwarding(): Array<{ networkId: string; peers: number; peerList: string[]; fdb: number }> {
+    return [...this.#nets].map(([networkId, rt]) => ({ networkId, peers: rt.flood.size, peerList: [...rt.flood], fdb: rt.programmed.size + rt.flood.size }));
   }
 
   /** Wait for pending convergence (tests and shutdown). */

@@ -211,6 +211,11 @@ export class Store {
   writes = 0;
   /** of those, journal appends */
   appends = 0;
+  /** full writes that folded a non-empty journal into state.json */
+  folds = 0;
+  /** batches whose write failed, and the last failure (cleared by the next good write), for metrics and tsnetctl doctor */
+  writeFailures = 0;
+  lastWriteError: string | undefined;
   /** failure injection for tests: a function that may throw before the rename (or before a journal append) */
   beforeRename: (() => void) | undefined;
   /** failure injection for tests: may throw after a journal line is written, before its fsync */
@@ -374,8 +379,11 @@ export class Store {
           }
           if (whole) await this.#write();
           else await this.#append(paths);
+          this.lastWriteError = undefined;
           for (const w of batch) w.resolve();
         } catch (err) {
+          this.writeFailures++;
+          this.lastWriteError = (err as Error).message;
           this.#log.error({ err }, 'state write failed');
           const wrapped = new TsnetError('TSNET_ERR_STORE', `could not write ${this.file}: ${(err as Error).message}`, { cause: err });
           for (const w of batch) w.reject(wrapped);
@@ -415,6 +423,7 @@ export class Store {
     this.writes++;
     // Everything journalled is in the file now (a crash before this point
     // leaves lines at or below its generation, which load() skips).
+    if (this.#journalBytes > 0) this.folds++;
     if (this.#journalBytes > 0 || this.#journal) {
       const jh = await this.#openJournal();
       await jh.truncate(0);

@@ -77,6 +77,8 @@ t.test('macvlan: the LAN host reaches containers at their own address and MAC; T
 
   const status = JSON.parse((await h1.tsnetctl('status')).stdout) as { networks: Array<Record<string, unknown>> };
   t.match(status.networks[0], { mode: 'macvlan', parent: 'eth0', hostAccess: false, endpoints: 2 }, 'tsnetctl status shows the network');
+  const doctor = await h1.tsnetctl('doctor');
+  t.equal(doctor.exitCode, 0, `tsnetctl doctor finds nothing wrong with a macvlan network (children in containers, no bridge or rules): ${doctor.stdout}`);
 });
 
 t.test('two Docker hosts, one macvlan network: containers reach each other across hosts', async (t) => {

@@ -10,6 +10,7 @@ import t from 'tap';
 import { buildPlugin, LOCAL_BASE, type BuildResult } from '../../plugin/build.js';
 import { canPing, containerIp, runContainer } from '../helpers/docker.js';
 import { DOCKER, ETCD_URL, Lab, canConnect, cleanEnv, waitFor, type LabHost } from '../helpers/lab.js';
+import { Scrape } from '../helpers/prom.js';
 
 const PLUGIN = 'tsnet:latest';
 const lab = await Lab.start({ hosts: 2, etcd: true, tsnet: false });
@@ -137,6 +138,11 @@ t.test('enable; a network on tsnet:latest; two containers ping each other by nam
   await runContainer(h, 'm2', 'mnet');
   t.ok(await canPing(h, 'm1', 'm2'), 'm1 pings m2 by name');
   t.ok(await canPing(h, 'm2', 'm1'), 'm2 pings m1 by name');
+  // The bundle's prom-client works: /metrics on the plugin's socket, with curl as an operator would.
+  const scraped = await h.exec('curl', ['-sf', '--unix-socket', `/run/docker/plugins/${await pluginId()}/tsnet.sock`, 'http://localhost/metrics']);
+  const m = await Scrape.parse(scraped.stdout);
+  t.equal(m.value('tsnet_endpoints', { mode: 'bridge' }), 2, 'the managed plugin\'s /metrics counts the two endpoints');
+  t.equal(m.value('tsnet_requests_total', { method: 'NetworkDriver.CreateNetwork', outcome: 'ok' }), 1);
   // tsnet wrote host sysctls through the sysctl mount (the plugin's /proc/sys is read-only).
   const bridge = (await h.exec('ip', ['-o', 'link', 'show', 'type', 'bridge'])).stdout.match(/tsbr-[0-9a-f]+/)?.[0];
   t.ok(bridge, 'a tsnet bridge in the host namespace');
@@ -156,8 +162,14 @@ t.test('docker plugin set TSNET_LOG_LEVEL=debug takes effect after disable/enabl
   t.ok(existsSync(path.join(stateDir, 'state.json')), 'the store is in the state mount');
   t.ok((await stateText()).includes(netId), 'and holds the network');
   const mark = await logSize();
-  const r = await reconfigure(['TSNET_LOG_LEVEL=debug']);
+  const r = await reconfigure(['TSNET_LOG_LEVEL=debug', 'TSNET_METRICS_ADDR=127.0.0.1:9464']);
   t.equal(r.exitCode, 0, r.stderr);
+  // The plugin shares the host's network namespace: its metrics port is the host's.
+  const viaTcp = await waitFor('metrics on TCP', async () => {
+    const res = await h.exec('curl', ['-sf', 'http://127.0.0.1:9464/metrics'], { check: false });
+    return res.exitCode === 0 ? Scrape.parse(res.stdout) : undefined;
+  });
+  t.equal(viaTcp.value('tsnet_networks', { mode: 'bridge' }), 1, 'docker plugin set TSNET_METRICS_ADDR serves /metrics on TCP');
   t.equal((await h.docker(['plugin', 'inspect', '-f', '{{.Settings.Env}}', PLUGIN])).stdout.includes('TSNET_LOG_LEVEL=debug'), true);
   await runContainer(h, 'd1', 'mnet');
   await runContainer(h, 'd2', 'mnet');
@@ -238,7 +250,12 @@ t.test('the same bundle on a second host: an overlay through etcd between two ma
   await h2.docker(['plugin', 'enable', PLUGIN]);
   const r = await reconfigure([`TSNET_ETCD_ENDPOINTS=${ETCD_URL}`]);
   t.equal(r.exitCode, 0, r.stderr);
-  const hosts = (await lab.etcdctl(['get', '--prefix', '/tsnet/v1/hosts/', '--keys-only'])).stdout.split('\n').filter(Boolean);
+  // Registration follows the socket (etcd3 loads after it listens): wait for it, briefly.
+  const listHosts = async (): Promise<string[]> => (await lab.etcdctl(['get', '--prefix', '/tsnet/v1/hosts/', '--keys-only'])).stdout.split('\n').filter(Boolean);
+  const hosts = await waitFor('both hosts in etcd', async () => {
+    const keys = await listHosts();
+    return keys.length === 2 ? keys : undefined;
+  }, 10_000, 200).catch(listHosts);
   t.equal(hosts.length, 2, `both plugins registered in etcd: ${hosts.join(' ')}`);
   for (const host of [h, h2]) {
     await host.docker(['network', 'create', '-d', PLUGIN, '--ipam-driver', PLUGIN, '-o', 'tsnet.mode=overlay', '--subnet', '10.201.0.0/16', 'movl']);

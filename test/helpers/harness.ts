@@ -9,15 +9,23 @@ import type { FastifyInstance } from 'fastify';
 import { buildApp } from '../../src/app.js';
 import { parseDefaultPools } from '../../src/config.js';
 import { buildServices } from '../../src/services.js';
+import type { OverlayManager } from '../../src/overlay/manager.js';
 import { Store, decodeFile } from '../../src/store/store.js';
 import type { State } from '../../src/store/schema.js';
 import { FakeRunner, keepAlive, silentLogger } from './fake-runner.js';
+import { EventBus } from '../../src/events.js';
+import { Metrics } from '../../src/metrics/registry.js';
+import { observeAnswers } from '../../src/observe.js';
 
 export interface Harness {
   app: FastifyInstance;
   runner: FakeRunner;
   store: Store;
   dir: string;
+  /** the metrics and event stream, wired as main.ts wires them */
+  metrics: Metrics;
+  events: EventBus;
+  overlay: OverlayManager;
   /** POST /<method> the way dockerd does: JSON + "\n", no Content-Type. */
   call(method: string, body?: unknown): Promise<{ status: number; body: Record<string, unknown>; raw: string; contentType: string | undefined }>;
   /** The state as it is on disk now (decoded and checksum-verified). */
@@ -40,7 +48,7 @@ export async function buildHarness(t: TeardownHost, opts: { defaultPools?: strin
   const runner = opts.runner ?? new FakeRunner();
   const store = new Store({ dir: path.join(dir, 'state'), log, noSync: true });
   await store.open();
-  const { driver, ipam } = buildServices({
+  const { driver, ipam, overlay } = buildServices({
     runner,
     store,
     log,
@@ -48,7 +56,9 @@ export async function buildHarness(t: TeardownHost, opts: { defaultPools?: strin
     advertiseAddr: undefined,
     defaultPools: parseDefaultPools(opts.defaultPools ?? '10.210.0.0/16:24,fd74:736e:6574::/48:64'),
   });
-  const app = buildApp({ driver, ipam, log });
+  const events = new EventBus();
+  const metrics = new Metrics({ store, overlayForwarding: () => overlay.forwarding().map((f) => ({ network: f.networkId, peers: f.peers, fdb: f.fdb })), eventSubscribers: () => events.subscribers });
+  const app = buildApp({ driver, ipam, log, metrics, onAnswer: observeAnswers(metrics, events, store) });
   await app.ready();
   let closed = false;
   const close = (): Promise<void> =>
@@ -67,6 +77,9 @@ export async function buildHarness(t: TeardownHost, opts: { defaultPools?: strin
     runner,
     store,
     dir,
+    metrics,
+    events,
+    overlay,
     async call(method, body) {
       const res = await app.inject({
         method: 'POST',

@@ -1,0 +1,245 @@
+// tsnetctl doctor's judgements: pure functions from what was read off the
+// host (sysctls, iptables, the nftables table, links, etcd, the store) to
+// findings, one line each with what to do. Reading is doctor.ts's job, so
+// these are tested without a kernel.
+import type { LinkInfo } from '../kernel/ip.js';
+import { ALIAS_PREFIX, shortId } from '../kernel/names.js';
+import { chainNames, NETWORK_CHAIN } from '../firewall/nft.js';
+import { CHAIN as TSNET_FORWARD } from '../firewall/iptables.js';
+import type { NetworkRecord, State } from '../store/schema.js';
+
+export type Level = 'ok' | 'warn' | 'fail';
+
+export interface Finding {
+  level: Level;
+  /** which check: sysctl, forward, nftables, links, etcd, vxlan, mtu, store */
+  check: string;
+  message: string;
+  /** what to do about it (absent when nothing needs doing) */
+  fix?: string;
+}
+
+/** One line per finding; what to do follows on the same line, so grep shows both. */
+export function formatFinding(f: Finding): string {
+  const tag = { ok: 'ok  ', warn: 'WARN', fail: 'FAIL' }[f.level];
+  return `${tag} ${f.check}: ${f.message}${f.fix ? ` -> ${f.fix}` : ''}`;
+}
+
+const ok = (check: string, message: string): Finding => ({ level: 'ok', check, message });
+const warn = (check: string, message: string, fix: string): Finding => ({ level: 'warn', check, message, fix });
+const fail = (check: string, message: string, fix: string): Finding => ({ level: 'fail', check, message, fix });
+
+function label(n: NetworkRecord): string {
+  return `network ${shortId(n.id)} (bridge ${n.bridge})`;
+}
+
+/** Forwarding must be on for non-internal networks of each family; br_netfilter sends bridged traffic through FORWARD. */
+export function judgeSysctls(state: State, s: { ipForward?: string | undefined; ipv6Forwarding?: string | undefined; bridgeNfCall?: string | undefined }, forwardJump: boolean | undefined): Finding[] {
+  const out: Finding[] = [];
+  const nets = bridged(state).filter((n) => !n.internal);
+  const v4 = nets.filter((n) => n.ipv4.length > 0);
+  const v6 = nets.filter((n) => n.ipv6.length > 0);
+  if (v4.length > 0 && s.ipForward !== '1') {
+    out.push(fail('sysctl', `net.ipv4.ip_forward is ${s.ipForward ?? 'unreadable'}: containers of ${v4.length} network(s) cannot reach beyond their bridge, nor be reached through published ports`, 'sysctl -w net.ipv4.ip_forward=1, and keep it in /etc/sysctl.d/ so a reboot or another tool does not turn it off'));
+  } else out.push(ok('sysctl', `net.ipv4.ip_forward is ${s.ipForward ?? '?'}`));
+  if (v6.length > 0 && s.ipv6Forwarding !== '1') {
+    out.push(fail('sysctl', `net.ipv6.conf.all.forwarding is ${s.ipv6Forwarding ?? 'unreadable'}: IPv6 of ${v6.length} network(s) is not routed`, 'sysctl -w net.ipv6.conf.all.forwarding=1, and keep it in /etc/sysctl.d/'));
+  }
+  if (s.bridgeNfCall === undefined) out.push(ok('sysctl', 'br_netfilter is not loaded: bridged traffic does not pass iptables'));
+  else if (s.bridgeNfCall === '1' && nets.length > 0 && forwardJump === false) {
+    out.push(fail('sysctl', `net.bridge.bridge-nf-call-iptables is 1, so traffic between containers on one bridge passes iptables FORWARD, and FORWARD has no jump to ${TSNET_FORWARD} to accept it`, 'tsnetctl reconcile puts the jump back'));
+  } else out.push(ok('sysctl', `net.bridge.bridge-nf-call-iptables is ${s.bridgeNfCall}`));
+  return out;
+}
+
+/**
+ * dockerd's FORWARD chain (`iptables -S FORWARD`, undefined when iptables
+ * is absent) and tsnet's chain (`iptables -S TSNET-FORWARD`).
+ */
+export function judgeForward(state: State, forward: string | undefined, tsnetChain: string | undefined): Finding[] {
+  const nets = bridged(state).filter((n) => n.ipv4.length > 0 || n.ipv6.length === 0);
+  if (forward === undefined) {
+    return [ok('forward', nets.length === 0 ? 'no iptables FORWARD chain (no filter table yet)' : 'iptables is not in use here: no FORWARD policy to work around')];
+  }
+  const lines = forward.split('\n');
+  const policy = /^-P FORWARD (\w+)/m.exec(forward)?.[1] ?? '?';
+  const rules = lines.filter((l) => l.startsWith('-A FORWARD'));
+  const ours = rules.indexOf(`-A FORWARD -j ${TSNET_FORWARD}`);
+  const dockerUser = rules.indexOf('-A FORWARD -j DOCKER-USER');
+  const out: Finding[] = [];
+  if (dockerUser < 0) {
+    out.push(warn('forward', `FORWARD policy ${policy}; dockerd's DOCKER-USER jump is missing (dockerd runs with --iptables=false, or its rules were flushed)`, 'restart dockerd to restore its chains; operators\' DOCKER-USER rules do not apply to tsnet traffic until then'));
+  } else out.push(ok('forward', `FORWARD policy ${policy}, dockerd's chains in place`));
+  if (nets.length === 0) return out;
+  if (ours < 0) {
+    out.push(fail('forward', `FORWARD has no jump to ${TSNET_FORWARD}${policy === 'DROP' ? ', and its policy DROP drops all traffic of tsnet networks leaving or entering their bridges' : ''}`, 'tsnetctl reconcile puts the jump back'));
+    return out;
+  }
+  if (dockerUser >= 0 && ours < dockerUser) {
+    out.push(warn('forward', `${TSNET_FORWARD} is jumped to before DOCKER-USER: operators' DOCKER-USER rules do not see tsnet traffic`, 'tsnetctl reconcile moves the jump after DOCKER-USER'));
+  }
+  const chain = tsnetChain ?? '';
+  const missing = nets.filter((n) => !chain.includes(`-i ${n.bridge} `) || !chain.includes(`-o ${n.bridge} `));
+  for (const n of missing) out.push(fail('forward', `${TSNET_FORWARD} has no ACCEPT for ${label(n)}: FORWARD's policy decides its traffic`, 'tsnetctl reconcile rewrites the chain'));
+  if (missing.length === 0) out.push(ok('forward', `${TSNET_FORWARD} accepts traffic of all ${nets.length} network(s)`));
+  return out;
+}
+
+/** The parts of `nft -j list table inet tsnet` the doctor reads. */
+export interface NftReading {
+  /** rules per chain */
+  rules: Record<string, number>;
+  /** map name -> keys (interface names) */
+  maps: Record<string, string[]>;
+}
+
+export function parseNftJson(text: string): NftReading {
+  const parsed = JSON.parse(text) as { nftables: Array<Record<string, { name?: string; chain?: string; elem?: unknown[] }>> };
+  const r: NftReading = { rules: {}, maps: {} };
+  for (const item of parsed.nftables) {
+    if (item.chain?.name) r.rules[item.chain.name] ??= 0;
+    if (item.rule?.chain) r.rules[item.rule.chain] = (r.rules[item.rule.chain] ?? 0) + 1;
+    if (item.map?.name) {
+      r.maps[item.map.name] = (item.map.elem ?? []).map((e) => (Array.isArray(e) && typeof e[0] === 'string' ? e[0] : '')).filter((k) => k !== '');
+    }
+  }
+  return r;
+}
+
+export function judgeNft(state: State, table: NftReading | undefined): Finding[] {
+  const nets = bridged(state);
+  if (!table) {
+    if (nets.length === 0) return [ok('nftables', 'no tsnet network, no tsnet table')];
+    return [fail('nftables', `tsnet's nftables table inet tsnet is missing: ${nets.length} network(s) have no isolation, NAT or published ports`, 'tsnetctl reconcile rewrites the table from the store')];
+  }
+  const out: Finding[] = [];
+  if (nets.length > 0 && (table.rules.forward ?? 0) < 2) {
+    out.push(fail('nftables', `the table's forward chain has ${table.rules.forward ?? 0} rule(s) where tsnet keeps 2: it was flushed, so no network is isolated`, 'tsnetctl reconcile rewrites the table from the store'));
+  }
+  for (const n of nets) {
+    const c = chainNames(shortId(n.id));
+    const problems: string[] = [];
+    for (const name of [c.out, c.in]) {
+      if (!(name in table.rules)) problems.push(`chain ${name} missing`);
+      else if (table.rules[name] === 0) problems.push(`chain ${name} empty`);
+    }
+    for (const [map, want] of [['fwd_out', c.out], ['fwd_in', c.in]] as const) {
+      if (!(table.maps[map] ?? []).includes(n.bridge)) problems.push(`${map} does not send ${n.bridge} to ${want}`);
+    }
+    if (problems.length > 0) out.push(fail('nftables', `${label(n)}: ${problems.join('; ')}`, 'tsnetctl reconcile rewrites the network\'s rules'));
+  }
+  const known = new Set(nets.map((n) => shortId(n.id)));
+  const stale = Object.keys(table.rules).filter((name) => NETWORK_CHAIN.test(name) && !known.has(name.slice(2, 14)));
+  if (stale.length > 0) out.push(warn('nftables', `chains of networks the store does not have: ${stale.join(', ')}`, 'tsnetctl reconcile removes them'));
+  if (out.length === 0) out.push(ok('nftables', `table inet tsnet matches the store (${nets.length} network(s))`));
+  return out;
+}
+
+/** Networks on a bridge of tsnet's, with its firewall rules (LAN networks have neither). */
+function bridged(state: State): State['networks'][string][] {
+  return Object.values(state.networks).filter((n) => !n.lan);
+}
+
+/** Bridges, VXLAN ports and veths against the store; links tagged by tsnet that no record explains. */
+export function judgeLinks(state: State, links: LinkInfo[]): Finding[] {
+  const byName = new Map(links.map((l) => [l.ifname, l]));
+  const out: Finding[] = [];
+  const explained = new Set<string>();
+  for (const n of Object.values(state.networks)) {
+    explained.add(n.bridge);
+    if (n.lan) {
+      // A LAN network's device is its parent; its children live in the containers, out of sight.
+      for (const own of [n.lan.shim, n.lan.parentPeer]) if (own) explained.add(own);
+      const parent = byName.get(n.lan.parent);
+      if (!parent) out.push(fail('links', `network ${shortId(n.id)}: parent ${n.lan.parent} is missing; its containers are off the LAN`, n.lan.createdParent ? 'tsnetctl reconcile re-creates it; restart the containers' : 'bring the interface back, then restart the containers'));
+      else if (n.lan.shim && !byName.has(n.lan.shim)) out.push(fail('links', `network ${shortId(n.id)}: host access shim ${n.lan.shim} is missing`, 'tsnetctl reconcile re-creates it'));
+      continue;
+    }
+    const br = byName.get(n.bridge);
+    if (!br) {
+      out.push(fail('links', `${label(n)}: the bridge is missing; its containers are cut off`, 'tsnetctl reconcile re-creates it and re-attaches the containers'));
+      continue;
+    }
+    if (!br.flags.includes('UP')) out.push(fail('links', `${label(n)}: the bridge is down`, 'tsnetctl reconcile brings it up'));
+    if (br.mtu !== n.mtu) out.push(warn('links', `${label(n)}: bridge MTU ${br.mtu}, the network's is ${n.mtu}`, 'tsnetctl reconcile sets it back'));
+    if (n.overlay) {
+      explained.add(n.overlay.vxlan);
+      const vx = byName.get(n.overlay.vxlan);
+      if (!vx) out.push(fail('links', `${label(n)}: VXLAN port ${n.overlay.vxlan} is missing; no traffic reaches other hosts`, 'tsnetctl reconcile re-creates it'));
+      else if (vx.master !== n.bridge) out.push(fail('links', `${label(n)}: VXLAN port ${n.overlay.vxlan} is not on the bridge`, 'tsnetctl reconcile attaches it'));
+    }
+  }
+  for (const e of Object.values(state.endpoints)) {
+    explained.add(e.hostVeth);
+    const n = state.networks[e.networkId];
+    if (n?.lan) continue;
+    const v = byName.get(e.hostVeth);
+    if (!v) out.push(fail('links', `endpoint ${shortId(e.id)}: host veth ${e.hostVeth} is missing (its container lost the link)`, 'restart the container (docker restart); tsnetctl reconcile drops the stale record'));
+    else if (n && v.master !== n.bridge) out.push(fail('links', `endpoint ${shortId(e.id)}: veth ${e.hostVeth} is not on ${n.bridge}`, 'tsnetctl reconcile re-attaches it'));
+  }
+  const orphans = links.filter((l) => l.ifalias?.startsWith(ALIAS_PREFIX) && !explained.has(l.ifname)).map((l) => l.ifname);
+  if (orphans.length > 0) out.push(warn('links', `links tagged by tsnet that the store does not know: ${orphans.join(', ')}`, 'tsnetctl reconcile removes them'));
+  if (out.length === 0) out.push(ok('links', `${Object.keys(state.networks).length} bridge(s) and ${Object.keys(state.endpoints).length} veth(s) match the store`));
+  return out;
+}
+
+/** An overlay's bridge MTU plus the VXLAN headers must fit the underlay's MTU. */
+export function judgeMtu(state: State, underlay: { dev: string; mtu: number; overhead: number } | string | undefined): Finding[] {
+  const overlays = Object.values(state.networks).filter((n) => n.overlay);
+  if (overlays.length === 0) return [];
+  if (typeof underlay === 'string' || underlay === undefined) return [fail('mtu', `cannot tell the underlay: ${underlay ?? 'unknown'}`, 'set TSNET_ADVERTISE_ADDR to this host\'s underlay address')];
+  const out: Finding[] = [];
+  for (const n of overlays) {
+    if (n.mtu + underlay.overhead > underlay.mtu) {
+      out.push(fail('mtu', `${label(n)}: MTU ${n.mtu} + ${underlay.overhead} bytes of VXLAN headers exceeds the underlay ${underlay.dev}'s ${underlay.mtu}: full-size packets between hosts are dropped`, `re-create the network with -o com.docker.network.driver.mtu=${underlay.mtu - underlay.overhead}`));
+    }
+  }
+  if (out.length === 0) out.push(ok('mtu', `${overlays.length} overlay(s) fit the underlay ${underlay.dev} (MTU ${underlay.mtu})`));
+  return out;
+}
+
+export interface PeerProbe {
+  networkId: string;
+  peer: string;
+  /** the peer answered an echo request on the underlay; undefined: no ping here to ask with */
+  answers: boolean | undefined;
+}
+
+/**
+ * VXLAN between this host and its peers: the VXLAN port listens on the
+ * configured UDP port, tsnet's guard for it is in, each peer answers on the
+ * underlay.
+ */
+export function judgeVxlan(state: State, port: number, ports: Record<string, number | undefined>, guard: boolean, probes: PeerProbe[]): Finding[] {
+  const overlays = Object.values(state.networks).filter((n) => n.overlay);
+  if (overlays.length === 0) return [];
+  const out: Finding[] = [];
+  for (const n of overlays) {
+    const p = ports[n.overlay!.vxlan];
+    if (p !== undefined && p !== port) out.push(fail('vxlan', `${label(n)}: VXLAN port ${n.overlay!.vxlan} uses UDP ${p}, tsnet is configured for ${port}`, 'set TSNET_VXLAN_PORT alike on every host, then tsnetctl reconcile'));
+  }
+  if (!guard) out.push(fail('vxlan', `the nftables guard for UDP ${port} (chain vxlan_in) is missing: any host may inject packets into overlays`, 'tsnetctl reconcile puts it back'));
+  for (const pr of probes) {
+    if (pr.answers === undefined) out.push(warn('vxlan', `network ${shortId(pr.networkId)}: cannot probe peer ${pr.peer} (no ping program here)`, `ping ${pr.peer} from this host`));
+    else if (!pr.answers) out.push(warn('vxlan', `network ${shortId(pr.networkId)}: peer ${pr.peer} does not answer on the underlay; VXLAN to and from it (UDP ${port}) cannot work`, `check the route to ${pr.peer} and that firewalls between the hosts pass UDP ${port}`));
+  }
+  if (out.length === 0) out.push(ok('vxlan', `UDP ${port} in place; ${probes.length} peer(s) answer on the underlay`));
+  return out;
+}
+
+export function judgeEtcd(configured: boolean, health: { reachable: boolean; leaseAlive: boolean; error?: string } | undefined): Finding[] {
+  if (!configured) return [];
+  if (!health || !health.reachable) return [fail('etcd', `etcd is unreachable${health?.error ? ` (${health.error})` : ''}: cluster overlays cannot lease address blocks or learn of new endpoints`, 'check TSNET_ETCD_ENDPOINTS and that etcd runs; tsnet re-registers by itself once it answers')];
+  if (!health.leaseAlive) return [fail('etcd', 'etcd answers but this host\'s lease key is gone: other hosts no longer see this host\'s endpoints', 'tsnet re-registers within seconds; if this stays, restart tsnet')];
+  return [ok('etcd', 'etcd reachable; this host\'s lease is alive')];
+}
+
+export function judgeStore(s: { source: string; problems: string[]; hold: string | undefined; lastWriteError: string | undefined; writeFailures: number }): Finding[] {
+  const out: Finding[] = [];
+  if (s.hold) out.push(fail('store', `address allocation is paused: ${s.hold}`, 'check the networks and containers, then tsnetctl accept-state'));
+  if (s.lastWriteError) out.push(fail('store', `the last state write failed: ${s.lastWriteError}`, 'check the state directory\'s disk (space, read-only mount)'));
+  else if (s.writeFailures > 0) out.push(warn('store', `${s.writeFailures} state write(s) failed since start-up; the last one succeeded`, 'check the state directory\'s disk'));
+  if (s.source === 'recovered') out.push(warn('store', `state.json was damaged at start-up and rebuilt with nothing lost (${s.problems.join('; ')})`, 'look at the .bad file beside it and the disk it is on'));
+  if (out.length === 0) out.push(ok('store', `${s.source === 'empty' ? 'started with an empty store' : 'state loaded intact'}; writes succeed`));
+  return out;
+}
