@@ -43,6 +43,7 @@ import { vxlanOverhead, type OverlayManager } from '../overlay/manager.js';
 import { createVxlan } from '../kernel/vxlan.js';
 import { runSteps, type Step } from './steps.js';
 import { findOverlap, gatewayIp, parseSubnets, subnetPrefixes } from './subnets.js';
+import { gatewaySkips } from './gateways.js';
 
 export interface DriverDeps {
   runner: Runner;
@@ -72,9 +73,10 @@ export function firewallSpec(net: NetworkRecord): FirewallNetwork {
 
 /** The addresses tsnet puts on a network's bridge. */
 export function bridgeAddresses(net: NetworkRecord): string[] {
-  if (net.gatewayMode === 'isolated') return [];
-  const v4 = net.inhibitIpv4 ? [] : net.ipv4.map((s) => s.gateway).filter((g): g is string => !!g);
-  const v6 = net.ipv6.map((s) => s.gateway).filter((g): g is string => !!g);
+  // A gateway dockerd before 28 allocated although GwAllocCheck would have skipped it stays unused.
+  const skip = gatewaySkips({ ...net, gatewayModeIpv6: net.gatewayModeIpv6 ?? 'nat' });
+  const v4 = net.inhibitIpv4 || skip.v4 ? [] : net.ipv4.map((s) => s.gateway).filter((g): g is string => !!g);
+  const v6 = skip.v6 ? [] : net.ipv6.map((s) => s.gateway).filter((g): g is string => !!g);
   return [...v4, ...v6];
 }
 
@@ -164,20 +166,18 @@ export class NetworkDriverService {
   }
 
   gwAllocCheck(req: GwAllocCheckRequest): { SkipIPv4: boolean; SkipIPv6: boolean } {
-    const cfg = parseNetworkOptions(req.Options);
-    const skip = cfg.gatewayMode === 'isolated';
-    return { SkipIPv4: skip, SkipIPv6: skip };
+    const skip = gatewaySkips(parseNetworkOptions(req.Options));
+    return { SkipIPv4: skip.v4, SkipIPv6: skip.v6 };
   }
 
   async createNetwork(req: CreateNetworkRequest, log: Logger): Promise<Record<string, never>> {
     const cfg = parseNetworkOptions(req.Options);
     const ipv4 = parseSubnets(req.IPv4Data, false, 'IPv4Data');
     const ipv6 = parseSubnets(req.IPv6Data, true, 'IPv6Data');
-    if (cfg.gatewayMode !== 'isolated') {
-      for (const [s, fam] of [...ipv4.map((s) => [s, 'IPv4Data'] as const), ...ipv6.map((s) => [s, 'IPv6Data'] as const)]) {
-        if (!s.gateway && !(fam === 'IPv4Data' && cfg.inhibitIpv4)) {
-          throw new TsnetError('TSNET_ERR_INVALID_REQUEST', `${fam}: no Gateway for ${s.pool}; a tsnet bridge needs one unless the network is --internal with gateway mode isolated`);
-        }
+    const skip = gatewaySkips(cfg);
+    for (const [s, fam] of [...ipv4.map((s) => [s, 'IPv4Data'] as const), ...ipv6.map((s) => [s, 'IPv6Data'] as const)]) {
+      if (!s.gateway && !(fam === 'IPv4Data' ? skip.v4 || cfg.inhibitIpv4 : skip.v6)) {
+        throw new TsnetError('TSNET_ERR_INVALID_REQUEST', `${fam}: no Gateway for ${s.pool}; a tsnet bridge needs one unless the network is --internal with gateway mode isolated`);
       }
     }
     const id = req.NetworkID;
@@ -435,7 +435,7 @@ export class NetworkDriverService {
           {
             name: 'veth',
             do: async () => {
-              const spec = { hostName: host, peerName: peer, peerMac: mac, mtu: net.mtu, bridge: net.bridge, alias: endpointAlias(epId), hairpin: true, isolated: false };
+              const spec = { hostName: host, peerName: peer, peerMac: mac, mtu: net.mtu, bridge: net.bridge, alias: endpointAlias(epId), hairpin: true, isolated: false, disableIpv6: !addressV6 };
               try {
                 await createVeth(this.#runner, spec);
               } catch (err) {

@@ -54,6 +54,8 @@ export class FakeRunner implements Runner {
   readonly sysctls = new Map<string, string>();
   readonly sysctlWrites: Array<[string, string]> = [];
   readonly #fail: FailRule[] = [];
+  /** veth pairs: deleting either end deletes both, as the kernel does */
+  readonly #peers = new Map<string, string>();
   #nextIndex = 1;
 
   /** Make matching commands throw a CommandError with this stderr. */
@@ -181,7 +183,7 @@ export class FakeRunner implements Runner {
     }
     if (a[0] === 'link' && a[1] === 'del') {
       const name = a[3]!;
-      if (!this.links.delete(name)) throw new CommandError('ip', args, 1, `Cannot find device "${name}"\n`);
+      if (!this.#deleteLink(name)) throw new CommandError('ip', args, 1, `Cannot find device "${name}"\n`);
       return ok();
     }
     return ok();
@@ -195,7 +197,11 @@ export class FakeRunner implements Runner {
       if (this.links.has(name)) throw new CommandError('ip', ['-batch', '-'], 1, 'RTNETLINK answers: File exists\n');
       this.addLink(name, { linkinfo: { info_kind: kind } });
       const peer = t.indexOf('peer');
-      if (kind === 'veth' && peer > 0) this.addLink(t[peer + 2]!, { linkinfo: { info_kind: 'veth' } });
+      if (kind === 'veth' && peer > 0) {
+        this.addLink(t[peer + 2]!, { linkinfo: { info_kind: 'veth' } });
+        this.#peers.set(name, t[peer + 2]!);
+        this.#peers.set(t[peer + 2]!, name);
+      }
     } else if (t[1] === 'set' && t[2] === 'dev') {
       const link = this.links.get(t[3]!);
       if (!link) throw new CommandError('ip', ['-batch', '-'], 1, NOT_FOUND(t[3]!));
@@ -205,8 +211,18 @@ export class FakeRunner implements Runner {
       if (master > 0) link.master = t[master + 1];
       if (t.includes('up') && !link.flags.includes('UP')) link.flags.push('UP');
     } else if (t[1] === 'del' && t[2] === 'dev') {
-      this.links.delete(t[3]!);
+      this.#deleteLink(t[3]!);
     }
+  }
+
+  #deleteLink(name: string): boolean {
+    const peer = this.#peers.get(name);
+    if (peer !== undefined) {
+      this.#peers.delete(name);
+      this.#peers.delete(peer);
+      this.links.delete(peer);
+    }
+    return this.links.delete(name);
   }
 
   async writeSysctl(key: string, value: string): Promise<void> {

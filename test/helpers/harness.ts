@@ -63,6 +63,8 @@ export async function buildHarness(t: TeardownHost, opts: { defaultPools?: strin
       if (closed) return;
       closed = true;
       await app.close();
+      // Published ports hold real loopback sockets (the userland proxy).
+      await ports.closeAll();
       await store.close();
     });
   t.teardown(async () => {
