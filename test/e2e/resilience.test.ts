@@ -2,7 +2,7 @@
 // tsnet's back, dockerd restarts, a damaged store. A real dockerd throughout.
 import t from 'tap';
 import { promises as fs } from 'node:fs';
-import { Lab, IMAGE, waitFor } from '../helpers/lab.js';
+import { Lab, IMAGE, heavyOnly, waitFor } from '../helpers/lab.js';
 import { canPing, containerIp, removeAll, runContainer } from '../helpers/docker.js';
 
 const lab = await Lab.start({ hosts: 1 });
@@ -30,7 +30,7 @@ async function storedState(): Promise<{ endpoints: Record<string, { address?: st
   };
 }
 
-t.test('kill -9 during a burst of 30 container starts: running containers work, no address twice', async (t) => {
+t.test('kill -9 during a burst of 30 container starts: running containers work, no address twice', heavyOnly(), async (t) => {
   await h.docker(['network', 'create', '-d', 'tsnet', '--ipam-driver', 'tsnet', '--subnet', '10.80.0.0/24', 'storm']);
   const names = Array.from({ length: 30 }, (_, i) => `s${i}`);
   const starts = names.map((n, i) =>

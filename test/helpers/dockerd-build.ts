@@ -53,3 +53,15 @@ export const DOCKERD = dockerdBuild();
 export function cliEnv(): Record<string, string> {
   return DOCKERD.apiVersion ? { DOCKER_API_VERSION: DOCKERD.apiVersion } : {};
 }
+
+/**
+ * false when scripts/test.sh runs the e2e tier a second time (TSNET_LAB_HEAVY=0):
+ * the parts that measure scale, not the dockerd, then report a skip instead
+ * of running twice.
+ */
+export const HEAVY = process.env.TSNET_LAB_HEAVY !== '0';
+
+/** tap's skip option for a heavy subtest. */
+export function heavyOnly(): { skip: string | false } {
+  return { skip: HEAVY ? false : `heavy: runs once, in the dockerd 20.10 run (this is ${DOCKERD.series})` };
+}

@@ -19,7 +19,7 @@ import path from 'node:path';
 import { execa, type Options as ExecaOptions } from 'execa';
 import { DOCKERD, cliEnv } from './dockerd-build.js';
 
-export { DOCKERD, cliEnv } from './dockerd-build.js';
+export { DOCKERD, HEAVY, cliEnv, heavyOnly } from './dockerd-build.js';
 export const REPO = path.resolve(new URL('.', import.meta.url).pathname, '..', '..');
 /** The docker CLI of the lab's dockerd build (TSNET_LAB_DOCKERD, dockerd-build.ts). */
 export const DOCKER = DOCKERD.cli;
