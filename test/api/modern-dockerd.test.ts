@@ -284,3 +284,21 @@ t.test('a link with no IPv6 address gets disable_ipv6, as dockerd 26.0.2+ does i
   const join = await h.call('NetworkDriver.Join', { NetworkID: v4, EndpointID: a, SandboxKey: '/x', Options: extra });
   t.equal((join.body.InterfaceName as { DstPrefix: string }).DstPrefix, 'eth', 'endpoint.ifname is dockerd\'s (remote drivers get SetNames(Src, DstPrefix, ""))');
 });
+
+t.test('option keys 28 and 29 add are accepted: no_proxy_6to4 at Program, endpoint.name at RequestAddress', async (t) => {
+  const h = await harness(t);
+  const pool = await h.call('IpamDriver.RequestPool', { AddressSpace: 'tsnet-local', Pool: '10.77.0.0/24', SubPool: '', Options: {}, V6: false });
+  ok200(t, pool, 'RequestPool');
+  // 29 names the container to IPAM (#50586): a name, not a request for a particular address.
+  const addr = await h.call('IpamDriver.RequestAddress', { PoolID: pool.body.PoolID, Address: '', Options: { 'com.docker.network.endpoint.name': 'web' } });
+  ok200(t, addr, 'RequestAddress with endpoint.name');
+  t.match(addr.body.Address, /^10\.77\.0\.\d+\/24$/);
+  const net = dockerId();
+  ok200(t, await h.call('NetworkDriver.CreateNetwork', createNetworkBody(net, { pool: '10.10.0.0/24' })), 'CreateNetwork');
+  const port = freePort();
+  const opts = { ...portmap('127.0.0.1', port), 'driver.private.no_proxy_6to4': true };
+  const ep = await endpoint(h, net, '10.10.0.2/24', '', opts);
+  ok200(t, await h.call('NetworkDriver.Join', { NetworkID: net, EndpointID: ep, SandboxKey: '/x', Options: opts }), 'Join');
+  ok200(t, await h.call('NetworkDriver.ProgramExternalConnectivity', { NetworkID: net, EndpointID: ep, Options: opts }), 'Program with no_proxy_6to4');
+  t.equal(h.store.state.endpoints[ep]!.ports.length, 1, 'the port is published');
+});
