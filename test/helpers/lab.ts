@@ -473,8 +473,14 @@ export class Lab {
     if (opts.dockerd !== false) {
       await Promise.all(
         this.hosts.map(async (h) => {
-          await h.startDockerd(opts.dockerdArgs);
-          await h.importImage();
+          try {
+            await h.startDockerd(opts.dockerdArgs);
+            await h.importImage();
+          } catch (err) {
+            // The directory goes with the lab: keep the daemon's last words in the error.
+            const log = await fs.readFile(path.join(h.dir, 'dockerd.log'), 'utf8').catch(() => '');
+            throw new Error(`${(err as Error).message}\n${DOCKERD.dockerd} log (last lines):\n${log.split('\n').slice(-15).join('\n')}`);
+          }
           if (opts.tsnet !== false) await h.startTsnet(opts.tsnetEnv);
         }),
       );
