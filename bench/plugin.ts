@@ -13,7 +13,7 @@
 import { existsSync, promises as fs } from 'node:fs';
 import path from 'node:path';
 import { buildPlugin } from '../plugin/build.js';
-import { DOCKER, Lab, canConnect, cleanEnv, sh, waitFor } from '../test/helpers/lab.js';
+import { DOCKER, Lab, canConnect, cleanEnv, cliEnv, sh, waitFor } from '../test/helpers/lab.js';
 import { fmt, summarize, table } from './stats.js';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 15);
@@ -32,7 +32,7 @@ async function main(): Promise<void> {
     const built = await buildPlugin({
       docker: DOCKER,
       host: `unix://${h.dockerSock}`,
-      env: cleanEnv({ DOCKER_API_VERSION: '1.41' }),
+      env: cleanEnv(cliEnv()),
       offline: true,
       outDir: path.join(lab.dir, 'plugin-bundle'),
       log,

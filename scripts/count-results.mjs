@@ -1,15 +1,17 @@
 // Print "N passed, N failed" from tap's per-file TAP results: every
-// top-level test point of every file (a subtest or a top-level assertion).
-// A file that crashed before reporting counts as one failure.
+// top-level test point of every file (a subtest or a top-level assertion),
+// in every directory under the one given (scripts/test.sh keeps one per
+// run: the e2e files run once per dockerd). A file that crashed before
+// reporting counts as one failure. A skipped point is neither: it is listed
+// and counted on a line of its own, so a skip never reads as a pass.
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 
-const dir = process.argv[2] ?? '.tap/test-results';
+const dir = process.argv[2] ?? '.tap/results';
 let passed = 0;
 let failed = 0;
+let skipped = 0;
 const failures = [];
-// A test skipped for a reason (a kernel without ipvlan, say) is neither a
-// pass nor a failure: it is listed with its reason and left out of both.
 const skips = [];
 function walk(d) {
   for (const e of readdirSync(d)) {
@@ -28,12 +30,11 @@ function count(file) {
     const m = /^(not )?ok \d+( - (.*))?/.exec(line);
     if (!m) continue;
     points++;
-    const skip = /#\s*SKIP\b:?\s*(.*)$/i.exec(line);
-    if (!m[1] && skip) {
-      skips.push(`${path.relative(dir, file)}: ${(m[3] ?? '').replace(/\s*#\s*SKIP.*$/i, '')} (skipped: ${skip[1] || 'no reason given'})`);
-      continue;
-    }
-    if (m[1]) {
+    const skip = /# SKIP\b/i.test(m[3] ?? '');
+    if (skip && !m[1]) {
+      skipped++;
+      skips.push(`${path.relative(dir, file)}: ${m[3]}`);
+    } else if (m[1]) {
       failed++;
       failures.push(`${path.relative(dir, file)}: ${m[3] ?? ''}`);
     } else passed++;
@@ -50,7 +51,7 @@ try {
   failures.push(`no results in ${dir}`);
 }
 for (const s of skips) console.log(`SKIPPED ${s}`);
-if (skips.length > 0) console.log(`${skips.length} skipped`);
 for (const f of failures) console.log(`FAILED ${f}`);
+if (skipped > 0) console.log(`${skipped} skipped`);
 console.log(`${passed} passed, ${failed} failed`);
 process.exit(failed > 0 ? 1 : 0);

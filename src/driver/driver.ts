@@ -25,6 +25,7 @@ import { parseNetworkOptions } from './options.js';
 import { PORTMAP_KEY, parsePortmap } from '../ports/portmap.js';
 import type { PortPublisher } from '../ports/publisher.js';
 import type { ModeRegistry } from './modes/registry.js';
+import { gatewaySkips } from './gateways.js';
 import { runSteps } from './steps.js';
 import { findOverlap, parseSubnets, subnetPrefixes } from './subnets.js';
 
@@ -116,9 +117,8 @@ export class NetworkDriverService {
   }
 
   gwAllocCheck(req: GwAllocCheckRequest): { SkipIPv4: boolean; SkipIPv6: boolean } {
-    const cfg = parseNetworkOptions(req.Options);
-    const skip = cfg.gatewayMode === 'isolated';
-    return { SkipIPv4: skip, SkipIPv6: skip };
+    const skip = gatewaySkips(parseNetworkOptions(req.Options));
+    return { SkipIPv4: skip.v4, SkipIPv6: skip.v6 };
   }
 
   async createNetwork(req: CreateNetworkRequest, log: Logger): Promise<Record<string, never>> {

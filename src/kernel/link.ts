@@ -66,6 +66,13 @@ export interface VethSpec {
   hairpin: boolean;
   /** bridge port isolation (ICC off at layer 2) */
   isolated: boolean;
+  /**
+   * the endpoint has no IPv6 address: IPv6 off on the host end, as dockerd
+   * 26.0.2+ turns it off on the container end (CVE-2024-32473). The
+   * container end's setting does not survive its move to the sandbox, so
+   * that one is dockerd's to set.
+   */
+  disableIpv6?: boolean;
 }
 
 export async function createVeth(runner: Runner, spec: VethSpec): Promise<void> {
@@ -78,6 +85,7 @@ export async function createVeth(runner: Runner, spec: VethSpec): Promise<void> 
     ['link', 'set', 'dev', spec.hostName, 'up'],
   ]);
   await writeIfPresent(runner, ifSysctl('ipv6', spec.hostName, 'accept_ra'), '0');
+  if (spec.disableIpv6) await writeIfPresent(runner, ifSysctl('ipv6', spec.hostName, 'disable_ipv6'), '1');
 }
 
 /** Create a link with rollback if the first command succeeded but a later one failed. */

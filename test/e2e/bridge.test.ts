@@ -1,7 +1,7 @@
 // End to end: a real dockerd (in the lab's namespaces) uses tsnet as a v1
 // plugin; every check is packets flowing (or not) between real containers.
 import t from 'tap';
-import { Lab } from '../helpers/lab.js';
+import { DOCKERD, Lab } from '../helpers/lab.js';
 import { canPing, containerIp, removeAll, runContainer, tsnetTraces } from '../helpers/docker.js';
 
 const lab = await Lab.start({ hosts: 1 });
@@ -33,6 +33,25 @@ t.test('default network: ping by IP, by name and by alias; the host reaches cont
   await h.docker(['exec', '-d', 'c1', 'httpd', '-f', '-p', '8080', '-h', '/www']);
   const http = await h.docker(['exec', 'c2', 'sh', '-c', 'for i in 1 2 3 4 5; do printf "GET / HTTP/1.0\\r\\n\\r\\n" | nc c1 8080 && break; sleep 0.3; done']);
   t.match(http.stdout, /tsnet-lab-ok/, 'TCP between containers');
+});
+
+t.test(`what the README says per dockerd version (${DOCKERD.series}): IPv6 off on an IPv4-only link, docker port empty`, async (t) => {
+  const version = (await h.docker(['version', '--format', '{{.Server.Version}}'])).stdout.trim();
+  t.match(version, new RegExp(`^${DOCKERD.series.replace('.', '\\.')}\\.`), `the lab runs dockerd ${version}`);
+  await h.docker(['network', 'create', '-d', 'tsnet', '--ipam-driver', 'tsnet', 'v4only']);
+  await runContainer(h, 'v4', 'v4only', ['-p', '18080:80']);
+  const inside = (await h.docker(['exec', 'v4', 'cat', '/proc/sys/net/ipv6/conf/eth0/disable_ipv6'])).stdout.trim();
+  // dockerd turns IPv6 off on a container link with no IPv6 address: 20.10
+  // did, 26.0.0 and 26.0.1 did not (CVE-2024-32473), 26.0.2+ does again.
+  t.equal(inside, '1', `container end: IPv6 off (dockerd ${version})`);
+  const status = JSON.parse((await h.tsnetctl('status')).stdout) as { endpoints: Array<{ hostVeth: string; ports: string[] }> };
+  const ep = status.endpoints[0]!;
+  t.equal((await h.exec('cat', [`/proc/sys/net/ipv6/conf/${ep.hostVeth}/disable_ipv6`])).stdout.trim(), '1', 'host end: IPv6 off on every version (tsnet)');
+  t.ok(ep.ports.includes('0.0.0.0:18080->80/tcp'), `tsnetctl status lists the mapping: ${ep.ports.join(', ')}`);
+  const port = await h.docker(['port', 'v4'], { check: false });
+  t.equal(port.stdout.trim(), '', 'docker port never shows a remote driver\'s mappings (modern-dockerd.md §2)');
+  const ps = (await h.docker(['ps', '--filter', 'name=v4', '--format', '{{.Ports}}'])).stdout.trim();
+  t.equal(ps, '', 'nor does docker ps');
 });
 
 t.test('--subnet, --gateway, --ip-range and --aux-address', async (t) => {

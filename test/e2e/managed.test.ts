@@ -9,7 +9,7 @@ import path from 'node:path';
 import t from 'tap';
 import { buildPlugin, LOCAL_BASE, type BuildResult } from '../../plugin/build.js';
 import { canPing, containerIp, runContainer } from '../helpers/docker.js';
-import { DOCKER, ETCD_URL, Lab, canConnect, cleanEnv, waitFor, type LabHost } from '../helpers/lab.js';
+import { DOCKER, ETCD_URL, Lab, canConnect, cleanEnv, cliEnv, waitFor, type LabHost } from '../helpers/lab.js';
 import { Scrape } from '../helpers/prom.js';
 
 const PLUGIN = 'tsnet:latest';
@@ -90,7 +90,7 @@ t.test('the plugin bundle builds with no registry and is created as tsnet:latest
   built = await buildPlugin({
     docker: DOCKER,
     host: `unix://${h.dockerSock}`,
-    env: cleanEnv({ DOCKER_API_VERSION: '1.41' }),
+    env: cleanEnv(cliEnv()),
     offline: true,
     outDir: path.join(lab.dir, 'plugin-bundle'),
     log: (line) => t.comment(line),

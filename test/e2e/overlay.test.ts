@@ -4,7 +4,7 @@
 // an etcd outage and a forged VXLAN sender behave as promised.
 import t from 'tap';
 import { promises as fs } from 'node:fs';
-import { Lab, ETCD_URL, IMAGE, OUTSIDE_IP6, waitFor, type LabHost } from '../helpers/lab.js';
+import { Lab, ETCD_URL, IMAGE, OUTSIDE_IP6, heavyOnly, waitFor, type LabHost } from '../helpers/lab.js';
 import { canPing, containerIp, removeAll } from '../helpers/docker.js';
 
 const LEASE_TTL = 4;
@@ -48,7 +48,7 @@ t.test('containers on different hosts reach each other by IP, ICMP and TCP', asy
   t.match(fdb, /00:00:00:00:00:00 dst 10\.99\.0\.13 self permanent/, 'flood entry for host 3');
 });
 
-t.test('addresses stay unique across 30 containers started in parallel on three hosts', async (t) => {
+t.test('addresses stay unique across 30 containers started in parallel on three hosts', heavyOnly(), async (t) => {
   const starts = [];
   for (let i = 0; i < 30; i++) {
     const h = lab.hosts[i % 3]!;

@@ -54,6 +54,8 @@ export class FakeRunner implements Runner {
   readonly sysctls = new Map<string, string>();
   readonly sysctlWrites: Array<[string, string]> = [];
   readonly #fail: FailRule[] = [];
+  /** veth pairs: deleting either end deletes both, as the kernel does */
+  readonly #peers = new Map<string, string>();
   #nextIndex = 1;
 
   /** Make matching commands throw a CommandError with this stderr. */
@@ -221,9 +223,6 @@ export class FakeRunner implements Runner {
       this.#deleteLink(t[3]!);
     }
   }
-
-  /** veth ends by each other: deleting one end deletes both, as the kernel does */
-  readonly #peers = new Map<string, string>();
 
   #deleteLink(name: string): boolean {
     if (!this.links.delete(name)) return false;

@@ -48,7 +48,7 @@ export async function buildHarness(t: TeardownHost, opts: { defaultPools?: strin
   const runner = opts.runner ?? new FakeRunner();
   const store = new Store({ dir: path.join(dir, 'state'), log, noSync: true });
   await store.open();
-  const { driver, ipam, overlay } = buildServices({
+  const { driver, ipam, overlay, ports } = buildServices({
     runner,
     store,
     log,
@@ -66,6 +66,8 @@ export async function buildHarness(t: TeardownHost, opts: { defaultPools?: strin
       if (closed) return;
       closed = true;
       await app.close();
+      // Published ports hold real loopback sockets (the userland proxy).
+      await ports.closeAll();
       await store.close();
     });
   t.teardown(async () => {

@@ -17,9 +17,12 @@ import { createReadStream, existsSync, promises as fs } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { execa, type Options as ExecaOptions } from 'execa';
+import { DOCKERD, cliEnv } from './dockerd-build.js';
 
+export { DOCKERD, HEAVY, cliEnv, heavyOnly } from './dockerd-build.js';
 export const REPO = path.resolve(new URL('.', import.meta.url).pathname, '..', '..');
-export const DOCKER = '/usr/bin/docker';
+/** The docker CLI of the lab's dockerd build (TSNET_LAB_DOCKERD, dockerd-build.ts). */
+export const DOCKER = DOCKERD.cli;
 /** node flags tsnet runs with in production (package.json start, scripts/run.sh, the plugin's entrypoint). */
 export const NODE_FLAGS = ['--max-semi-space-size=1', '--heap-growing-percent=20'];
 export const IMAGE = 'busybox:local';
@@ -245,7 +248,9 @@ export class LabHost {
     const log = await fs.open(path.join(this.dir, 'dockerd.log'), 'a');
     const args = [
       ...this.enter(),
-      'dockerd',
+      DOCKERD.dockerd,
+      // Its own build's proxy: dockerd 28 refuses another version's.
+      '--userland-proxy-path', DOCKERD.proxy,
       '--data-root', path.join(this.dir, 'data'),
       '--exec-root', path.join(this.dir, 'exec'),
       '-H', `unix://${this.dockerSock}`,
@@ -275,7 +280,7 @@ export class LabHost {
 
   async importImage(): Promise<void> {
     const tar = await buildBusyboxTar(this.lab.dir);
-    await sh(DOCKER, ['-H', `unix://${this.dockerSock}`, 'import', '-', IMAGE], { inputFile: tar });
+    await sh(DOCKER, ['-H', `unix://${this.dockerSock}`, 'import', '-', IMAGE], { inputFile: tar, env: cleanEnv(cliEnv()) });
     void createReadStream;
   }
 
@@ -323,7 +328,7 @@ export class LabHost {
   }
 
   docker(args: string[], opts: ExecaOptions & { check?: boolean } = {}): Promise<CmdResult> {
-    return sh(DOCKER, ['-H', `unix://${this.dockerSock}`, ...args], { env: cleanEnv({ DOCKER_API_VERSION: '1.41' }), ...opts });
+    return sh(DOCKER, ['-H', `unix://${this.dockerSock}`, ...args], { env: cleanEnv(cliEnv()), ...opts });
   }
 
   /** Run a command in this host's network (and mount) namespace. */
@@ -468,8 +473,14 @@ export class Lab {
     if (opts.dockerd !== false) {
       await Promise.all(
         this.hosts.map(async (h) => {
-          await h.startDockerd(opts.dockerdArgs);
-          await h.importImage();
+          try {
+            await h.startDockerd(opts.dockerdArgs);
+            await h.importImage();
+          } catch (err) {
+            // The directory goes with the lab: keep the daemon's last words in the error.
+            const log = await fs.readFile(path.join(h.dir, 'dockerd.log'), 'utf8').catch(() => '');
+            throw new Error(`${(err as Error).message}\n${DOCKERD.dockerd} log (last lines):\n${log.split('\n').slice(-15).join('\n')}`);
+          }
           if (opts.tsnet !== false) await h.startTsnet(opts.tsnetEnv);
         }),
       );

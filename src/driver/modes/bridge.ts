@@ -21,6 +21,7 @@ import {
 import type { EndpointRecord, NetworkRecord, SubnetRecord } from '../../store/schema.js';
 import type { NetworkConfig } from '../options.js';
 import type { Step } from '../steps.js';
+import { gatewaySkips } from '../gateways.js';
 import { gatewayIp } from '../subnets.js';
 import { joinAnswer, settingsOf, type EndpointDraft, type EndpointPlan, type EndpointPresence, type ModeDeps, type ModeName, type NetworkDraft, type NetworkMode, type NetworkPlan, type ReconcileRun } from './mode.js';
 
@@ -41,9 +42,10 @@ export function firewallSpec(net: NetworkRecord): FirewallNetwork {
 
 /** The addresses tsnet puts on a network's bridge. */
 export function bridgeAddresses(net: NetworkRecord): string[] {
-  if (net.gatewayMode === 'isolated') return [];
-  const v4 = net.inhibitIpv4 ? [] : net.ipv4.map((s) => s.gateway).filter((g): g is string => !!g);
-  const v6 = net.ipv6.map((s) => s.gateway).filter((g): g is string => !!g);
+  // A gateway dockerd before 28 allocated although GwAllocCheck would have skipped it stays unused.
+  const skip = gatewaySkips({ ...net, gatewayModeIpv6: net.gatewayModeIpv6 ?? 'nat' });
+  const v4 = net.inhibitIpv4 || skip.v4 ? [] : net.ipv4.map((s) => s.gateway).filter((g): g is string => !!g);
+  const v6 = skip.v6 ? [] : net.ipv6.map((s) => s.gateway).filter((g): g is string => !!g);
   return [...v4, ...v6];
 }
 
@@ -75,9 +77,9 @@ export class BridgeMode implements NetworkMode {
   }
 
   validate(cfg: NetworkConfig, ipv4: SubnetRecord[], ipv6: SubnetRecord[]): void {
-    if (cfg.gatewayMode === 'isolated') return;
+    const skip = gatewaySkips(cfg);
     for (const [s, fam] of [...ipv4.map((s) => [s, 'IPv4Data'] as const), ...ipv6.map((s) => [s, 'IPv6Data'] as const)]) {
-      if (!s.gateway && !(fam === 'IPv4Data' && cfg.inhibitIpv4)) {
+      if (!s.gateway && !(fam === 'IPv4Data' ? skip.v4 || cfg.inhibitIpv4 : skip.v6)) {
         throw new TsnetError('TSNET_ERR_INVALID_REQUEST', `${fam}: no Gateway for ${s.pool}; a tsnet bridge needs one unless the network is --internal with gateway mode isolated`);
       }
     }
@@ -205,11 +207,11 @@ export class BridgeMode implements NetworkMode {
     }
   }
 
-  async planEndpoint({ id: epId, net, mac }: EndpointDraft): Promise<EndpointPlan> {
+  async planEndpoint({ id: epId, net, mac, addressV6 }: EndpointDraft): Promise<EndpointPlan> {
     const { runner } = this.#deps;
     const host = hostVethName(epId);
     const peer = peerVethName(epId);
-    const spec = { hostName: host, peerName: peer, peerMac: mac, mtu: net.mtu, bridge: net.bridge, alias: endpointAlias(epId), hairpin: true, isolated: false };
+    const spec = { hostName: host, peerName: peer, peerMac: mac, mtu: net.mtu, bridge: net.bridge, alias: endpointAlias(epId), hairpin: true, isolated: false, disableIpv6: !addressV6 };
     const veth: Step = {
       name: 'veth',
       do: async () => {
