@@ -261,7 +261,13 @@ export class LabHost {
     const child = spawn(args[0]!, args.slice(1), { stdio: ['ignore', log.fd, log.fd], detached: true, env: cleanEnv() });
     child.unref();
     await log.close();
-    await waitFor('dockerd', async () => (await this.docker(['info', '--format', '{{.ServerVersion}}'], { check: false })).exitCode === 0, 60_000, 200);
+    // The server's version, not the exit code alone: docker CLI 26 exits 0
+    // from `info --format` while the daemon is not answering yet, which let
+    // a test talk to a dockerd still starting up ("Cannot connect").
+    await waitFor('dockerd', async () => {
+      const r = await this.docker(['info', '--format', '{{.ServerVersion}}'], { check: false });
+      return r.exitCode === 0 && /^\d+\.\d+/.test(r.stdout.trim());
+    }, 60_000, 200);
   }
 
   async stopDockerd(signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
