@@ -122,77 +122,40 @@ async function build(src: MetricSources): Promise<Live> {
   for (const k of FIX_KINDS) fixes.inc({ kind: k }, 0);
   for (const o of ['ok', 'errors', 'failed']) reconciles.inc({ outcome: o }, 0);
 
-  new prom.Gauge({
-    name: 'tsnet_networks',
-    help: 'Networks in the store, by mode',
-    labelNames: ['mode'],
-    registers,
-    collect() {
-      const c = modeCounts(src.store.state);
-      for (const [mode, n] of Object.entries(c.networks)) this.set({ mode }, n);
-    },
-  });
-  new prom.Gauge({
-    name: 'tsnet_endpoints',
-    help: 'Endpoints in the store, by the mode of their network',
-    labelNames: ['mode'],
-    registers,
-    collect() {
-      const c = modeCounts(src.store.state);
-      for (const [mode, n] of Object.entries(c.endpoints)) this.set({ mode }, n);
-    },
-  });
-  new prom.Gauge({
-    name: 'tsnet_published_ports',
-    help: 'Published host ports, by network mode and protocol',
-    labelNames: ['mode', 'proto'],
-    registers,
-    collect() {
-      this.reset();
-      for (const p of modeCounts(src.store.state).ports) this.set({ mode: p.mode, proto: p.proto }, p.count);
-    },
-  });
-  new prom.Gauge({
-    name: 'tsnet_pools',
-    help: 'IPAM pools, by who hands their addresses out (local: this host; overlay: cluster-wide)',
-    labelNames: ['mode'],
-    registers,
-    collect() {
-      const c = modeCounts(src.store.state);
-      for (const [mode, n] of Object.entries(c.pools)) this.set({ mode }, n);
-    },
-  });
-  const usage = (): ReturnType<typeof poolUsage> => poolUsage(src.store.state);
-  new prom.Gauge({
-    name: 'tsnet_ipam_allocated_addresses',
-    help: 'Addresses allocated in a pool (gateway, aux and endpoint addresses)',
-    labelNames: ['pool', 'range'],
-    registers,
-    collect() {
-      this.reset();
-      for (const u of usage()) this.set({ pool: u.pool, range: u.range }, u.allocated);
-    },
-  });
-  new prom.Gauge({
-    name: 'tsnet_ipam_capacity_addresses',
-    help: 'Addresses a pool can hand out',
-    labelNames: ['pool', 'range'],
-    registers,
-    collect() {
-      this.reset();
-      for (const u of usage()) this.set({ pool: u.pool, range: u.range }, u.capacity);
-    },
-  });
-  new prom.Gauge({
-    name: 'tsnet_ipam_utilisation_ratio',
-    help: 'Allocated over capacity, per pool',
-    labelNames: ['pool', 'range'],
-    registers,
-    collect() {
-      this.reset();
-      for (const u of usage()) this.set({ pool: u.pool, range: u.range }, u.capacity > 0 ? u.allocated / u.capacity : 1);
-    },
-  });
+  // One walk of the store per scrape, shared by the gauges that read it:
+  // prom-client collects every metric of a scrape before the next macrotask.
+  const perScrape = <T>(fn: () => T): (() => T) => {
+    let cached: { value: T } | undefined;
+    return () => {
+      if (!cached) {
+        cached = { value: fn() };
+        setImmediate(() => (cached = undefined));
+      }
+      return cached.value;
+    };
+  };
+  const counts = perScrape(() => modeCounts(src.store.state));
+  const usage = perScrape(() => poolUsage(src.store.state));
+  /** A gauge whose series are read from the store at scrape time, all replaced each time. */
+  const stateGauge = (name: string, help: string, labelNames: string[], rows: () => Array<[Record<string, string>, number]>): void => {
+    new prom.Gauge({
+      name,
+      help,
+      labelNames,
+      registers,
+      collect() {
+        this.reset();
+        for (const [labels, n] of rows()) this.set(labels, n);
+      },
+    });
+  };
+  stateGauge('tsnet_networks', 'Networks in the store, by mode', ['mode'], () => Object.entries(counts().networks).map(([mode, n]) => [{ mode }, n]));
+  stateGauge('tsnet_endpoints', 'Endpoints in the store, by the mode of their network', ['mode'], () => Object.entries(counts().endpoints).map(([mode, n]) => [{ mode }, n]));
+  stateGauge('tsnet_published_ports', 'Published host ports, by network mode and protocol', ['mode', 'proto'], () => counts().ports.map((p) => [{ mode: p.mode, proto: p.proto }, p.count]));
+  stateGauge('tsnet_pools', 'IPAM pools, by who hands their addresses out (local: this host; overlay: cluster-wide)', ['mode'], () => Object.entries(counts().pools).map(([mode, n]) => [{ mode }, n]));
+  stateGauge('tsnet_ipam_allocated_addresses', 'Addresses allocated in a pool (gateway, aux and endpoint addresses)', ['pool', 'range'], () => usage().map((u) => [{ pool: u.pool, range: u.range }, u.allocated]));
+  stateGauge('tsnet_ipam_capacity_addresses', 'Addresses a pool can hand out', ['pool', 'range'], () => usage().map((u) => [{ pool: u.pool, range: u.range }, u.capacity]));
+  stateGauge('tsnet_ipam_utilisation_ratio', 'Allocated over capacity, per pool', ['pool', 'range'], () => usage().map((u) => [{ pool: u.pool, range: u.range }, u.capacity > 0 ? u.allocated / u.capacity : 1]));
 
   // Store figures: the store counts them itself (it also serves the benchmark).
   new prom.Counter({
