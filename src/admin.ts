@@ -52,6 +52,8 @@ export function registerAdminRoutes(app: FastifyInstance, deps: AdminDeps): void
         subnets: [...n.ipv4, ...n.ipv6].map((x) => x.pool),
         internal: n.internal,
         endpoints: Object.values(s.endpoints).filter((e) => e.networkId === n.id).length,
+        // Addresses allocated cluster-wide: the etcd key and the blocks this host leased.
+        cluster: n.cluster ? { subnet: n.cluster.subnet, blocks: n.cluster.pools.flatMap((p) => p.blocks.map((b) => b.replace('_', '/'))) } : null,
         ...deps.modes.of(n).status(n),
       })),
       endpoints: Object.values(s.endpoints).map((e) => ({

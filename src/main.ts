@@ -16,7 +16,7 @@ import { createLogger } from './log.js';
 import { Store } from './store/store.js';
 import { buildServices } from './services.js';
 import type { ClusterRegistry } from './cluster/registry.js';
-import { OverlayManager } from './overlay/manager.js';
+import { findUnderlay, type OverlayManager } from './overlay/manager.js';
 import { randomBytes } from 'node:crypto';
 import { Metrics } from './metrics/registry.js';
 import { listenMetrics } from './metrics/server.js';
@@ -55,15 +55,14 @@ export async function prepareSocket(socketPath: string, log: Logger): Promise<vo
  * made once and kept in the state directory, so a restarted tsnet takes its
  * own etcd keys over rather than appearing as a new host.
  */
-async function clusterIdentity(config: Config, store: Store, runner: ReturnType<typeof createRunner>, log: Logger): Promise<{ hostId: string; vtep: string }> {
+async function clusterIdentity(config: Config, store: Store, runner: ReturnType<typeof createRunner>): Promise<{ hostId: string; vtep: string }> {
   const idFile = path.join(store.dir, 'host-id');
   let hostId = (await fs.readFile(idFile, 'utf8').catch(() => '')).trim();
   if (!/^[0-9a-f]{16}$/.test(hostId)) {
     hostId = randomBytes(8).toString('hex');
     await fs.writeFile(idFile, `${hostId}\n`, { mode: 0o600 });
   }
-  const probe = new OverlayManager({ runner, store, registry: undefined, log, vxlanPort: config.vxlanPort, advertiseAddr: config.advertiseAddr });
-  const { local } = await probe.underlay();
+  const { local } = await findUnderlay(runner, config.advertiseAddr);
   return { hostId, vtep: local };
 }
 
@@ -113,7 +112,7 @@ export async function start(config: Config, log: Logger): Promise<{ stop: () => 
     }
   }
   // A bad advertise address fails here, before listening; etcd3 loads later.
-  const identity = config.etcdEndpoints.length > 0 ? await clusterIdentity(config, store, runner, log) : undefined;
+  const identity = config.etcdEndpoints.length > 0 ? await clusterIdentity(config, store, runner) : undefined;
   const services = buildServices({
     runner,
     store,
@@ -123,7 +122,7 @@ export async function start(config: Config, log: Logger): Promise<{ stop: () => 
     advertiseAddr: config.advertiseAddr,
     readOnlyReason: () => hold.reason,
   });
-  const { firewall, ports, modes, driver, ipam } = services;
+  const { firewall, ports, modes, driver, ipam, cluster } = services;
   overlay = services.overlay;
   overlay.onPeers = (network, joined, left) => {
     for (const vtep of joined) events.emit('peer.joined', { network, vtep });
@@ -205,7 +204,7 @@ export async function start(config: Config, log: Logger): Promise<{ stop: () => 
   if (identity) {
     await driver.exclusive(async () => {
       registry = await openRegistry(config, identity, log);
-      overlay!.attachRegistry(registry);
+      cluster.attachRegistry(registry);
       registry.start();
     });
   }
@@ -223,7 +222,8 @@ export async function start(config: Config, log: Logger): Promise<{ stop: () => 
     await app.close();
     await reconciling;
     await ports.closeAll();
-    await overlay!.close();
+    overlay!.close();
+    await cluster.close();
     await registry?.close();
     await store.close();
   };

@@ -3,6 +3,7 @@
 // so IPAM itself never reads the kernel.
 import type { Logger } from 'pino';
 import type { DefaultPool } from './config.js';
+import { ClusterNetworks } from './cluster/networks.js';
 import { NetworkDriverService } from './driver/driver.js';
 import { ModeRegistry } from './driver/modes/registry.js';
 import { Firewall } from './firewall/firewall.js';
@@ -30,8 +31,9 @@ export function buildServices(o: ServiceOptions) {
   const firewall = new Firewall(runner, log);
   const ports = new PortPublisher({ runner, firewall, log });
   // The registry (etcd) is attached once it is open; until then only static overlays work.
-  const overlay = new OverlayManager({ runner, store, registry: undefined, log, vxlanPort: o.vxlanPort, advertiseAddr: o.advertiseAddr });
-  const modes = new ModeRegistry({ runner, store, firewall, overlay, log });
+  const cluster = new ClusterNetworks({ store, log });
+  const overlay = new OverlayManager({ runner, store, cluster, log, vxlanPort: o.vxlanPort, advertiseAddr: o.advertiseAddr });
+  const modes = new ModeRegistry({ runner, store, firewall, overlay, cluster, log });
   const driver = new NetworkDriverService({ store, ports, modes });
   const ipam = new IpamService({
     store,
@@ -39,7 +41,7 @@ export function buildServices(o: ServiceOptions) {
     defaultPools: o.defaultPools,
     hostRoutes: (v6) => listRoutes(runner, v6 ? 6 : 4),
     ...(o.readOnlyReason ? { readOnlyReason: o.readOnlyReason } : {}),
-    cluster: overlay,
+    cluster,
   });
-  return { firewall, ports, overlay, modes, driver, ipam };
+  return { firewall, ports, cluster, overlay, modes, driver, ipam };
 }

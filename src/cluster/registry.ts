@@ -1,13 +1,22 @@
-// The overlay control plane in etcd. Design notes:
+// The cluster's control plane in etcd: networks that span hosts (overlays,
+// and macvlan networks whose addresses are allocated cluster-wide). Design notes:
 // - Key layout (prefix /tsnet/v1):
 //     hosts/<host>                                {vtep}            under the host lease
-//     overlays/<subnet>                           {subnet, vni, gateway}
+//     overlays/<subnet>                           {subnet, kind, vni, gateway, ranges}
 //     vnis/<vni>                                  <subnet>
 //     overlays/<subnet>/members/<host>            {vtep}            under the host lease
 //     overlays/<subnet>/blocks/<block>            {host}            leased address blocks
 //     overlays/<subnet>/claims/<ip>               {host, state}     static addresses
 //     overlays/<subnet>/endpoints/<host>/<ep>     {ip, mac, vtep}   under the host lease
-//   <subnet> and <block> are CIDRs with '/' replaced by '_'.
+//   <subnet> and <block> are CIDRs with '/' replaced by '_'. The prefix says
+//   "overlays" because overlays came first; every cluster network lives there
+//   (`kind` tells them apart, absent meaning overlay), so hosts of an older
+//   tsnet keep finding their overlays.
+// - A subnet is one network cluster-wide: its kind, VNI, gateway and dynamic
+//   ranges (one per address family) are agreed when the first host creates
+//   it, and every other host must name the same (differing ranges would
+//   carve differently sized blocks that overlap, and hand out one address
+//   twice).
 // - Everything that claims something (an overlay's VNI, a block, a static
 //   address) is one etcd transaction comparing the key's version with 0, so
 //   two hosts can never both win it.
@@ -34,13 +43,21 @@ export interface ClusterOptions {
   log: Logger;
 }
 
-export interface OverlayInfo {
+/** What kind of network a cluster subnet is; fixed by the host that creates it. */
+export type ClusterKind = 'overlay' | 'macvlan' | 'ipvlan' | 'routed';
+
+export interface NetworkInfo {
   subnet: string;
-  vni: number;
+  /** absent in records of tsnet before other kinds existed: an overlay */
+  kind?: ClusterKind;
+  /** overlays only */
+  vni?: number;
   gateway?: string;
+  /** the dynamic ranges blocks are carved from, one per pool; absent in older records */
+  ranges?: string[];
 }
 
-export interface OverlayView {
+export interface NetworkView {
   revision: number;
   members: Map<string, { vtep: string }>;
   endpoints: Map<string, { host: string; ip: string; mac: string; vtep: string }>;
@@ -59,6 +76,38 @@ export function subnetKey(subnet: string): string {
 }
 
 const CALL_TIMEOUT_MS = 3000;
+
+/** Refuse what disagrees with the cluster's record of a subnet, naming the option. */
+export type NetworkWant = { kind: ClusterKind; vni?: number; gateway?: string; ranges?: string[] };
+
+export function checkAgreement(subnet: string, info: NetworkInfo, want: NetworkWant): void {
+  const kind = info.kind ?? 'overlay';
+  if (kind !== want.kind) {
+    throw new TsnetError('TSNET_ERR_INVALID_OPTION', `tsnet.mode: ${want.kind} disagrees with the cluster, where ${subnet} is a ${kind} network`);
+  }
+  if (want.vni !== undefined && want.vni !== info.vni) {
+    throw new TsnetError('TSNET_ERR_INVALID_OPTION', `tsnet.vni: ${want.vni} disagrees with the cluster, where ${subnet} is VNI ${info.vni}`);
+  }
+  if (want.gateway && info.gateway && want.gateway !== info.gateway) {
+    throw new TsnetError('TSNET_ERR_INVALID_OPTION', `gateway ${want.gateway} disagrees with the cluster, where ${subnet} uses ${info.gateway}`);
+  }
+  if (want.ranges && info.ranges && [...want.ranges].sort().join(',') !== [...info.ranges].sort().join(',')) {
+    throw new TsnetError(
+      'TSNET_ERR_INVALID_OPTION',
+      `ip-range ${want.ranges.join(', ')} disagrees with the cluster, where ${subnet} hands out addresses from ${info.ranges.join(', ')}; give every host the same subnets and --ip-range (or none)`,
+    );
+  }
+}
+
+/** The host a block or claim value names, if it parses. */
+function parseOwner(value: string): string | undefined {
+  try {
+    const v = JSON.parse(value) as { host?: unknown };
+    return typeof v.host === 'string' ? v.host : undefined;
+  } catch {
+    return undefined;
+  }
+}
 
 function withTimeout<T>(p: Promise<T>, what: string): Promise<T> {
   let timer: NodeJS.Timeout;
@@ -196,42 +245,38 @@ export class ClusterRegistry extends EventEmitter {
     }
   }
 
-  /** Look up or create the overlay of a subnet; a given VNI must agree with the cluster. */
-  async ensureOverlay(subnet: string, want: { vni?: number; gateway?: string }): Promise<OverlayInfo> {
+  /**
+   * Look up or create the cluster network of a subnet. What this host asks
+   * for must agree with what the cluster has: kind, VNI, gateway, ranges.
+   * An overlay's VNI is claimed with the network in one transaction.
+   */
+  async ensureNetwork(subnet: string, want: NetworkWant): Promise<NetworkInfo> {
     const sk = subnetKey(subnet);
     const key = `${ROOT}/overlays/${sk}`;
     for (let attempt = 0; attempt < 8; attempt++) {
-      const existing = await withTimeout(this.#client.get(key).string(), 'get overlay');
+      const existing = await withTimeout(this.#client.get(key).string(), 'get network');
       if (existing) {
-        const info = JSON.parse(existing) as OverlayInfo;
-        if (want.vni !== undefined && want.vni !== info.vni) {
-          throw new TsnetError('TSNET_ERR_INVALID_OPTION', `tsnet.vni: ${want.vni} disagrees with the cluster, where ${subnet} is VNI ${info.vni}`);
-        }
-        if (want.gateway && info.gateway && want.gateway !== info.gateway) {
-          throw new TsnetError('TSNET_ERR_INVALID_OPTION', `gateway ${want.gateway} disagrees with the cluster, where ${subnet} uses ${info.gateway}`);
-        }
+        const info = JSON.parse(existing) as NetworkInfo;
+        checkAgreement(subnet, info, want);
         return info;
       }
-      const vni = want.vni ?? (await this.#freeVni(subnet, attempt));
-      const info: OverlayInfo = { subnet, vni, ...(want.gateway ? { gateway: want.gateway } : {}) };
-      const res = await withTimeout(
-        this.#client
-          .if(key, 'Version', '==', 0)
-          .and(`${ROOT}/vnis/${vni}`, 'Version', '==', 0)
-          .then(this.#client.put(key).value(JSON.stringify(info)), this.#client.put(`${ROOT}/vnis/${vni}`).value(sk))
-          .commit(),
-        'claim overlay',
-      );
+      const vni = want.kind === 'overlay' ? (want.vni ?? (await this.#freeVni(subnet, attempt))) : undefined;
+      const info: NetworkInfo = { subnet, kind: want.kind, ...(vni !== undefined ? { vni } : {}), ...(want.gateway ? { gateway: want.gateway } : {}), ...(want.ranges ? { ranges: want.ranges } : {}) };
+      const txn = this.#client.if(key, 'Version', '==', 0);
+      if (vni !== undefined) txn.and(`${ROOT}/vnis/${vni}`, 'Version', '==', 0);
+      const puts = [this.#client.put(key).value(JSON.stringify(info)), ...(vni !== undefined ? [this.#client.put(`${ROOT}/vnis/${vni}`).value(sk)] : [])];
+      const res = await withTimeout(txn.then(...puts).commit(), 'claim network');
       if (res.succeeded) {
-        this.#log.info({ subnet, vni }, 'overlay created in the cluster');
+        this.#log.info({ subnet, kind: want.kind, vni }, 'network created in the cluster');
         return info;
       }
+      if (vni === undefined) continue;
       const owner = await withTimeout(this.#client.get(`${ROOT}/vnis/${vni}`).string(), 'get vni');
       if (want.vni !== undefined && owner && owner !== sk) {
         throw new TsnetError('TSNET_ERR_INVALID_OPTION', `tsnet.vni: ${vni} is already used by overlay ${owner.replace('_', '/')}`);
       }
     }
-    throw new TsnetError('TSNET_ERR_CLUSTER', `could not claim an overlay for ${subnet}: too much contention`);
+    throw new TsnetError('TSNET_ERR_CLUSTER', `could not create ${subnet} in the cluster: too much contention`);
   }
 
   /** A VNI derived from the subnet (so hosts agree without asking), probing on from there if taken. */
@@ -252,11 +297,42 @@ export class ClusterRegistry extends EventEmitter {
     await this.#putLeased(`${ROOT}/overlays/${subnetKey(subnet)}/members/${this.hostId}`, JSON.stringify({ vtep: this.vtep }));
   }
 
+  /**
+   * This host's network is gone: its membership and endpoints go, and so do
+   * the address blocks and claims it held (each only if still this host's),
+   * so the addresses return to the cluster. A host that dies for good keeps
+   * its blocks until an operator removes them.
+   */
   async leave(subnet: string): Promise<void> {
     const sk = subnetKey(subnet);
-    for (const k of [...this.#leased.keys()]) if (k.startsWith(`${ROOT}/overlays/${sk}/`)) this.#leased.delete(k);
-    await withTimeout(this.#client.delete().key(`${ROOT}/overlays/${sk}/members/${this.hostId}`).exec(), 'leave');
-    await withTimeout(this.#client.delete().prefix(`${ROOT}/overlays/${sk}/endpoints/${this.hostId}/`).exec(), 'leave');
+    const prefix = `${ROOT}/overlays/${sk}/`;
+    for (const k of [...this.#leased.keys()]) if (k.startsWith(prefix)) this.#leased.delete(k);
+    await withTimeout(this.#client.delete().key(`${prefix}members/${this.hostId}`).exec(), 'leave');
+    await withTimeout(this.#client.delete().prefix(`${prefix}endpoints/${this.hostId}/`).exec(), 'leave');
+    for (const sub of ['blocks/', 'claims/']) {
+      const kvs = await withTimeout(this.#client.getAll().prefix(`${prefix}${sub}`).strings(), 'list held');
+      for (const [k, v] of Object.entries(kvs)) {
+        if (parseOwner(v) !== this.hostId) continue;
+        await withTimeout(this.#client.if(k, 'Value', '==', v).then(this.#client.delete().key(k)).commit(), 'release held');
+      }
+    }
+    // The last host out forgets the network, so it can be created again with
+    // other settings; unless its record changed meanwhile (a host creating it
+    // anew). A host that read the record just before and joins just after
+    // would find the network forgotten under it: the window is one round
+    // trip, and only when every other host has already left.
+    const left = await withTimeout(this.#client.getAll().prefix(prefix).count(), 'count network');
+    if (left > 0) return;
+    const info = await withTimeout(this.#client.get(`${ROOT}/overlays/${sk}`).exec(), 'get network');
+    const kv = info.kvs[0];
+    if (!kv) return;
+    const vni = (JSON.parse(kv.value.toString()) as NetworkInfo).vni;
+    const txn = this.#client.if(`${ROOT}/overlays/${sk}`, 'Mod', '==', kv.mod_revision).then(
+      this.#client.delete().key(`${ROOT}/overlays/${sk}`),
+      ...(vni !== undefined ? [this.#client.delete().key(`${ROOT}/vnis/${vni}`)] : []),
+    );
+    const res = await withTimeout(txn.commit(), 'forget network');
+    if (res.succeeded) this.#log.info({ subnet }, 'last host left; the network is gone from the cluster');
   }
 
   /** Try to lease one of the candidate blocks; returns the key won, or undefined if all are taken. */
@@ -359,14 +435,14 @@ export class ClusterRegistry extends EventEmitter {
   }
 
   /**
-   * Follow everything under one overlay. The handler gets the whole view
-   * after every change (coalesced), so it can diff against the kernel.
+   * Follow everything under one cluster network. The handler gets the whole
+   * view after every change (coalesced), so it can diff against the kernel.
    */
-  watchOverlay(subnet: string, onView: (view: OverlayView) => void): { close: () => Promise<void> } {
+  watchNetwork(subnet: string, onView: (view: NetworkView) => void): { close: () => Promise<void> } {
     const prefix = `${ROOT}/overlays/${subnetKey(subnet)}/`;
     let watcher: Watcher | undefined;
     let closed = false;
-    let view: OverlayView | undefined;
+    let view: NetworkView | undefined;
     let timer: NodeJS.Timeout | undefined;
     const emit = (): void => {
       if (timer || !view) return;
@@ -394,7 +470,7 @@ export class ClusterRegistry extends EventEmitter {
     const relist = async (): Promise<void> => {
       for (let attempt = 0; !closed; attempt++) {
         try {
-          const res = await withTimeout(this.#client.getAll().prefix(prefix).exec(), 'list overlay');
+          const res = await withTimeout(this.#client.getAll().prefix(prefix).exec(), 'list network');
           view = { revision: Number(res.header.revision), members: new Map(), endpoints: new Map(), blocks: new Map(), claims: new Map() };
           for (const kv of res.kvs) apply(kv.key.toString(), kv.value.toString());
           emit();
@@ -422,7 +498,7 @@ export class ClusterRegistry extends EventEmitter {
           });
           return;
         } catch (err) {
-          if (attempt % 10 === 0) this.#log.warn({ subnet, err: (err as Error).message }, 'cannot list the overlay in etcd; retrying');
+          if (attempt % 10 === 0) this.#log.warn({ subnet, err: (err as Error).message }, 'cannot list the network in etcd; retrying');
           await new Promise((r) => setTimeout(r, Math.min(2000, 200 * (attempt + 1))));
         }
       }

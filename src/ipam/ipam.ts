@@ -32,15 +32,15 @@ export interface HostRoute {
 }
 
 /**
- * Cluster-wide allocation for pools that span hosts (overlay networks): the
- * pool's network, if it has one, and addresses claimed across the cluster.
- * IPAM tells it which addresses it holds here, so claims from other hosts
- * can be answered.
+ * Cluster-wide allocation for pools that span hosts (overlay networks, and
+ * macvlan networks on a LAN several hosts share): the pool's network, if it
+ * has one, and addresses claimed across the cluster. IPAM tells it which
+ * addresses it holds here, so claims from other hosts can be answered.
  */
 export interface ClusterAllocator<N = unknown> {
   networkForPool(poolId: string): N | undefined;
-  allocate(net: N, wanted: bigint | undefined, taken: (v: bigint) => boolean): Promise<bigint>;
-  release(net: N, value: bigint): Promise<void>;
+  allocate(net: N, poolId: string, wanted: bigint | undefined, taken: (v: bigint) => boolean): Promise<bigint>;
+  release(net: N, poolId: string, value: bigint): Promise<void>;
   isAllocated: (poolId: string, value: bigint) => boolean;
 }
 
@@ -251,7 +251,7 @@ export class IpamService {
         }
         if (clusterNet && !alloc.has(ip.value)) {
           // Unique across the cluster, not just here (may ask etcd or the block's owner).
-          await this.#cluster!.allocate(clusterNet, ip.value, (v) => alloc.has(v) || alloc.isReserved(v));
+          await this.#cluster!.allocate(clusterNet, req.PoolID, ip.value, (v) => alloc.has(v) || alloc.isReserved(v));
         }
         if (alloc.has(ip.value)) {
           const owner = alloc.owner(ip.value);
@@ -262,7 +262,7 @@ export class IpamService {
         }
         value = ip.value;
       } else if (clusterNet) {
-        value = await this.#cluster!.allocate(clusterNet, undefined, (v) => alloc.has(v) || alloc.isReserved(v) || !alloc.inPool(v));
+        value = await this.#cluster!.allocate(clusterNet, req.PoolID, undefined, (v) => alloc.has(v) || alloc.isReserved(v) || !alloc.inPool(v));
       } else {
         const free = alloc.firstFree();
         if (free === undefined) {
@@ -273,7 +273,7 @@ export class IpamService {
       const kind = isGateway ? 'gateway' : wanted !== '' ? 'static' : 'dynamic';
       const text = alloc.take(value, { kind, ...(name ? { name: String(name).slice(0, 128) } : {}), at: new Date().toISOString() });
       log.debug({ poolId: req.PoolID, address: text, kind }, 'address allocated');
-      // Overlay pools also change cluster bookkeeping: those commit the whole state.
+      // Cluster pools also change cluster bookkeeping: those commit the whole state.
       const paths = clusterNet ? undefined : [['pools', req.PoolID, 'allocations', text]];
       return { result: { Address: `${text}/${alloc.prefix.bits}`, Data: {} }, paths, undo: () => void alloc.release(value) };
     });
@@ -288,7 +288,7 @@ export class IpamService {
       const prev = alloc.owner(ip.value)!;
       alloc.release(ip.value);
       const clusterNet = this.#cluster?.networkForPool(req.PoolID);
-      if (clusterNet) await this.#cluster!.release(clusterNet, ip.value);
+      if (clusterNet) await this.#cluster!.release(clusterNet, req.PoolID, ip.value);
       log.debug({ poolId: req.PoolID, address: req.Address }, 'address released');
       const paths = clusterNet ? undefined : [['pools', req.PoolID, 'allocations', formatIp({ v6: alloc.prefix.v6, value: ip.value })]];
       // If someone took the address meanwhile, the release stands.

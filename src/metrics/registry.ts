@@ -152,7 +152,7 @@ async function build(src: MetricSources): Promise<Live> {
   stateGauge('tsnet_networks', 'Networks in the store, by mode', ['mode'], () => Object.entries(counts().networks).map(([mode, n]) => [{ mode }, n]));
   stateGauge('tsnet_endpoints', 'Endpoints in the store, by the mode of their network', ['mode'], () => Object.entries(counts().endpoints).map(([mode, n]) => [{ mode }, n]));
   stateGauge('tsnet_published_ports', 'Published host ports, by network mode and protocol', ['mode', 'proto'], () => counts().ports.map((p) => [{ mode: p.mode, proto: p.proto }, p.count]));
-  stateGauge('tsnet_pools', 'IPAM pools, by who hands their addresses out (local: this host; overlay: cluster-wide)', ['mode'], () => Object.entries(counts().pools).map(([mode, n]) => [{ mode }, n]));
+  stateGauge('tsnet_pools', 'IPAM pools, by who hands their addresses out (local: this host; cluster: cluster-wide, through etcd)', ['mode'], () => Object.entries(counts().pools).map(([mode, n]) => [{ mode }, n]));
   stateGauge('tsnet_ipam_allocated_addresses', 'Addresses allocated in a pool (gateway, aux and endpoint addresses)', ['pool', 'range'], () => usage().map((u) => [{ pool: u.pool, range: u.range }, u.allocated]));
   stateGauge('tsnet_ipam_capacity_addresses', 'Addresses a pool can hand out', ['pool', 'range'], () => usage().map((u) => [{ pool: u.pool, range: u.range }, u.capacity]));
   stateGauge('tsnet_ipam_utilisation_ratio', 'Allocated over capacity, per pool', ['pool', 'range'], () => usage().map((u) => [{ pool: u.pool, range: u.range }, u.capacity > 0 ? u.allocated / u.capacity : 1]));

@@ -18,11 +18,11 @@ export interface ModeCounts {
   /** published host ports by the mode of the endpoint's network and protocol */
   ports: Array<{ mode: Mode; proto: string; count: number }>;
   /** pools by what hands their addresses out: this host alone, or the overlay cluster-wide */
-  pools: Record<'local' | 'overlay', number>;
+  pools: Record<'local' | 'cluster', number>;
 }
 
 export function modeCounts(state: State): ModeCounts {
-  const out: ModeCounts = { networks: perMode(), endpoints: perMode(), ports: [], pools: { local: 0, overlay: 0 } };
+  const out: ModeCounts = { networks: perMode(), endpoints: perMode(), ports: [], pools: { local: 0, cluster: 0 } };
   for (const n of Object.values(state.networks)) out.networks[n.mode]++;
   const ports = new Map<string, { mode: Mode; proto: string; count: number }>();
   for (const e of Object.values(state.endpoints)) {
@@ -36,7 +36,7 @@ export function modeCounts(state: State): ModeCounts {
     }
   }
   out.ports = [...ports.values()];
-  for (const p of Object.values(state.pools)) out.pools[p.overlayNetwork ? 'overlay' : 'local']++;
+  for (const p of Object.values(state.pools)) out.pools[p.clusterNetwork ? 'cluster' : 'local']++;
   return out;
 }
 

@@ -3,7 +3,9 @@
 // than half-trusted.
 import { Type, type Static } from '@sinclair/typebox';
 
-export const SCHEMA_VERSION = 1;
+// 2: cluster-wide addressing moved from the overlay record into `cluster`
+// (macvlan networks have it too), and pools name their `clusterNetwork`.
+export const SCHEMA_VERSION = 2;
 
 const Id = Type.String({ pattern: '^[0-9a-f]{64}$' });
 const IfName = Type.String({ pattern: '^[A-Za-z0-9_.-]{1,15}$' });
@@ -30,19 +32,36 @@ export const OverlaySchema = Type.Object({
   vni: Type.Integer({ minimum: 1, maximum: 16777215 }),
   vxlan: IfName,
   subnet: Type.String(),
-  /** the IPAM pool whose endpoint addresses are allocated cluster-wide */
-  poolId: Type.Optional(Type.String()),
-  /** dynamic range blocks are carved from (SubPool, else the subnet) */
-  range: Type.String(),
   peers: Type.Array(Type.String()),
   local: Type.String(),
   underlay: IfName,
+});
+export type OverlayRecord = Static<typeof OverlaySchema>;
+
+/** One pool of a cluster network: its dynamic range, and what this host holds of it. */
+export const ClusterPoolSchema = Type.Object({
+  /** the IPAM pool whose endpoint addresses are allocated cluster-wide */
+  poolId: Type.String(),
+  /** dynamic range blocks are carved from (SubPool, else the pool); agreed cluster-wide */
+  range: Type.String(),
   /** address blocks this host leased (keys as in etcd) */
   blocks: Type.Array(Type.String()),
   /** static addresses this host claimed outside its own blocks */
   claims: Type.Array(Type.String()),
 });
-export type OverlayRecord = Static<typeof OverlaySchema>;
+export type ClusterPoolRecord = Static<typeof ClusterPoolSchema>;
+
+/**
+ * A network whose endpoint addresses are unique across the cluster (etcd):
+ * each host leases blocks of each pool's range and hands out their addresses
+ * itself. Blocks and claims of both families live under the one key.
+ */
+export const ClusterSchema = Type.Object({
+  /** the network's key in etcd: its first subnet, which every host names alike */
+  subnet: Type.String(),
+  pools: Type.Array(ClusterPoolSchema),
+});
+export type ClusterRecord = Static<typeof ClusterSchema>;
 
 /** macvlan and ipvlan networks: containers are children of a parent link on the LAN */
 export const LanSchema = Type.Object({
@@ -91,6 +110,8 @@ export const NetworkSchema = Type.Object({
   overlay: Type.Optional(OverlaySchema),
   /** present for tsnet.mode=macvlan and ipvlan */
   lan: Type.Optional(LanSchema),
+  /** present when the network's addresses are allocated cluster-wide */
+  cluster: Type.Optional(ClusterSchema),
   /** the -o map as dockerd sent it, for inspection and re-validation */
   options: Type.Record(Type.String(), Type.String()),
   createdAt: Type.String(),
@@ -128,8 +149,8 @@ export const PoolSchema = Type.Object({
   v6: Type.Boolean(),
   /** chosen by tsnet from the default pools rather than asked for with --subnet */
   dynamic: Type.Boolean(),
-  /** set when an overlay network uses this pool: endpoint addresses are then unique cluster-wide */
-  overlayNetwork: Type.Optional(Type.String()),
+  /** set when a network with cluster-wide addressing uses this pool: its endpoint addresses are allocated through etcd */
+  clusterNetwork: Type.Optional(Type.String()),
   options: Type.Record(Type.String(), Type.String()),
   allocations: Type.Record(Type.String(), AllocationSchema),
   createdAt: Type.String(),

@@ -93,9 +93,37 @@ export function headGeneration(text: string): number | undefined {
   return m ? Number(m[1]) : undefined;
 }
 
-/** Upgrade older on-disk layouts; version 1 is the first, so this only fills defaults. */
-function migrate(_version: number, state: unknown): unknown {
+/**
+ * Upgrade older layouts to this one. Structural and idempotent, because it
+ * also runs after a journal replay: journal lines hold whole records, and a
+ * journal written by an older tsnet follows its state file.
+ * 1 -> 2: an overlay's cluster addressing (poolId, range, blocks, claims)
+ * moves into the network's `cluster` record, and a pool's `overlayNetwork`
+ * becomes `clusterNetwork`.
+ */
+export function migrate(_version: number, state: unknown): unknown {
+  if (!isObject(state)) return state;
+  for (const net of Object.values(isObject(state.networks) ? state.networks : {})) {
+    const o = isObject(net) ? net.overlay : undefined;
+    if (!isObject(net) || !isObject(o) || !('blocks' in o || 'claims' in o || 'range' in o || 'poolId' in o)) continue;
+    if (o.mode === 'cluster' && typeof o.poolId === 'string' && net.cluster === undefined) {
+      net.cluster = { subnet: o.subnet, pools: [{ poolId: o.poolId, range: o.range ?? o.subnet, blocks: o.blocks ?? [], claims: o.claims ?? [] }] };
+    }
+    delete o.poolId;
+    delete o.range;
+    delete o.blocks;
+    delete o.claims;
+  }
+  for (const pool of Object.values(isObject(state.pools) ? state.pools : {})) {
+    if (!isObject(pool) || !('overlayNetwork' in pool)) continue;
+    if (pool.clusterNetwork === undefined) pool.clusterNetwork = pool.overlayNetwork;
+    delete pool.overlayNetwork;
+  }
   return state;
+}
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
 /** One journal line: the values at the given paths after a commit (a path alone: deleted). */
@@ -334,6 +362,7 @@ export class Store {
   #replay(text: string, decoded: { state: State; generation: number }, journal: string): { state: State; generation: number; damage?: string } {
     if (journal === '') return decoded;
     const r = replayJournal(decoded.state, decoded.generation, journal);
+    migrate(SCHEMA_VERSION, decoded.state);
     if (r.tornTail) this.#log.warn({ journal: this.journalFile }, 'the last journal line is incomplete (a write cut short); ignoring it');
     if (stateCheck.Check(decoded.state)) return { state: decoded.state, generation: r.generation, ...(r.damage ? { damage: r.damage } : {}) };
     const first = [...stateCheck.Errors(decoded.state)][0];

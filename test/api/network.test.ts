@@ -590,9 +590,11 @@ t.test('Leave forgets the sandbox; Join without a network record fails cleanly',
 
 t.test("an overlay's underlay: this host's VTEP address, IPv4 or IPv6, and peers of one family", async (t) => {
   const { OverlayManager } = await import('../../src/overlay/manager.js');
+  const { ClusterNetworks } = await import('../../src/cluster/networks.js');
   const h = await buildHarness(t);
+  const cluster = new ClusterNetworks({ store: h.store, log: silentLogger() });
   const manager = (advertiseAddr?: string): InstanceType<typeof OverlayManager> =>
-    new OverlayManager({ runner: h.runner, store: h.store, registry: undefined, log: silentLogger(), vxlanPort: 4789, advertiseAddr });
+    new OverlayManager({ runner: h.runner, store: h.store, cluster, log: silentLogger(), vxlanPort: 4789, advertiseAddr });
   h.runner.addLink('eth0', { mtu: 9000 });
   h.runner.addrs = [{ ifname: 'eth0', addr_info: [
     { family: 'inet6', local: 'fe80::1', prefixlen: 64, scope: 'link' },
@@ -613,7 +615,7 @@ t.test("an overlay's underlay: this host's VTEP address, IPv4 or IPv6, and peers
   t.equal(vxlanOverhead('192.0.2.10'), 50);
   t.equal(vxlanOverhead('2001:db8::10'), 70, 'a 40-byte outer IPv6 header');
   const plan = (m: InstanceType<typeof OverlayManager>, peers: string[]) =>
-    m.plan({ id: dockerId(), subnet: '10.230.0.0/24', subPool: undefined, gateway: undefined, poolId: undefined, vni: undefined, peers, vxlan: 'tsvx-test' });
+    m.plan({ subnet: '10.230.0.0/24', pools: undefined, gateway: undefined, vni: undefined, peers, vxlan: 'tsvx-test' });
   await t.rejects(plan(manager('192.0.2.10'), ['192.0.2.11', '2001:db8::11']), /tsnet\.peers: "2001:db8::11" and "192\.0\.2\.11" are of different IP families/);
   await t.rejects(plan(manager('192.0.2.10'), ['2001:db8::11']), /"2001:db8::11" is IPv6 but this host's VTEP address 192\.0\.2\.10 is IPv4/);
   const ok = await plan(manager('2001:db8::10'), ['2001:db8::10', '2001:db8::11']);

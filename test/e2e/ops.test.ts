@@ -165,7 +165,7 @@ t.test('an overlay across two hosts: peers, FDB entries and etcd in metrics, eve
   t.equal(m.value('tsnet_overlay_fdb_entries', { network: netId }), 2, 'one remote endpoint and one flood entry');
   t.equal(m.value('tsnet_networks', { mode: 'overlay' }), 1);
   t.equal(m.value('tsnet_endpoints', { mode: 'overlay' }), 1, 'this host\'s endpoint only');
-  t.equal(m.value('tsnet_pools', { mode: 'overlay' }), 1);
+  t.equal(m.value('tsnet_pools', { mode: 'cluster' }), 1);
   t.equal(m.value('tsnet_etcd_up'), 1, 'etcd up');
   const joined = await waitFor('peer.joined', async () => follow.events().find((e) => e.type === 'peer.joined'));
   t.match(joined, { network: netId, vtep: h2.lanIp }, 'peer.joined names the other host\'s VTEP');

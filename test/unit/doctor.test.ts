@@ -33,7 +33,7 @@ function state(opts: { overlay?: boolean; internal?: boolean } = {}): State {
     options: {},
     createdAt: '',
     ...(opts.overlay
-      ? { overlay: { mode: 'static' as const, vni: 4242, vxlan: 'tsvx-aaaa', subnet: '10.10.0.0/24', range: '10.10.0.0/24', peers: ['10.99.0.12'], local: '10.99.0.11', underlay: 'eth0', blocks: [], claims: [] } }
+      ? { overlay: { mode: 'static' as const, vni: 4242, vxlan: 'tsvx-aaaa', subnet: '10.10.0.0/24', peers: ['10.99.0.12'], local: '10.99.0.11', underlay: 'eth0' } }
       : {}),
   };
   s.networks[NET] = n;

@@ -1,7 +1,7 @@
 // Pure pieces of the overlay: block maths, VNI derivation, the FDB and
 // neighbour batch lines, the overlay firewall scripts, and the new settings.
 import t from 'tap';
-import { blockBits, blockKey, blockOf, blocksOf, firstFreeIn, parseBlockKey } from '../../src/overlay/blocks.js';
+import { blockBits, blockKey, blockOf, blocksOf, firstFreeIn, parseBlockKey } from '../../src/net/blocks.js';
 import { derivedVni } from '../../src/overlay/manager.js';
 import { fdbLines, neighLines } from '../../src/kernel/vxlan.js';
 import { renderGatewayGuard, renderGatewayGuardRemoval, renderVxlanGuard, renderVxlanGuardRemoval } from '../../src/firewall/overlay-rules.js';

@@ -4,7 +4,7 @@ import t, { type Test } from 'tap';
 import { execFile } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { Store, decodeFile, encodeFile } from '../../src/store/store.js';
+import { Store, decodeFile, encodeFile, encodeJournalLine } from '../../src/store/store.js';
 import { emptyState, type PoolRecord, type State } from '../../src/store/schema.js';
 import { TsnetError } from '../../src/errors.js';
 import { keepAlive, silentLogger, tmpDir } from '../helpers/fake-runner.js';
@@ -248,10 +248,38 @@ t.test('both copies damaged: refuse to start, say what to do', async (t) => {
 t.test('a file from a newer tsnet, or of the wrong shape, is not trusted', async (t) => {
   const good = encodeFile(emptyState(), 3);
   t.same(decodeFile(good), { state: emptyState(), generation: 3 });
-  t.match(decodeFile(good.replace('"schemaVersion":1', '"schemaVersion":9')) as string, 'newer tsnet');
+  t.match(decodeFile(good.replace(/"schemaVersion":\d+/, '"schemaVersion":9')) as string, 'newer tsnet');
   t.match(decodeFile('{"a":1}') as string, 'not a tsnet state file');
   const wrongShape = { networks: {}, endpoints: {}, pools: { x: { id: 1 } } } as unknown as State;
   t.match(decodeFile(encodeFile(wrongShape, 1)) as string, 'does not fit the schema');
+});
+
+t.test('a schema 1 store (cluster addressing inside the overlay record) loads migrated, its journal too', async (t) => {
+  const dir = path.join(await tmpDir(t, 'store'), 'state');
+  await fs.mkdir(dir, { recursive: true });
+  const id = (c: string): string => c.repeat(64);
+  const overlayNet = (netId: string, subnet: string): Record<string, unknown> => ({
+    id: netId, mode: 'overlay', bridge: `tsbr-${netId.slice(0, 10)}`, createdBridge: true, ipv4: [{ pool: subnet, gateway: subnet.replace('0/24', '1/24'), aux: {} }], ipv6: [],
+    internal: false, mtu: 1450, masquerade: true, icc: true, gatewayMode: 'nat', hostBindingIpv4: '0.0.0.0', inhibitIpv4: false, ifacePrefix: 'eth', trustedHostInterfaces: [], options: {}, createdAt: '',
+    overlay: { mode: 'cluster', vni: 5000, vxlan: `tsvx-${netId.slice(0, 10)}`, subnet, poolId: `tsnet-local/${subnet}`, range: subnet, peers: [], local: '10.99.0.11', underlay: 'eth0', blocks: [subnet.replace('/24', '_30')], claims: [] },
+  });
+  const old = { ...pool('10.200.0.0/24'), overlayNetwork: id('a') } as unknown as PoolRecord;
+  const v1 = { networks: { [id('a')]: overlayNet(id('a'), '10.200.0.0/24') }, endpoints: {}, pools: { [old.id]: old } } as unknown as State;
+  const file = encodeFile(v1, 1).replace(/"schemaVersion":\d+/, '"schemaVersion":1');
+  await fs.writeFile(path.join(dir, 'state.json'), file);
+  await fs.writeFile(path.join(dir, 'state.prev.json'), file);
+  // A journal line of the old tsnet: a whole old-shaped network record.
+  const later = { ...v1, networks: { ...v1.networks, [id('b')]: overlayNet(id('b'), '10.201.0.0/24') } } as unknown as State;
+  await fs.writeFile(path.join(dir, 'state.journal'), encodeJournalLine(later, 2, [['networks', id('b')]]));
+  const { store, loaded } = await openStore(t, dir);
+  t.equal(loaded.source, 'current', 'loaded as it is, nothing reported damaged');
+  const a = store.state.networks[id('a')]!;
+  t.same(a.cluster, { subnet: '10.200.0.0/24', pools: [{ poolId: 'tsnet-local/10.200.0.0/24', range: '10.200.0.0/24', blocks: ['10.200.0.0_30'], claims: [] }] });
+  t.notOk('blocks' in a.overlay!, 'the overlay record keeps only the VXLAN settings');
+  t.equal(store.state.networks[id('b')]?.cluster?.subnet, '10.201.0.0/24', 'the journal line is migrated too');
+  t.same(store.state.pools[old.id]!.clusterNetwork, id('a'));
+  t.notOk('overlayNetwork' in store.state.pools[old.id]!);
+  t.match(await fs.readFile(path.join(dir, 'state.json'), 'utf8'), /^\{"schemaVersion":2,/, 'written back in the new layout');
 });
 
 t.test('a second open of a locked directory fails until the first closes', async (t) => {

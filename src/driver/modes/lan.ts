@@ -6,6 +6,12 @@
 // so host and containers reach each other (the kernel keeps a parent and its
 // children apart).
 //
+// Many hosts on one LAN: with etcd configured and tsnet's IPAM giving the
+// network's subnets, the same network created on several hosts draws its
+// addresses from one cluster-wide allocator (cluster/networks.ts), so two
+// hosts never hand out one LAN address (Docker's macvlan IPAM is per host
+// and collides unless each host is given a disjoint --ip-range by hand).
+//
 // Parents: the user's interface; an 802.1q sub-interface (`eth0.50`) that
 // tsnet creates when it does not exist and deletes with the network; or,
 // for --internal and parent-less networks, a parent of tsnet's own that
@@ -21,6 +27,7 @@ import type { NetworkConfig } from '../options.js';
 import { OPT, parseBool } from '../opt.js';
 import type { Step } from '../steps.js';
 import { gatewayIp } from '../subnets.js';
+import type { ClusterPlan } from '../../cluster/networks.js';
 import { joinAnswer, settingsOf, type EndpointDraft, type EndpointPlan, type EndpointPresence, type ModeDeps, type NetworkDraft, type NetworkMode, type NetworkPlan, type ReconcileRun } from './mode.js';
 
 export const HOST_ACCESS = 'tsnet.host_access';
@@ -99,6 +106,7 @@ export abstract class LanMode implements NetworkMode {
     const { runner } = this.deps;
     const { id, cfg, ipv4, ipv6 } = draft;
     const o = parseLanOptions(this.#kind, cfg);
+    const clustered = await this.#planCluster(draft, o);
     const names = lanNames(id);
     const alias = networkAlias(id);
     const steps: Step[] = [];
@@ -170,13 +178,45 @@ export abstract class LanMode implements NetworkMode {
       id,
       mode: this.name,
       lan,
+      ...(clustered ? { cluster: clustered.record } : {}),
       bridge: lan.parent,
       createdBridge: lan.createdParent,
       ipv4,
       ipv6,
       ...settingsOf(cfg, mtu),
     };
-    return { record, steps, logFields: { parent: lan.parent, createdParent: lan.createdParent, vlan: lan.vlan, [this.#kind.modeOption]: lan.mode, hostAccess: o.hostAccess, mtu } };
+    return {
+      record,
+      steps,
+      ...(clustered ? { beforeCommit: () => clustered.beforeCommit(id), revertCommit: () => clustered.revertCommit(), activate: () => this.deps.cluster.follow(record) } : {}),
+      logFields: { parent: lan.parent, createdParent: lan.createdParent, vlan: lan.vlan, [this.#kind.modeOption]: lan.mode, hostAccess: o.hostAccess, mtu, clusterAddresses: clustered !== undefined },
+    };
+  }
+
+  /**
+   * A network on a real LAN whose subnets tsnet's IPAM gave, on a host in a
+   * cluster: addresses are allocated cluster-wide. An isolated parent leads
+   * nowhere, so such a network is this host's alone; a subnet tsnet picked
+   * by itself differs per host; Docker's IPAM is per host: those stay local.
+   */
+  async #planCluster(draft: NetworkDraft, o: LanOptions): Promise<ClusterPlan | undefined> {
+    const { cluster } = this.deps;
+    const { req, ipv4, ipv6, log } = draft;
+    if (!cluster.clustered || o.parent === undefined) return undefined;
+    const subnets = [
+      ...ipv4.map((s, i) => ({ space: req.IPv4Data?.[i]?.AddressSpace ?? '', pool: s.pool })),
+      ...ipv6.map((s, i) => ({ space: req.IPv6Data?.[i]?.AddressSpace ?? '', pool: s.pool })),
+    ];
+    const pools = cluster.poolsOf(subnets);
+    if (!pools) {
+      log.info({ subnets: subnets.map((s) => s.pool) }, `${this.name} network with another IPAM driver: its addresses are this host's alone (use --ipam-driver tsnet for cluster-wide allocation)`);
+      return undefined;
+    }
+    if (pools.some((p) => p.dynamic)) {
+      log.warn({ subnets: subnets.map((s) => s.pool) }, `${this.name} network without --subnet: its addresses are this host's alone (give the LAN's --subnet for cluster-wide allocation)`);
+      return undefined;
+    }
+    return cluster.plan({ kind: this.name, pools, gateway: gatewayIp(ipv4[0]?.gateway) });
   }
 
   /** A parent must be a LAN link: not something tsnet made, not one a passthru child owns. */
@@ -211,6 +251,7 @@ export abstract class LanMode implements NetworkMode {
     const { runner } = this.deps;
     const lan = this.lan(net);
     const errors: unknown[] = [];
+    await this.deps.cluster.stop(net, { leave: true });
     const names = lanNames(net.id);
     const mine = [lan.shim, names.probe, lan.createdParent ? lan.parent : undefined].filter((n): n is string => n !== undefined);
     for (const name of mine) await deleteLink(runner, name).catch((err) => errors.push(err));
@@ -308,6 +349,7 @@ export abstract class LanMode implements NetworkMode {
     const { report, log } = run;
     const lan = this.lan(net);
     const alias = networkAlias(net.id);
+    this.deps.cluster.follow(net);
     const parent = run.links.get(lan.parent);
     if (!parent) {
       if (!lan.createdParent) throw new TsnetError('TSNET_ERR_PARENT', `parent ${lan.parent} is missing: the network's containers lost their LAN link with it; restart them once it is back`);

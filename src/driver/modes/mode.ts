@@ -10,6 +10,7 @@ import type { CreateNetworkRequest } from '../../api/types.js';
 import type { Firewall, FirewallNetwork } from '../../firewall/firewall.js';
 import type { LinkInfo } from '../../kernel/ip.js';
 import type { Runner } from '../../kernel/exec.js';
+import type { ClusterNetworks } from '../../cluster/networks.js';
 import type { OverlayManager } from '../../overlay/manager.js';
 import type { Store, StorePath } from '../../store/store.js';
 import type { EndpointRecord, NetworkRecord, SubnetRecord } from '../../store/schema.js';
@@ -35,7 +36,7 @@ export function joinAnswer(net: NetworkRecord, ep: EndpointRecord, gw4: string |
 }
 
 /** The record fields every mode takes from the options as they are. */
-export function settingsOf(cfg: NetworkConfig, mtu: number): Omit<NetworkRecord, 'id' | 'mode' | 'bridge' | 'createdBridge' | 'ipv4' | 'ipv6' | 'overlay' | 'lan'> {
+export function settingsOf(cfg: NetworkConfig, mtu: number): Omit<NetworkRecord, 'id' | 'mode' | 'bridge' | 'createdBridge' | 'ipv4' | 'ipv6' | 'overlay' | 'lan' | 'cluster'> {
   return {
     internal: cfg.internal,
     mtu,
@@ -58,6 +59,8 @@ export interface ModeDeps {
   store: Store;
   firewall: Firewall;
   overlay: OverlayManager;
+  /** networks spanning hosts through etcd: agreement, cluster-wide addresses, the watch */
+  cluster: ClusterNetworks;
   log: Logger;
 }
 

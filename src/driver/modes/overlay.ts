@@ -35,25 +35,22 @@ export class OverlayMode implements NetworkMode {
   }
 
   async planNetwork(draft: NetworkDraft): Promise<NetworkPlan> {
-    const { store, overlay: manager, runner } = this.#deps;
+    const { overlay: manager, cluster, runner } = this.#deps;
     const { id, req, cfg, ipv4 } = draft;
     // VNI agreed in the cluster and underlay found, before any kernel change.
-    const space = req.IPv4Data?.[0]?.AddressSpace ?? '';
-    const candidate = ipv4[0] ? `${space}/${ipv4[0].pool}` : undefined;
-    const poolId = candidate && store.state.pools[candidate] ? candidate : undefined;
-    const { overlay, underlay } = await manager.plan({
-      id,
-      subnet: ipv4[0]?.pool,
-      subPool: poolId ? store.state.pools[poolId]!.subPool : undefined,
-      gateway: ipv4[0]?.gateway,
-      poolId,
+    const first = ipv4[0];
+    const pools = first ? cluster.poolsOf([{ space: req.IPv4Data?.[0]?.AddressSpace ?? '', pool: first.pool }]) : undefined;
+    const { overlay, underlay, cluster: clustered } = await manager.plan({
+      subnet: first?.pool,
+      pools,
+      gateway: first?.gateway,
       vni: cfg.vni,
       peers: cfg.peers,
       vxlan: vxlanName(id),
     });
     const plan = await this.#bridge.planBridge(draft, {
       name: this.name,
-      record: { overlay },
+      record: { overlay, ...(clustered ? { cluster: clustered.record } : {}) },
       defaultMtu: underlay.mtu - vxlanOverhead(underlay.local),
       afterBridge: (record) => [
         {
@@ -78,17 +75,9 @@ withLinkRollback(runner, overlay.vxlan, () => this.#createPort(record, overlay, 
       ],
     });
     // The pool's addresses become cluster-wide with the network's record.
-    const pool = poolId && hasControlPlane(overlay) ? store.state.pools[poolId] : undefined;
     return {
       ...plan,
-      beforeCommit: () => {
-        if (!pool) return [];
-        pool.overlayNetwork = id;
-        return [['pools', pool.id]];
-      },
-      revertCommit: () => {
-        if (pool) delete pool.overlayNetwork;
-      },
+      ...(clustered ? { beforeCommit: () => clustered.beforeCommit(id), revertCommit: () => clustered.revertCommit() } : {}),
       activate: () => manager.start(plan.record),
       logFields: { ...plan.logFields, vni: overlay.vni },
     };

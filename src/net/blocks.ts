@@ -1,8 +1,8 @@
 // Address blocks for cluster-wide IPAM without a round trip per container
 // (as Calico's affine blocks and flannel's per-host subnets): each host leases
-// whole blocks of an overlay's dynamic range from etcd, then hands out their
+// whole blocks of a cluster network's dynamic range from etcd, then hands out their
 // addresses locally. Pure maths here; leasing lives in cluster/registry.ts.
-import { contains, formatIp, formatPrefix, lastAddress, parsePrefix, subnets, width, type Prefix } from '../net/cidr.js';
+import { contains, formatIp, formatPrefix, lastAddress, parsePrefix, subnets, width, type Prefix } from './cidr.js';
 
 /** Block prefix length for a range: /26-ish blocks, smaller in small ranges, never below 4 addresses. */
 export function blockBits(range: Prefix): number {

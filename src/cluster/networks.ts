@@ -1,0 +1,315 @@
+// Networks that span hosts through etcd, whatever their mode: an overlay,
+// a macvlan network on one LAN, a routed network. What they share lives
+// here, so each mode adds only its own data plane:
+// - Agreement: the first host to create a subnet fixes its kind, VNI,
+//   gateway and ranges in etcd; every other host must name the same.
+// - Addresses, unique across hosts without a round trip per container: each
+//   host leases blocks of a pool's range and hands out their addresses
+//   locally. A static --ip elsewhere is claimed in one transaction, or
+//   confirmed by the host owning its block (this module answers such claims
+//   for the blocks this host holds). With etcd down a host keeps allocating
+//   from blocks it already holds; anything that needs etcd fails with a
+//   clear error instead of guessing.
+// - Following: one etcd watch per network; the mode's runtime (overlay
+//   forwarding, routed routes) is told of every new view.
+import type { Logger } from 'pino';
+import { TsnetError } from '../errors.js';
+import { blockKey, blockOf, blocksOf, firstFreeIn, parseBlockKey } from '../net/blocks.js';
+import { contains, formatIp, parseIp, parsePrefix, type Prefix } from '../net/cidr.js';
+import type { Store, StorePath } from '../store/store.js';
+import type { ClusterPoolRecord, ClusterRecord, NetworkRecord, PoolRecord } from '../store/schema.js';
+import type { ClusterKind, ClusterRegistry, NetworkInfo, NetworkView } from './registry.js';
+
+/** What a mode runs on top of a followed network. */
+export interface ClusterHooks {
+  /** after every change in etcd (coalesced), and again after a re-list */
+  onView?(view: NetworkView): Promise<void>;
+  /** this host's membership was (re-)written: publish what the mode keeps under the lease */
+  onJoin?(): Promise<void>;
+}
+
+interface Followed {
+  net: NetworkRecord;
+  hooks: ClusterHooks;
+  watch?: { close: () => Promise<void> };
+  view?: NetworkView;
+  /** addresses in this host's blocks confirmed to other hosts (formatted) */
+  lent: Set<string>;
+  /** view handling, one at a time */
+  busy: Promise<void>;
+}
+
+/** A network ready to be made cluster-wide: checked with etcd, nothing written locally yet. */
+export interface ClusterPlan {
+  record: ClusterRecord;
+  info: NetworkInfo;
+  /** the pools now name their network (written with the network's record) */
+  beforeCommit(id: string): StorePath[];
+  revertCommit(): void;
+}
+
+/** Something the IPAM side answers: is this address allocated in that pool? */
+export type AllocatedProbe = (poolId: string, value: bigint) => boolean;
+
+export interface ClusterNetworksDeps {
+  store: Store;
+  log: Logger;
+  registry?: ClusterRegistry;
+}
+
+export class ClusterNetworks {
+  readonly #store: Store;
+  readonly #log: Logger;
+  #registry: ClusterRegistry | undefined;
+  readonly #followed = new Map<string, Followed>();
+  /** set by the IPAM service once both exist */
+  isAllocated: AllocatedProbe = () => false;
+
+  constructor(deps: ClusterNetworksDeps) {
+    this.#store = deps.store;
+    this.#log = deps.log.child({ component: 'cluster' });
+    if (deps.registry) this.attachRegistry(deps.registry);
+  }
+
+  /** The registry can arrive after start-up (etcd3 loads after the socket listens). */
+  attachRegistry(registry: ClusterRegistry): void {
+    this.#registry = registry;
+    registry.on('available', () => {
+      for (const f of this.#followed.values()) void this.#join(f);
+    });
+  }
+
+  /** etcd is configured (it may be unreachable just now). */
+  get clustered(): boolean {
+    return this.#registry !== undefined;
+  }
+
+  get registry(): ClusterRegistry | undefined {
+    return this.#registry;
+  }
+
+  get hostId(): string | undefined {
+    return this.#registry?.hostId;
+  }
+
+  /** The last view of a followed network (undefined until etcd answered once). */
+  view(networkId: string): NetworkView | undefined {
+    return this.#followed.get(networkId)?.view;
+  }
+
+  /**
+   * The tsnet IPAM pools of a network's subnets, when tsnet's IPAM gave all
+   * of them. Cluster-wide addresses need tsnet's IPAM: Docker's is per host.
+   */
+  poolsOf(addressSpaces: { space: string; pool: string }[]): PoolRecord[] | undefined {
+    const pools = addressSpaces.map((s) => this.#store.state.pools[`${s.space}/${s.pool}`]);
+    return pools.length > 0 && pools.every((p) => p !== undefined) ? (pools as PoolRecord[]) : undefined;
+  }
+
+  /**
+   * Agree on the network with the cluster: the first host creates it, the
+   * others must name the same kind, gateway, ranges (and VNI for overlays).
+   * Changes nothing locally.
+   */
+  async plan(args: { kind: ClusterKind; pools: PoolRecord[]; gateway?: string | undefined; vni?: number | undefined }): Promise<ClusterPlan> {
+    const registry = this.#registry;
+    if (!registry) throw new TsnetError('TSNET_ERR_INTERNAL', 'no cluster registry');
+    const dynamic = args.pools.find((p) => p.dynamic);
+    if (dynamic) {
+      // Each host would pick its own pool: they must all name the same one.
+      throw new TsnetError('TSNET_ERR_INVALID_REQUEST', `a ${args.kind} network whose addresses are allocated cluster-wide needs an explicit --subnet, the same on every host (${dynamic.pool} was chosen by this host alone)`);
+    }
+    const subnet = args.pools[0]!.pool;
+    const ranges = args.pools.map((p) => p.subPool ?? p.pool);
+    const info = await registry
+      .ensureNetwork(subnet, { kind: args.kind, ranges, ...(args.vni !== undefined ? { vni: args.vni } : {}), ...(args.gateway ? { gateway: args.gateway } : {}) })
+      .catch((err: unknown) => {
+        if (err instanceof TsnetError && err.code !== 'TSNET_ERR_CLUSTER') throw err;
+        throw new TsnetError('TSNET_ERR_CLUSTER', `cannot create ${subnet} in the cluster: ${(err as Error).message}`, { cause: err });
+      });
+    const record: ClusterRecord = { subnet, pools: args.pools.map((p, i) => ({ poolId: p.id, range: ranges[i]!, blocks: [], claims: [] })) };
+    return {
+      record,
+      info,
+      beforeCommit: (id) => {
+        for (const p of args.pools) p.clusterNetwork = id;
+        return args.pools.map((p) => ['pools', p.id] as StorePath);
+      },
+      revertCommit: () => {
+        for (const p of args.pools) delete p.clusterNetwork;
+      },
+    };
+  }
+
+  /** Follow a cluster network (after create, and at start-up). Never throws: etcd may be away. */
+  follow(net: NetworkRecord, hooks: ClusterHooks = {}): void {
+    if (!net.cluster || !this.#registry || this.#followed.has(net.id)) return;
+    const f: Followed = { net, hooks, lent: new Set(), busy: Promise.resolve() };
+    this.#followed.set(net.id, f);
+    void this.#join(f);
+    f.watch = this.#registry.watchNetwork(net.cluster.subnet, (view) => {
+      f.view = view;
+      f.busy = f.busy
+        .then(async () => {
+          if (!this.#store.state.networks[net.id]) return;
+          await this.#answerClaims(f, view);
+          await hooks.onView?.(view);
+        })
+        .catch((err: unknown) => this.#log.error({ err, networkId: net.id }, 'handling a cluster change failed; will retry on the next change'));
+    });
+  }
+
+  /** Handle the last view again (the mode re-created its devices). */
+  refresh(networkId: string): void {
+    const f = this.#followed.get(networkId);
+    const view = f?.view;
+    if (!f || !view) return;
+    f.busy = f.busy.then(() => f.hooks.onView?.(view)).catch((err: unknown) => this.#log.error({ err, networkId }, 'cluster re-programming failed'));
+  }
+
+  async #join(f: Followed): Promise<void> {
+    if (!this.#registry || !f.net.cluster) return;
+    try {
+      await this.#registry.join(f.net.cluster.subnet);
+      await f.hooks.onJoin?.();
+    } catch (err) {
+      this.#log.warn({ networkId: f.net.id, err: (err as Error).message }, 'cannot join the network in etcd yet; will retry when etcd answers');
+    }
+  }
+
+  /** Stop following; with `leave`, this host's membership, endpoints, blocks and claims go from etcd. */
+  async stop(net: NetworkRecord, opts: { leave: boolean }): Promise<void> {
+    const f = this.#followed.get(net.id);
+    this.#followed.delete(net.id);
+    await f?.watch?.close();
+    if (opts.leave && this.#registry && net.cluster) {
+      await this.#registry.leave(net.cluster.subnet).catch((err: unknown) => this.#log.warn({ err: (err as Error).message, subnet: net.cluster!.subnet }, 'could not leave the network in etcd; its keys stay until removed'));
+    }
+  }
+
+  async close(): Promise<void> {
+    for (const [id, f] of this.#followed) {
+      await f.watch?.close();
+      this.#followed.delete(id);
+    }
+  }
+
+  /** Wait for pending view handling (tests and shutdown). */
+  async settle(): Promise<void> {
+    await Promise.all([...this.#followed.values()].map((f) => f.busy));
+  }
+
+  // --- addresses (IPAM's ClusterAllocator) ---
+
+  /** The cluster network a pool's endpoint addresses are allocated for, if any. */
+  networkForPool(poolId: string): NetworkRecord | undefined {
+    const netId = this.#store.state.pools[poolId]?.clusterNetwork;
+    const net = netId ? this.#store.state.networks[netId] : undefined;
+    return net?.cluster?.pools.some((p) => p.poolId === poolId) ? net : undefined;
+  }
+
+  /**
+   * Pick (or check) an endpoint address in one pool of a cluster network.
+   * `taken` is the local pool's view (gateway, aux, this host's endpoints).
+   */
+  async allocate(net: NetworkRecord, poolId: string, wanted: bigint | undefined, taken: (v: bigint) => boolean): Promise<bigint> {
+    const c = net.cluster!;
+    const pool = poolOf(c, poolId);
+    const range = parsePrefix(pool.range)!;
+    const lent = this.#followed.get(net.id)?.lent ?? new Set<string>();
+    const isTaken = (v: bigint): boolean => taken(v) || lent.has(formatIp({ v6: range.v6, value: v }));
+    if (wanted !== undefined) return this.#claimStatic(net, pool, range, wanted, isTaken);
+    for (let round = 0; round < 4; round++) {
+      const mine = pool.blocks.map(parseBlockKey).filter((b): b is Prefix => b !== undefined);
+      const free = firstFreeIn(mine, isTaken);
+      if (free !== undefined) return free;
+      if (!this.#registry?.available) {
+        throw new TsnetError(
+          'TSNET_ERR_ADDRESS_EXHAUSTED',
+          `no free address in the ${mine.length} block(s) this host holds of ${pool.range} in cluster network ${c.subnet}, and etcd is unreachable to lease another; retry when etcd is back`,
+        );
+      }
+      const key = await this.#registry.leaseBlock(
+        c.subnet,
+        (function* () {
+          for (const b of blocksOf(range)) yield blockKey(b);
+        })(),
+      );
+      if (!key) throw new TsnetError('TSNET_ERR_ADDRESS_EXHAUSTED', `cluster network ${c.subnet}: every address block of ${pool.range} is leased; the range is full`);
+      pool.blocks.push(key);
+      await this.#store.commit();
+      this.#log.info({ networkId: net.id, block: key }, 'leased an address block');
+    }
+    throw new TsnetError('TSNET_ERR_ADDRESS_EXHAUSTED', `cluster network ${c.subnet}: could not find a free address in ${pool.range}`);
+  }
+
+  async #claimStatic(net: NetworkRecord, pool: ClusterPoolRecord, range: Prefix, value: bigint, isTaken: (v: bigint) => boolean): Promise<bigint> {
+    const c = net.cluster!;
+    const text = formatIp({ v6: range.v6, value });
+    const block = blockOf(range, value);
+    if (block && pool.blocks.includes(blockKey(block))) {
+      if (isTaken(value)) throw new TsnetError('TSNET_ERR_ADDRESS_IN_USE', `address ${text} is already allocated in cluster network ${c.subnet}`);
+      return value;
+    }
+    if (!this.#registry?.available) {
+      throw new TsnetError('TSNET_ERR_CLUSTER', `address ${text} is outside this host's blocks; claiming it needs etcd, which is unreachable`);
+    }
+    const owner = block ? this.#followed.get(net.id)?.view?.blocks.get(blockKey(block))?.host : undefined;
+    if (block && owner) await this.#registry.requestClaim(c.subnet, text, owner);
+    else {
+      const ok = await this.#registry.claimUnblocked(c.subnet, text, block ? blockKey(block) : 'none');
+      if (!ok) {
+        // Leased a moment ago, or claimed: ask again through the owner, or fail.
+        throw new TsnetError('TSNET_ERR_ADDRESS_IN_USE', `address ${text} is already claimed in cluster network ${c.subnet} (or its block was just leased; retry)`);
+      }
+    }
+    pool.claims.push(text);
+    await this.#store.commit();
+    return value;
+  }
+
+  async release(net: NetworkRecord, poolId: string, value: bigint): Promise<void> {
+    const c = net.cluster!;
+    const pool = poolOf(c, poolId);
+    const text = formatIp({ v6: parsePrefix(pool.range)!.v6, value });
+    const i = pool.claims.indexOf(text);
+    if (i < 0) return;
+    pool.claims.splice(i, 1);
+    await this.#registry?.releaseClaim(c.subnet, text).catch((err: unknown) => this.#log.warn({ err: (err as Error).message, ip: text }, 'could not release a claim in etcd; it stays until removed'));
+  }
+
+  /** Owner side of static claims: confirm or refuse claims on addresses in this host's blocks. */
+  async #answerClaims(f: Followed, view: NetworkView): Promise<void> {
+    const c = f.net.cluster!;
+    const me = this.#registry!.hostId;
+    const stillLent = new Set<string>();
+    for (const [ipText, claim] of view.claims) {
+      const ip = parseIp(ipText);
+      if (!ip || claim.host === me) continue;
+      const pool = c.pools.find((p) => {
+        const r = parsePrefix(p.range);
+        return r !== undefined && contains(r, ip);
+      });
+      if (!pool) continue;
+      const block = blockOf(parsePrefix(pool.range)!, ip.value);
+      if (!block || !pool.blocks.includes(blockKey(block))) continue;
+      if (claim.state === 'ok') stillLent.add(ipText);
+      if (claim.state !== 'pending') continue;
+      const taken = this.isAllocated(pool.poolId, ip.value) || f.lent.has(ipText);
+      if (taken) await this.#registry!.answerClaim(c.subnet, ipText, { host: claim.host, state: 'refused', reason: `in use on host ${me}` });
+      else {
+        f.lent.add(ipText);
+        stillLent.add(ipText);
+        await this.#registry!.answerClaim(c.subnet, ipText, { host: claim.host, state: 'ok' });
+        this.#log.info({ networkId: f.net.id, ip: ipText, to: claim.host }, "confirmed a static address in this host's block");
+      }
+    }
+    f.lent = stillLent;
+  }
+}
+
+function poolOf(c: ClusterRecord, poolId: string): ClusterPoolRecord {
+  const pool = c.pools.find((p) => p.poolId === poolId);
+  if (!pool) throw new TsnetError('TSNET_ERR_INTERNAL', `pool ${poolId} is not a pool of cluster network ${c.subnet}`);
+  return pool;
+}
