@@ -11,7 +11,7 @@
 //   module, not with ip's "Unknown device type".
 import { TsnetError } from '../errors.js';
 import { CommandError, type Runner } from './exec.js';
-import { ipBatch, deleteLink } from './ip.js';
+import { batchLine, ipBatch, deleteLink, type LinkInfo, type RouteInfo } from './ip.js';
 
 export type MacvlanMode = 'bridge' | 'private' | 'vepa' | 'passthru';
 export type IpvlanMode = 'l2' | 'l3' | 'l3s';
@@ -103,4 +103,55 @@ export async function createShim(runner: Runner, spec: Omit<ChildSpec, 'mac'>): 
   await withKindCheck(spec.kind, () =>
     ipBatch(runner, [childLine(spec), ['link', 'set', 'dev', spec.name, 'alias', spec.alias, 'addrgenmode', 'none'], ['link', 'set', 'dev', spec.name, 'up']]),
   );
+}
+
+/** What a container's child looked like, to make it again after its parent was re-created. */
+export interface RestoreSpec extends ChildSpec {
+  /** the container's network namespace (the sandbox key dockerd gave at Join) */
+  sandbox: string;
+  /** interface name prefix inside the container (eth) */
+  prefix: string;
+  /** CIDR addresses */
+  addresses: string[];
+  /** the Join answer's routes: gateways, or connected routes (ipvlan l3) */
+  gateway4?: string;
+  gateway6?: string;
+  connected: string[];
+}
+
+// dockerd hands out the sandbox paths; still, only plain absolute paths reach nsenter.
+const SANDBOX_PATH = /^\/[A-Za-z0-9_.\/-]{1,4000}$/;
+
+/**
+ * Make a container's child again, inside its running sandbox: the kernel
+ * deletes a macvlan/ipvlan child with its parent, so a parent that went away
+ * and came back leaves the container without its LAN link. The child is
+ * created on the new parent in the host namespace, moved into the sandbox,
+ * and given the name (the first free one with the network's prefix), MAC,
+ * addresses and routes dockerd gave it. A default route is added only where
+ * the container has none (another network may give it). Returns the name.
+ */
+export async function restoreChild(runner: Runner, spec: RestoreSpec): Promise<string> {
+  if (!SANDBOX_PATH.test(spec.sandbox) || spec.sandbox.split('/').includes('..')) {
+    throw new TsnetError('TSNET_ERR_INTERNAL', `refusing sandbox path ${JSON.stringify(spec.sandbox)}`);
+  }
+  await withKindCheck(spec.kind, () =>
+    ipBatch(runner, [childLine(spec), ['link', 'set', 'dev', spec.name, 'alias', spec.alias], ['link', 'set', 'dev', spec.name, 'netns', spec.sandbox]]),
+  );
+  const inside = (args: string[], input?: string): ReturnType<Runner['run']> => runner.run('nsenter', [`--net=${spec.sandbox}`, '--', 'ip', ...args], input === undefined ? {} : { input });
+  const names = new Set((JSON.parse((await inside(['-json', 'link', 'show'])).stdout || '[]') as LinkInfo[]).map((l) => l.ifname));
+  let n = 0;
+  while (names.has(`${spec.prefix}${n}`)) n++;
+  const dev = `${spec.prefix}${n}`;
+  const defaults = async (family: '-4' | '-6'): Promise<number> => (JSON.parse((await inside(['-json', family, 'route', 'show', 'default'])).stdout || '[]') as RouteInfo[]).length;
+  const lines: Array<Array<string | number>> = [
+    ['link', 'set', 'dev', spec.name, 'name', dev],
+    ['link', 'set', 'dev', dev, 'up'],
+    ...spec.addresses.map((a) => ['addr', 'add', a, 'dev', dev, ...(a.includes(':') ? ['nodad'] : [])]),
+    ...spec.connected.map((dst) => ['route', 'replace', dst, 'dev', dev]),
+  ];
+  if (spec.gateway4 && (await defaults('-4')) === 0) lines.push(['route', 'add', '0.0.0.0/0', 'via', spec.gateway4, 'dev', dev]);
+  if (spec.gateway6 && (await defaults('-6')) === 0) lines.push(['route', 'add', '::/0', 'via', spec.gateway6, 'dev', dev]);
+  await inside(['-batch', '-'], `${lines.map(batchLine).join('\n')}\n`);
+  return dev;
 }

@@ -80,6 +80,8 @@ export const LanSchema = Type.Object({
   flag: Type.Optional(Type.String()),
   /** the host's own child on the parent (tsnet.host_access=true) */
   shim: Type.Optional(IfName),
+  /** the parent's ifindex when last seen: a new one means the parent was re-created, taking the containers' children with it */
+  parentIndex: Type.Optional(Type.Integer({ minimum: 1 })),
 });
 export type LanRecord = Static<typeof LanSchema>;
 

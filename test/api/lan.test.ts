@@ -52,7 +52,7 @@ t.test('macvlan on an existing parent: no bridge, no firewall, a child per conta
   t.notOk(h.runner.links.has(probe));
   const rec = h.store.state.networks[id]!;
   t.equal(rec.mode, 'macvlan');
-  t.same(rec.lan, { kind: 'macvlan', parent: 'eth0', createdParent: false, mode: 'bridge' });
+  t.same(rec.lan, { kind: 'macvlan', parent: 'eth0', createdParent: false, mode: 'bridge', parentIndex: h.runner.links.get('eth0')!.ifindex }, "the parent's ifindex, to notice it re-created");
   t.equal(rec.mtu, 1500, "the parent's MTU");
 
   const ep = dockerId();

@@ -6,7 +6,7 @@
 // where it does not (ours: no ipvlan, no 8021q).
 import t from 'tap';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { Lab, cleanEnv, waitFor, type LabHost } from '../helpers/lab.js';
+import { Lab, cleanEnv, sh, waitFor, type LabHost } from '../helpers/lab.js';
 import { canPing, containerIp, removeAll, runContainer, tsnetTraces } from '../helpers/docker.js';
 import { kernelLacks } from '../helpers/netns.js';
 
@@ -140,6 +140,44 @@ t.test('--internal: containers reach only each other', async (t) => {
   t.notOk(await canPing(h1, 'i1', '10.99.0.100', 1), 'not the LAN');
   const route = (await h1.docker(['exec', 'i1', 'ip', 'route'])).stdout;
   t.notMatch(route, /default/, 'no default route');
+});
+
+t.test('a parent re-created under running containers: reconcile gives them their children again', async (t) => {
+  // The user's parent: a second leg of host 1 on the LAN, made (and re-made) by hand.
+  const plugParent = async (): Promise<void> => {
+    await h1.exec('ip', ['link', 'add', 'lanp', 'type', 'veth', 'peer', 'name', 'h1p', 'netns', lab.lanNs]);
+    await h1.exec('ip', ['link', 'set', 'lanp', 'up']);
+    await sh('ip', ['-n', lab.lanNs, 'link', 'set', 'h1p', 'master', 'lan0', 'up']);
+  };
+  await plugParent();
+  t.teardown(() => h1.exec('ip', ['link', 'del', 'lanp'], { check: false }));
+  await h1.docker(['network', 'create', '-d', 'tsnet', '-o', 'tsnet.mode=macvlan', '-o', 'parent=lanp', '--subnet', '10.99.0.0/24', '--gateway', '10.99.0.1', '--ip-range', '10.99.0.224/28', 'userlan']);
+  await runContainer(h1, 'u1', 'userlan');
+  const ip = await containerIp(h1, 'u1', 'userlan');
+  const mac1 = await mac(h1, 'u1', 'userlan');
+  t.ok(await outsidePing(ip), 'on the LAN through the user parent');
+  await h1.exec('ip', ['link', 'del', 'lanp']);
+  t.notOk(await outsidePing(ip), 'the parent gone: the container is off the LAN');
+  await plugParent();
+  const r = await h1.tsnetctl('reconcile');
+  t.equal(r.exitCode, 0, r.stderr);
+  t.ok(await waitFor('the container back on the LAN', () => outsidePing(ip), 10_000, 300), 'the container is back on the LAN with its own address');
+  const inside = JSON.parse((await h1.execInContainer('u1', 'ip', ['-json', 'addr', 'show', 'eth0'])).stdout) as Array<{ address: string; addr_info: Array<{ local: string }> }>;
+  t.equal(inside[0]?.address, mac1, 'its own MAC again, as eth0');
+  t.ok(inside[0]?.addr_info.some((a) => a.local === ip), 'and its address');
+  t.match((await h1.docker(['exec', 'u1', 'ip', 'route'])).stdout, /default via 10\.99\.0\.1 dev eth0/, 'and its default route');
+
+  // tsnet's own isolated parent (--internal): deleted behind its back, re-made with the children.
+  await h1.docker(['network', 'create', '-d', 'tsnet', '-o', 'tsnet.mode=macvlan', '--internal', '--subnet', '10.94.0.0/24', 'iso']);
+  await runContainer(h1, 'i1', 'iso');
+  await runContainer(h1, 'i2', 'iso');
+  t.ok(await canPing(h1, 'i1', 'i2'));
+  const own = JSON.parse((await h1.exec('ip', ['-json', '-details', 'link', 'show'])).stdout) as Array<{ ifname: string; ifalias?: string; linkinfo?: { info_kind?: string } }>;
+  const parent = own.find((l) => l.ifalias?.startsWith('tsnet:net:') && l.linkinfo?.info_kind === 'veth' && l.ifname.startsWith('tsmv'))!;
+  await h1.exec('ip', ['link', 'del', parent.ifname]);
+  t.notOk(await canPing(h1, 'i1', 'i2', 1), 'cut off with the parent');
+  t.equal((await h1.tsnetctl('reconcile')).exitCode, 0);
+  t.ok(await canPing(h1, 'i1', 'i2'), 'reconcile re-made the parent and both children: i1 reaches i2 by name');
 });
 
 t.test('bad input through dockerd: the reason reaches the user and nothing is created', async (t) => {

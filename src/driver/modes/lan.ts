@@ -20,7 +20,7 @@ import type { Logger } from 'pino';
 import { TsnetError, quote } from '../../errors.js';
 import { isExists } from '../../kernel/exec.js';
 import { deleteLink, getLink, ipBatch, listLinks, type LinkInfo } from '../../kernel/ip.js';
-import { createChild, createIsolatedParent, createShim, createVlan, probeChild, vlanOf, type ChildSpec } from '../../kernel/lan.js';
+import { createChild, createIsolatedParent, createShim, createVlan, probeChild, restoreChild, vlanOf, type ChildSpec } from '../../kernel/lan.js';
 import { ALIAS_PREFIX, assertIfName, endpointAlias, lanNames, networkAlias, peerVethName, shortId } from '../../kernel/names.js';
 import type { EndpointRecord, LanRecord, NetworkRecord } from '../../store/schema.js';
 import type { NetworkConfig } from '../options.js';
@@ -127,7 +127,7 @@ export abstract class LanMode implements NetworkMode {
       if (link) {
         this.#checkParent(link, id, await listLinks(runner));
         parentMtu = link.mtu;
-        lan = { kind: this.#kind.name, parent, createdParent: false, mode: o.mode };
+        lan = { kind: this.#kind.name, parent, createdParent: false, mode: o.mode, parentIndex: link.ifindex };
       } else {
         const vlan = vlanOf(parent);
         const base = vlan ? await getLink(runner, vlan.base) : undefined;
@@ -340,9 +340,11 @@ export abstract class LanMode implements NetworkMode {
   }
 
   /**
-   * A parent tsnet made comes back as it was; a user's parent that vanished
-   * took the containers' children with it, which only the containers'
-   * restart can give back (reported). The shim and its routes are re-made.
+   * A parent tsnet made comes back as it was; a user's parent that is
+   * missing is reported (nothing can be done until it is back). A parent
+   * that is new since last seen (re-created: its ifindex changed) took the
+   * containers' children with it, so they are made again inside their
+   * running containers. The shim and its routes are re-made.
    */
   async reconcileNetwork(net: NetworkRecord, run: ReconcileRun): Promise<void> {
     const { runner, store } = this.deps;
@@ -350,21 +352,30 @@ export abstract class LanMode implements NetworkMode {
     const lan = this.lan(net);
     const alias = networkAlias(net.id);
     this.deps.cluster.follow(net);
-    const parent = run.links.get(lan.parent);
+    let parent = run.links.get(lan.parent);
+    let recreated = false;
     if (!parent) {
-      if (!lan.createdParent) throw new TsnetError('TSNET_ERR_PARENT', `parent ${lan.parent} is missing: the network's containers lost their LAN link with it; restart them once it is back`);
+      if (!lan.createdParent) throw new TsnetError('TSNET_ERR_PARENT', `parent ${lan.parent} is missing: the network's containers lost their LAN link with it; tsnet gives them new ones when it is back (at the next reconcile: SIGHUP or tsnetctl reconcile)`);
       if (lan.vlan !== undefined) {
         const base = vlanOf(lan.parent)!.base;
         await createVlan(runner, { name: lan.parent, base, vlan: lan.vlan, alias });
       } else await createIsolatedParent(runner, { name: lan.parent, peer: lan.parentPeer ?? lanNames(net.id).peer, mtu: net.mtu, alias });
       report.bridgesCreated.push(lan.parent);
-      log.warn({ networkId: net.id, parent: lan.parent }, 'parent tsnet made was missing; re-created it (containers on it need a restart)');
+      log.warn({ networkId: net.id, parent: lan.parent }, 'parent tsnet made was missing; re-created it');
+      recreated = true;
+      parent = await getLink(runner, lan.parent);
     } else if (lan.createdParent && !parent.flags.includes('UP')) {
       await ipBatch(runner, [['link', 'set', 'dev', lan.parent, 'up']]);
       report.bridgesFixed.push(lan.parent);
     }
+    const index = parent?.ifindex;
+    if (index !== undefined && (recreated || (lan.parentIndex !== undefined && lan.parentIndex !== index))) await this.#restoreChildren(net, lan, run);
+    if (index !== undefined && lan.parentIndex !== index) {
+      lan.parentIndex = index;
+      run.markChanged();
+    }
     if (!lan.shim) return;
-    if (!run.links.has(lan.shim)) {
+    if (recreated || !run.links.has(lan.shim)) {
       await createShim(runner, { ...this.#childSpec(lan, lan.shim, net.mtu), alias });
       report.bridgesFixed.push(lan.shim);
       log.warn({ networkId: net.id, shim: lan.shim }, 'host access shim was missing; re-created it');
@@ -373,6 +384,36 @@ export abstract class LanMode implements NetworkMode {
       .filter((e) => e.networkId === net.id)
       .flatMap((e) => hostRoutes(e.address, e.addressV6));
     await ipBatch(runner, routes.map((r) => ['route', 'replace', r, 'dev', lan.shim!]));
+  }
+
+  /** Every joined container of the network gets its child again, as dockerd configured it. */
+  async #restoreChildren(net: NetworkRecord, lan: LanRecord, run: ReconcileRun): Promise<void> {
+    const { runner, store } = this.deps;
+    for (const ep of Object.values(store.state.endpoints)) {
+      if (ep.networkId !== net.id || !ep.sandboxKey || run.links.has(ep.hostVeth)) continue;
+      const answer = this.join(net, ep);
+      const connected = ((answer.StaticRoutes ?? []) as Array<{ Destination: string; RouteType: number }>).filter((r) => r.RouteType === 1).map((r) => r.Destination);
+      try {
+        const dev = await restoreChild(runner, {
+          ...this.#childSpec(lan, ep.hostVeth, net.mtu),
+          alias: endpointAlias(ep.id),
+          ...(lan.kind === 'macvlan' ? { mac: ep.mac } : {}),
+          sandbox: ep.sandboxKey,
+          prefix: net.ifacePrefix,
+          addresses: [ep.address, ep.addressV6].filter((a): a is string => a !== undefined),
+          ...(typeof answer.Gateway === 'string' ? { gateway4: answer.Gateway } : {}),
+          ...(typeof answer.GatewayIPv6 === 'string' ? { gateway6: answer.GatewayIPv6 } : {}),
+          connected,
+        });
+        run.report.endpointsReattached.push(ep.id);
+        run.log.warn({ networkId: net.id, endpointId: ep.id, parent: lan.parent, dev }, "the parent was re-created; gave the container its child again");
+      } catch (err) {
+        // The container may have gone meanwhile; dockerd deletes its endpoint.
+        await deleteLink(runner, ep.hostVeth).catch(() => undefined);
+        run.report.errors.push(`endpoint ${shortId(ep.id)}: ${(err as Error).message}`);
+        run.log.error({ err, networkId: net.id, endpointId: ep.id }, "could not give a container its child again; restart it");
+      }
+    }
   }
 
   endpointPresence(_net: NetworkRecord, ep: EndpointRecord, links: Map<string, LinkInfo>): EndpointPresence {
