@@ -11,7 +11,7 @@
 //   module, not with ip's "Unknown device type".
 import { TsnetError } from '../errors.js';
 import { CommandError, type Runner } from './exec.js';
-import { batchLine, ipBatch, deleteLink, type LinkInfo, type RouteInfo } from './ip.js';
+import { batchLine, ipBatch, type LinkInfo, type RouteInfo } from './ip.js';
 
 export type MacvlanMode = 'bridge' | 'private' | 'vepa' | 'passthru';
 export type IpvlanMode = 'l2' | 'l3' | 'l3s';
@@ -66,8 +66,9 @@ export async function createChild(runner: Runner, spec: ChildSpec): Promise<void
  * kernel lacks is refused at create time, not at its first container.
  */
 export async function probeChild(runner: Runner, spec: ChildSpec): Promise<void> {
-  await createChild(runner, spec);
-  await deleteLink(runner, spec.name);
+  // One process: a batch stops at its first failure, so a kernel without the
+  // type leaves nothing, and one with it deletes the probe at once.
+  await withKindCheck(spec.kind, () => ipBatch(runner, [childLine(spec), ['link', 'del', 'dev', spec.name]]));
 }
 
 /** `eth0.50` → { base: eth0, vlan: 50 }; undefined for a name that is not in that form. */

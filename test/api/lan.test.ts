@@ -47,8 +47,8 @@ t.test('macvlan on an existing parent: no bridge, no firewall, a child per conta
   t.same(h.runner.callsOf('iptables-restore'), []);
   t.same(h.runner.sysctlWrites, [], 'no forwarding switched on');
   const probe = lanNames(id).probe;
-  t.match(batch, `link add link eth0 name ${probe} mtu 1500 type macvlan mode bridge`, 'the kernel is asked for a macvlan once');
-  t.ok(h.runner.calls.some((c) => c.line === `ip link del dev ${probe}`), 'and the probe goes at once');
+  t.match(batch, `link add link eth0 name ${probe} mtu 1500 type macvlan mode bridge\nlink del dev ${probe}\n`, 'the kernel is asked for a macvlan once, and the probe goes in the same batch');
+  t.equal(h.runner.calls.filter((c) => c.cmd === 'ip').length, 2, 'create costs two ip processes: one listing, one batch');
   t.notOk(h.runner.links.has(probe));
   const rec = h.store.state.networks[id]!;
   t.equal(rec.mode, 'macvlan');

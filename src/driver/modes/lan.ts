@@ -19,7 +19,7 @@
 import type { Logger } from 'pino';
 import { TsnetError, quote } from '../../errors.js';
 import { isExists } from '../../kernel/exec.js';
-import { deleteLink, getLink, ipBatch, listLinks, type LinkInfo } from '../../kernel/ip.js';
+import { deleteLink, deleteLinks, getLink, ipBatch, listLinks, type LinkInfo } from '../../kernel/ip.js';
 import { createChild, createIsolatedParent, createShim, createVlan, probeChild, restoreChild, vlanOf, type ChildSpec } from '../../kernel/lan.js';
 import { ALIAS_PREFIX, assertIfName, endpointAlias, lanNames, networkAlias, peerVethName, shortId } from '../../kernel/names.js';
 import type { EndpointRecord, LanRecord, NetworkRecord } from '../../store/schema.js';
@@ -110,10 +110,14 @@ export abstract class LanMode implements NetworkMode {
     const names = lanNames(id);
     const alias = networkAlias(id);
     const steps: Step[] = [];
+    // One listing answers every question below (the parent, a passthru
+    // sibling, leftovers of our own): network create+rm is measured against
+    // Docker's macvlan driver, which asks netlink in-process.
+    const links = new Map((await listLinks(runner)).map((l) => [l.ifname, l]));
+    const leftovers = [names.parent, names.probe, names.shim].filter((n) => this.#ownLeftover(links.get(n), n, alias));
     let lan: LanRecord;
     let parentMtu: number;
     if (o.parent === undefined) {
-      await this.#clearOwnLeftover(names.parent, alias);
       parentMtu = cfg.mtu ?? 1500;
       lan = { kind: this.#kind.name, parent: names.parent, parentPeer: names.peer, createdParent: true, mode: o.mode };
       steps.push({
@@ -123,14 +127,14 @@ export abstract class LanMode implements NetworkMode {
       });
     } else {
       const parent = o.parent;
-      const link = await getLink(runner, parent);
+      const link = links.get(parent);
       if (link) {
-        this.#checkParent(link, id, await listLinks(runner));
+        this.#checkParent(link, id, [...links.values()]);
         parentMtu = link.mtu;
         lan = { kind: this.#kind.name, parent, createdParent: false, mode: o.mode, parentIndex: link.ifindex };
       } else {
         const vlan = vlanOf(parent);
-        const base = vlan ? await getLink(runner, vlan.base) : undefined;
+        const base = vlan ? links.get(vlan.base) : undefined;
         if (!vlan || !base) {
           throw new TsnetError('TSNET_ERR_PARENT', `parent: ${quote(parent)} does not exist on this host${vlan ? ` (nor does ${quote(vlan.base)}, to make VLAN ${vlan.vlan} on)` : ''}`);
         }
@@ -149,17 +153,15 @@ export abstract class LanMode implements NetworkMode {
       throw new TsnetError('TSNET_ERR_INVALID_OPTION', `${OPT.mtu}: ${cfg.mtu} is larger than the MTU of parent ${lan.parent} (${parentMtu})`);
     }
     const mtu = cfg.mtu ?? parentMtu;
+    // Our own leftovers of an interrupted create of this very network go first.
+    if (leftovers.length > 0) steps.unshift({ name: 'leftovers', do: () => deleteLinks(runner, leftovers) });
     // The kernel may lack the device type (ipvlan on ours): find out now, not at the first container.
     const probe: ChildSpec = { name: names.probe, parent: lan.parent, mtu, alias, kind: this.#kind.name, mode: this.#kind.modes[0]! };
     steps.push({
       name: 'probe',
       when: !this.#kernelHasKind,
       do: async () => {
-        await deleteLink(runner, names.probe);
-        await probeChild(runner, probe).catch(async (err: unknown) => {
-          await deleteLink(runner, names.probe).catch(() => undefined);
-          throw err;
-        });
+        await probeChild(runner, probe);
         this.#kernelHasKind = true;
       },
     });
@@ -167,10 +169,7 @@ export abstract class LanMode implements NetworkMode {
       lan.shim = names.shim;
       steps.push({
         name: 'shim',
-        do: async () => {
-          await this.#clearOwnLeftover(names.shim, alias);
-          await createShim(runner, { ...this.#childSpec(lan, names.shim, mtu), alias });
-        },
+        do: () => createShim(runner, { ...this.#childSpec(lan, names.shim, mtu), alias }),
         undo: async () => void (await deleteLink(runner, names.shim)),
       });
     }
@@ -230,12 +229,11 @@ export abstract class LanMode implements NetworkMode {
     }
   }
 
-  /** A device of this network's own name: our leftover of an interrupted create goes, anything else is refused. */
-  async #clearOwnLeftover(name: string, alias: string): Promise<void> {
-    const link = await getLink(this.deps.runner, name);
-    if (!link) return;
+  /** A device of this network's own name: our leftover of an interrupted create (true: to be removed), anything else is refused. */
+  #ownLeftover(link: LinkInfo | undefined, name: string, alias: string): boolean {
+    if (!link) return false;
     if (link.ifalias !== alias) throw new TsnetError('TSNET_ERR_BRIDGE_IN_USE', `cannot create ${name}: a device with that name exists`);
-    await deleteLink(this.deps.runner, name);
+    return true;
   }
 
   #childSpec(lan: LanRecord, name: string, mtu: number): ChildSpec {
@@ -252,9 +250,9 @@ export abstract class LanMode implements NetworkMode {
     const lan = this.lan(net);
     const errors: unknown[] = [];
     await this.deps.cluster.stop(net, { leave: true });
-    const names = lanNames(net.id);
-    const mine = [lan.shim, names.probe, lan.createdParent ? lan.parent : undefined].filter((n): n is string => n !== undefined);
-    for (const name of mine) await deleteLink(runner, name).catch((err) => errors.push(err));
+    // The probe never outlives its create (one batch makes and deletes it).
+    const mine = [lan.shim, lan.createdParent ? lan.parent : undefined].filter((n): n is string => n !== undefined);
+    await deleteLinks(runner, mine).catch((err) => errors.push(err));
     return errors;
   }
 
@@ -352,6 +350,9 @@ export abstract class LanMode implements NetworkMode {
     const lan = this.lan(net);
     const alias = networkAlias(net.id);
     this.deps.cluster.follow(net);
+    // A probe outlives its batch only if tsnet died inside it.
+    const probe = lanNames(net.id).probe;
+    if (run.links.get(probe)?.ifalias === alias) await deleteLink(runner, probe);
     let parent = run.links.get(lan.parent);
     let recreated = false;
     if (!parent) {
