@@ -217,6 +217,7 @@ export class NetworkDriverService {
       }
       const mac = givenMac !== '' ? givenMac.toLowerCase() : endpointMac(epId);
       const mode = this.#modes.of(net);
+      const superseded = await this.#dropSuperseded(net, epId, address, addressV6, log);
       const plan = await mode.planEndpoint({ id: epId, net, mac, address, addressV6 });
       const { hostVeth: host, peerVeth: peer } = plan;
       const undo = await runSteps(plan.steps, log);
@@ -234,7 +235,7 @@ export class NetworkDriverService {
       };
       this.#store.state.endpoints[epId] = record;
       try {
-        await this.#store.commit([['endpoints', epId]]);
+        await this.#store.commit([['endpoints', epId], ...superseded.map((id) => ['endpoints', id])]);
       } catch (err) {
         delete this.#store.state.endpoints[epId];
         await undo().catch(() => undefined);
@@ -245,6 +246,29 @@ export class NetworkDriverService {
       // Never echo a field dockerd filled in (protocol.md §2.6).
       return record.macAssigned ? { Interface: { MacAddress: record.mac } } : {};
     });
+  }
+
+  /**
+   * dockerd hands an address to one endpoint of a network at a time, so a
+   * record of ours holding the same address belongs to an endpoint dockerd
+   * has given up: a CreateEndpoint whose answer it never got (tsnet killed
+   * mid-request: dockerd releases the address and sends no DeleteEndpoint),
+   * or a container that died while dockerd was down. Left in place it would
+   * keep a veth and a second record of the address until the idle cutoff;
+   * it goes now, devices and ports with it. Returns the records dropped.
+   */
+  async #dropSuperseded(net: NetworkRecord, epId: string, address: string | undefined, addressV6: string | undefined, log: Logger): Promise<string[]> {
+    const ip = (cidr: string | undefined): string | undefined => cidr?.slice(0, cidr.indexOf('/'));
+    const mine = [ip(address), ip(addressV6)].filter((a): a is string => a !== undefined);
+    if (mine.length === 0) return [];
+    const stale = Object.values(this.#store.state.endpoints).filter((e) => e.networkId === net.id && e.id !== epId && [ip(e.address), ip(e.addressV6)].some((a) => a !== undefined && mine.includes(a)));
+    for (const ep of stale) {
+      log.warn({ staleEndpoint: ep.id, address: ep.address, addressV6: ep.addressV6, joined: ep.sandboxKey !== undefined }, 'dropping an endpoint whose address dockerd gave to a new one (dockerd gave it up)');
+      await this.#ports.unpublish(ep, log);
+      await this.#modes.of(net).deleteEndpoint(net, ep);
+      delete this.#store.state.endpoints[ep.id];
+    }
+    return stale.map((e) => e.id);
   }
 
   #checkAddress(net: NetworkRecord, cidr: string, v6: boolean): string | undefined {

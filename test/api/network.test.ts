@@ -290,6 +290,25 @@ t.test('CreateEndpoint', async (t) => {
   t.notOk(h.store.state.endpoints[ep3]);
 });
 
+t.test('an endpoint whose address dockerd gives to a new one is dropped, devices and all', async (t) => {
+  const h = await buildHarness(t);
+  const net = dockerId();
+  await createNetwork(h, net);
+  // The first CreateEndpoint completed here, but dockerd never got the answer
+  // (tsnet killed mid-request): it released the address and sent no DeleteEndpoint.
+  const lost = dockerId();
+  t.equal((await createEndpoint(h, net, lost, { Address: '10.10.0.5/24' })).status, 200);
+  const other = dockerId();
+  t.equal((await createEndpoint(h, net, other, { Address: '10.10.0.6/24' })).status, 200);
+  h.runner.clearCalls();
+  const fresh = dockerId();
+  t.equal((await createEndpoint(h, net, fresh, { Address: '10.10.0.5/24' })).status, 200, 'the address given again');
+  t.ok(h.runner.calls.some((c) => c.line === `ip link del dev ${hostVethName(lost)}`), "the lost endpoint's veth is deleted");
+  const disk = await h.diskState();
+  t.notOk(disk.endpoints[lost], 'and its record, on disk');
+  t.ok(disk.endpoints[fresh] && disk.endpoints[other], 'the new endpoint and the others stay');
+});
+
 t.test('a failed veth is cleaned up and not recorded', async (t) => {
   const h = await buildHarness(t);
   const net = dockerId();
