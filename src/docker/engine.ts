@@ -28,8 +28,6 @@ export const API_MAX = '1.52';
 export const DNSNAMES_SINCE = '1.44';
 
 const CALL_TIMEOUT_MS = 10_000;
-/** an inspect waits for the container's lock, held while it starts */
-const INSPECT_TIMEOUT_MS = 30_000;
 
 export function parseApiVersion(v: unknown): [number, number] | undefined {
   if (typeof v !== 'string') return undefined;
@@ -162,14 +160,17 @@ export class EngineClient {
   readonly socket: string;
   readonly #calls: Client;
   readonly #stream: Client;
+  readonly #timeoutMs: number;
 
-  constructor(socket: string) {
+  /** `timeoutMs`: for each call (and for the event stream's headers); inspects get three times that */
+  constructor(socket: string, opts: { timeoutMs?: number } = {}) {
     this.socket = socket;
+    this.#timeoutMs = opts.timeoutMs ?? CALL_TIMEOUT_MS;
     this.#calls = new Client('http://docker', { socketPath: socket, connect: { timeout: 3000 } });
     this.#stream = new Client('http://docker', { socketPath: socket, connect: { timeout: 3000 }, bodyTimeout: 0 });
   }
 
-  async #get(path: string, timeoutMs = CALL_TIMEOUT_MS): Promise<{ status: number; body: unknown }> {
+  async #get(path: string, timeoutMs = this.#timeoutMs): Promise<{ status: number; body: unknown }> {
     const res = await this.#calls.request({ method: 'GET', path, headersTimeout: timeoutMs, bodyTimeout: timeoutMs, signal: AbortSignal.timeout(timeoutMs) });
     const text = await res.body.text();
     let body: unknown;
@@ -206,7 +207,8 @@ export class EngineClient {
   /** A container's names per network; undefined when it no longer exists. */
   async inspect(api: string, id: string): Promise<ContainerView | undefined> {
     if (!ID.test(id)) return undefined;
-    const { status, body } = await this.#get(`/v${api}/containers/${id}/json`, INSPECT_TIMEOUT_MS);
+    // An inspect waits for the container's lock, which a start holds.
+    const { status, body } = await this.#get(`/v${api}/containers/${id}/json`, this.#timeoutMs * 3);
     if (status === 404) return undefined;
     if (status !== 200) throw new TsnetError('TSNET_ERR_UNAVAILABLE', `dockerd's inspect of ${id.slice(0, 12)} answered ${status}`);
     return containerView(body, api);
@@ -218,7 +220,7 @@ export class EngineClient {
    */
   async events(api: string, onEvent: (e: EngineEvent) => void, signal: AbortSignal): Promise<{ done: Promise<void> }> {
     const filters = encodeURIComponent(JSON.stringify(EVENT_FILTERS));
-    const res = await this.#stream.request({ method: 'GET', path: `/v${api}/events?filters=${filters}`, headersTimeout: CALL_TIMEOUT_MS, signal });
+    const res = await this.#stream.request({ method: 'GET', path: `/v${api}/events?filters=${filters}`, headersTimeout: this.#timeoutMs, signal });
     if (res.statusCode !== 200) {
       await res.body.dump().catch(() => undefined);
       throw new TsnetError('TSNET_ERR_UNAVAILABLE', `dockerd's /events answered ${res.statusCode}`);

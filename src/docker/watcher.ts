@@ -30,6 +30,8 @@ export interface WatcherOptions {
   /** endpoints whose names were set, changed or cleared; must not throw */
   onNames?: (endpointIds: string[]) => void;
   backoff?: { initialMs: number; maxMs: number };
+  /** per Engine API call (tests shorten it) */
+  callTimeoutMs?: number;
 }
 
 export interface WatcherStatus {
@@ -88,7 +90,7 @@ export class ContainerWatcher {
   readonly status: WatcherStatus;
 
   constructor(opts: WatcherOptions) {
-    this.#engine = new EngineClient(opts.socket);
+    this.#engine = new EngineClient(opts.socket, opts.callTimeoutMs !== undefined ? { timeoutMs: opts.callTimeoutMs } : {});
     this.#store = opts.store;
     this.#log = opts.log.child({ component: 'docker' });
     this.#onNames = opts.onNames ?? (() => undefined);
