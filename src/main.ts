@@ -212,6 +212,12 @@ export async function start(config: Config, log: Logger): Promise<{ stop: () => 
           log,
           dockerSocket: config.dockerSocket,
           dns: config.dns,
+          // Other hosts' names: the overlay's last view of etcd, kept while etcd is away.
+          remote: (networkId) => cluster.view(networkId)?.endpoints.entries(),
+          hostId: () => cluster.hostId,
+          onNames: (ids) => {
+            for (const id of ids) overlay!.republish(id);
+          },
         });
         names.start();
       })
