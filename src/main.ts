@@ -83,11 +83,14 @@ export async function start(config: Config, log: Logger): Promise<{ stop: () => 
   let registry: ClusterRegistry | undefined;
   let overlay: OverlayManager | undefined;
   const events = new EventBus();
+  let names: NamesService | undefined;
   const metrics = new Metrics({
     store,
     overlayForwarding: () => (overlay?.forwarding() ?? []).map((f) => ({ network: f.networkId, peers: f.peers, fdb: f.fdb })),
     ...(config.etcdEndpoints.length > 0 ? { etcd: () => ({ up: registry?.available ?? false, relists: registry?.relists ?? 0 }) } : {}),
     eventSubscribers: () => events.subscribers,
+    ...(config.dockerSocket ? { dockerd: () => names?.watcher?.status.connected ?? false } : {}),
+    dnsQueries: () => names?.server?.counts ?? {},
   });
   const runner = createRunner(log, undefined, { procSys: config.procSys, onCommand: (cmd, ok) => metrics.command(cmd, ok) });
   const loaded = await store.open();
@@ -144,7 +147,6 @@ export async function start(config: Config, log: Logger): Promise<{ stop: () => 
       loaded,
       hold: () => hold.reason,
     });
-  let names: NamesService | undefined;
   const observe = observeAnswers(metrics, events, store);
   const app = buildApp({
     driver,

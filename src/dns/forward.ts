@@ -129,7 +129,10 @@ export class Forwarder {
     const [address, scope] = server.split('%');
     return new Promise<Buffer>((resolve, reject) => {
       const sock = dgram.createSocket(ipFamily(address!) === 6 ? 'udp6' : 'udp4');
+      let settled = false;
       const done = (err: Error | undefined, reply?: Buffer): void => {
+        if (settled) return;
+        settled = true;
         clearTimeout(timer);
         sock.removeAllListeners();
         sock.on('error', () => undefined);
@@ -147,7 +150,14 @@ export class Forwarder {
       sock.on('message', (msg) => {
         if (matchesQuery(query, msg)) done(undefined, msg);
       });
-      sock.connect(this.#opts.port, scope ? `${address}%${scope}` : address, () => sock.send(query));
+      sock.connect(this.#opts.port, scope ? `${address}%${scope}` : address, () => {
+        try {
+          sock.send(query, (err) => err && done(err));
+        } catch (err) {
+          // Closed by the deadline before it connected.
+          done(err as Error);
+        }
+      });
     });
   }
 

@@ -116,12 +116,12 @@ export class DnsServer {
         sock.removeAllListeners('error');
         sock.on('error', (err) => this.#log.warn({ address: l.address, err: err.message }, 'DNS socket error'));
         sock.on('message', (msg, rinfo) => {
-          void this.#handle(msg, rinfo.address, l.network, 'udp').then(
-            (reply) => {
-              if (reply) sock.send(reply, rinfo.port, rinfo.address);
-            },
-            (err: unknown) => this.#log.error({ err }, 'DNS query handling failed'),
-          );
+          void this.#handle(msg, rinfo.address, l.network, 'udp')
+            .then((reply) => {
+              // The socket may have closed meanwhile (its network removed): send throws then.
+              if (reply && l.udp === sock) sock.send(reply, rinfo.port, rinfo.address, () => undefined);
+            })
+            .catch((err: unknown) => this.#log.error({ err }, 'DNS query handling failed'));
         });
         resolve(sock);
       });
@@ -161,15 +161,14 @@ export class DnsServer {
         if (buf.length < 2 + len) break;
         const msg = Buffer.from(buf.subarray(2, 2 + len));
         buf = buf.subarray(2 + len);
-        void this.#handle(msg, source, network, 'tcp').then(
-          (reply) => {
-            if (!reply || conn.destroyed) return;
+        void this.#handle(msg, source, network, 'tcp')
+          .then((reply) => {
+            if (!reply || conn.destroyed || !conn.writable) return;
             const head = Buffer.alloc(2);
             head.writeUInt16BE(reply.length);
             conn.write(Buffer.concat([head, reply]));
-          },
-          (err: unknown) => this.#log.error({ err }, 'DNS query handling failed'),
-        );
+          })
+          .catch((err: unknown) => this.#log.error({ err }, 'DNS query handling failed'));
       }
     });
   }

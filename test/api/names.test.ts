@@ -55,7 +55,7 @@ t.test('dockerd 20.10 (API 1.41): names from the name and Aliases, followed thro
   const ep = await endpointFor('10.60.0.2/24');
   const web = dockerId();
   watcher.start();
-  await until('the event stream', () => dockerd.streams === 1);
+  await until('the event stream', () => dockerd.streams === 1 && watcher.status.connected);
   t.equal(watcher.status.apiVersion, '1.41');
   t.equal(watcher.status.dockerd, '20.10.24');
   dockerd.containers.set(web, { Id: web, Name: 'web', NetworkSettings: { Networks: { appnet: { NetworkID: netId, EndpointID: ep, Aliases: [web.slice(0, 12), 'WWW'] } } } });
@@ -317,4 +317,23 @@ t.test('DNS listeners follow the wanted addresses; an address that cannot be bou
   await dns.sync([]);
   t.same(dns.listening(), []);
   await t.rejects(ask(port, 'web', 'A'), /no reply/, 'closed with its network');
+});
+
+t.test('metrics: dockerd followed, DNS queries by result', async (t) => {
+  const { Metrics } = await import('../../src/metrics/registry.js');
+  const { Scrape } = await import('../helpers/prom.js');
+  let connected = false;
+  const { store } = await buildHarness(t);
+  const m = new Metrics({ store, dockerd: () => connected, dnsQueries: () => ({ answered: 3, forwarded: 2 }) });
+  await m.load();
+  let s = await Scrape.parse(await m.expose());
+  t.equal(s.value('tsnet_dockerd_up'), 0);
+  t.equal(s.value('tsnet_dns_queries_total', { result: 'answered' }), 3);
+  t.equal(s.value('tsnet_dns_queries_total', { result: 'forwarded' }), 2);
+  connected = true;
+  s = await Scrape.parse(await m.expose());
+  t.equal(s.value('tsnet_dockerd_up'), 1);
+  const off = new Metrics({ store });
+  await off.load();
+  t.equal((await Scrape.parse(await off.expose())).value('tsnet_dockerd_up'), undefined, 'TSNET_DOCKER_HOST=off: no series');
 });

@@ -77,6 +77,9 @@ t.test('a container on host 1 resolves on host 3 by name and by alias, and is re
   t.match(names.stdout, new RegExp(`appnet\\s+web,\\S*www\\S*\\s+${webIp.replace(/\./g, '\\.')}`), `tsnetctl names on host 3 lists it:\n${names.stdout}`);
   t.match(names.stdout, /dns: 10\.200\.0\.1:53 for network/);
   t.match((await h1.tsnetctl('names')).stdout, /dockerd: following .*docker\.sock \(dockerd \d+\.\d+/, 'host 1 follows its dockerd');
+  const metrics = (await h3.exec('curl', ['-s', '--unix-socket', '/run/docker/plugins/tsnet.sock', 'http://localhost/metrics'])).stdout;
+  t.match(metrics, /^tsnet_dockerd_up 1$/m, 'metrics: dockerd followed');
+  t.ok(Number(/^tsnet_dns_queries_total\{result="answered"\} (\d+)/m.exec(metrics)?.[1] ?? 0) >= 4, 'metrics: DNS queries answered');
 });
 
 t.test('names are scoped per network', async (t) => {
