@@ -13,14 +13,17 @@
 //   container and an event during an inspect makes one more.
 // - A container disconnected or removed loses its names at once, without an
 //   inspect (which would wait for the container's lock while it stops).
-// - The records are written lazily (store.commitLazy): names lost in a
-//   crash are learned again from dockerd.
+// - The records are written lazily and at most twice a second, as one
+//   journal line (store.commitLazy): a burst of container starts must not
+//   queue an fsync per container in front of the plugin's own writes, and
+//   names lost in a crash are learned again from dockerd.
 import type { Logger } from 'pino';
 import type { Store } from '../store/store.js';
 import type { EndpointDns, EndpointRecord } from '../store/schema.js';
 import { EngineClient, negotiateApiVersion, type ContainerView, type EngineEvent } from './engine.js';
 
 const CONCURRENCY = 4;
+const WRITE_DELAY_MS = 500;
 const RETRIES = 5;
 
 export interface WatcherOptions {
@@ -195,13 +198,24 @@ export class ContainerWatcher {
       ids.push(id);
     }
     if (ids.length === 0) return;
-    this.#store.commitLazy(ids.map((id) => ['endpoints', id]));
+    for (const id of ids) this.#unwritten.add(id);
+    this.#flushTimer ??= setTimeout(() => this.#flush(), WRITE_DELAY_MS);
     this.#log.debug({ endpoints: ids.map((id) => ({ id: id.slice(0, 12), names: endpoints[id]?.dns?.names ?? [] })) }, 'container names updated');
     try {
       this.#onNames(ids);
     } catch (err) {
       this.#log.error({ err }, 'a names listener failed');
     }
+  }
+
+  readonly #unwritten = new Set<string>();
+  #flushTimer: NodeJS.Timeout | undefined;
+
+  #flush(): void {
+    this.#flushTimer = undefined;
+    if (this.#unwritten.size === 0) return;
+    this.#store.commitLazy([...this.#unwritten].map((id) => ['endpoints', id]));
+    this.#unwritten.clear();
   }
 
   #mark(id: string): void {
@@ -254,6 +268,8 @@ export class ContainerWatcher {
 
   async close(): Promise<void> {
     this.#closed = true;
+    if (this.#flushTimer) clearTimeout(this.#flushTimer);
+    this.#flush();
     this.#abort?.abort();
     this.#wake?.();
     await this.#engine.close();
