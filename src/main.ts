@@ -146,6 +146,7 @@ export async function start(config: Config, log: Logger): Promise<{ stop: () => 
       vxlanPort: config.vxlanPort,
       loaded,
       hold: () => hold.reason,
+      names: async () => names?.status(),
     });
   const observe = observeAnswers(metrics, events, store);
   const app = buildApp({

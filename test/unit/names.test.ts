@@ -324,3 +324,17 @@ t.test('tsnetctl names, for people', async (t) => {
   t.match(text, /appnet\s+web,www\s+10\.200\.0\.2\s+-\s+local/);
   t.match(text, /appnet\s+api\s+10\.200\.0\.70\s+-\s+h2/);
 });
+
+t.test('doctor: dockerd not followed warns, an overlay gateway without DNS fails', async (t) => {
+  const { judgeNames } = await import('../../src/doctor/checks.js');
+  const listening = (udp: boolean, error?: string) => [{ address: '10.200.0.1', network: NET_A, udp, tcp: udp, ...(error ? { error } : {}) }];
+  t.same(judgeNames(undefined, 1), [], 'both off: nothing to say');
+  const good = judgeNames({ dockerd: { socket: '/var/run/docker.sock', connected: true }, dns: { enabled: true, listening: listening(true) } }, 1);
+  t.same(good.map((f) => f.level), ['ok']);
+  t.match(good[0]!.message, /following dockerd at \/var\/run\/docker\.sock; DNS on 1 overlay gateway address/);
+  const bad = judgeNames({ dockerd: { socket: '/var/run/docker.sock', connected: false, lastError: 'connect ENOENT' }, dns: { enabled: true, listening: listening(false, 'udp: bind EADDRINUSE') } }, 1);
+  t.same(bad.map((f) => [f.level, f.check]), [['warn', 'names'], ['fail', 'names']]);
+  t.match(bad[0]!.message, /not answering \(connect ENOENT\)/);
+  t.match(bad[1]!.message, /no DNS on 10\.200\.0\.1:53 .*EADDRINUSE/);
+  t.same(judgeNames({ dockerd: null, dns: { enabled: true, listening: [] } }, 0), [], 'nothing configured that needs it: silent');
+});
