@@ -136,9 +136,10 @@ t.test('dockerd restarted with restart-policy containers: no deadlock, names com
   await h1.docker(['run', '-d', '--name', 'rp', '--restart', 'always', '--network', 'appnet', '--network-alias', 'rp-alias', IMAGE, 'sleep', '3600']);
   t.ok(await resolves(h3, 'cli3', 'rp-alias', await containerIp(h1, 'rp', 'appnet')));
   await h1.stopDockerd();
-  // Every container on host 1 asks tsnet for names it does not know itself.
+  // Every container on host 1 asks tsnet for names it does not know itself,
+  // then the host's usual resolver (for containers on no tsnet network).
   const started = Date.now();
-  await h1.startDockerd(['--dns', '10.200.0.1']);
+  await h1.startDockerd(['--dns', '10.200.0.1', '--dns', '10.99.0.100']);
   t.ok(Date.now() - started < 60_000, `dockerd came back in ${Date.now() - started} ms with a restart-policy container on tsnet`);
   const running = await waitFor('rp restarted', async () => (await h1.docker(['inspect', '-f', '{{.State.Running}}', 'rp'])).stdout.trim() === 'true', 30_000, 250);
   t.ok(running, 'the restart-policy container is running again');
@@ -149,4 +150,8 @@ t.test('dockerd restarted with restart-policy containers: no deadlock, names com
   t.match(viaDaemon.stdout, cli3Ip, 'a container started with no --dns resolves host 3\'s cli3 through the daemon\'s --dns');
   const outside = await h1.docker(['run', '--rm', '--network', 'appnet', IMAGE, 'nslookup', 'outside.lab'], { check: false });
   t.match(outside.stdout, '10.99.0.100', 'and loses nothing: external names still resolve');
+  await h1.docker(['network', 'create', 'plainnet']);
+  const plain = await h1.docker(['run', '--rm', '--network', 'plainnet', IMAGE, 'nslookup', 'outside.lab'], { check: false });
+  t.match(plain.stdout, '10.99.0.100', "a container on Docker's own bridge network: tsnet refuses it, the next server answers");
+  await h1.docker(['network', 'rm', 'plainnet']);
 });
