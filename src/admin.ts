@@ -7,6 +7,8 @@
 //   Tsnet.Doctor       check the host against the store (doctor/), findings
 //   Tsnet.Events       follow what tsnet does: JSON lines until the client
 //                      hangs up ({"recent": true}: the backlog first)
+//   Tsnet.Names        the container names tsnet knows per network, where
+//                      its DNS listens, and how it follows dockerd
 // `node dist/cli.js` (tsnetctl) is the client.
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
@@ -33,6 +35,7 @@ export interface AdminDeps {
   startedAt: Date;
   doctor?: () => Promise<Finding[]>;
   events?: EventBus;
+  names?: () => Promise<unknown>;
 }
 
 export function registerAdminRoutes(app: FastifyInstance, deps: AdminDeps): void {
@@ -87,6 +90,8 @@ export function registerAdminRoutes(app: FastifyInstance, deps: AdminDeps): void
       done();
     });
   }
+  const names = deps.names;
+  if (names) app.post('/Tsnet.Names', async () => names());
   app.post('/Tsnet.AcceptState', async () => {
     const was = deps.hold.reason;
     // Writing the state makes the loaded copy the current one again.

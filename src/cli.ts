@@ -2,11 +2,21 @@
 //   node dist/cli.js [--socket PATH] status | reconcile | accept-state
 //   node dist/cli.js [--socket PATH] doctor [--json]
 //   node dist/cli.js [--socket PATH] events [--recent]
+//   node dist/cli.js [--socket PATH] names [--json]
 import { Client } from 'undici';
 import { DEFAULTS } from './config.js';
 import { formatFinding, type Finding } from './doctor/checks.js';
+import { formatNames } from './dns/format.js';
+import type { NamesStatus } from './dns/service.js';
 
-const METHODS: Record<string, string> = { status: 'Tsnet.Status', reconcile: 'Tsnet.Reconcile', 'accept-state': 'Tsnet.AcceptState', doctor: 'Tsnet.Doctor', events: 'Tsnet.Events' };
+const METHODS: Record<string, string> = {
+  status: 'Tsnet.Status',
+  reconcile: 'Tsnet.Reconcile',
+  'accept-state': 'Tsnet.AcceptState',
+  doctor: 'Tsnet.Doctor',
+  events: 'Tsnet.Events',
+  names: 'Tsnet.Names',
+};
 
 async function main(argv: string[]): Promise<number> {
   let socket = process.env.TSNET_SOCKET || DEFAULTS.socket;
@@ -39,6 +49,10 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     }
     const parsed = JSON.parse(await res.body.text()) as unknown;
+    if (command === 'names' && res.statusCode === 200 && !args.includes('--json') && (parsed as { networks?: unknown }).networks) {
+      process.stdout.write(formatNames(parsed as NamesStatus));
+      return 0;
+    }
     if (command === 'doctor' && res.statusCode === 200 && !args.includes('--json')) {
       const findings = (parsed as { findings: Finding[] }).findings;
       for (const f of findings) process.stdout.write(`${formatFinding(f)}\n`);

@@ -33,6 +33,10 @@ export interface Config {
   etcdLeaseTtl: number;
   /** TCP address for GET /metrics (TSNET_METRICS_ADDR); undefined = the plugin socket only */
   metricsAddr: { host: string; port: number } | undefined;
+  /** dockerd's Engine API socket (TSNET_DOCKER_HOST), read for container names; undefined = off */
+  dockerSocket: string | undefined;
+  /** answer DNS on each cluster overlay's gateway address (TSNET_DNS) */
+  dns: boolean;
 }
 
 export const DEFAULTS = {
@@ -46,6 +50,8 @@ export const DEFAULTS = {
   procSys: '/proc/sys',
   vxlanPort: '4789',
   etcdLeaseTtl: '15',
+  dockerHost: 'unix:///var/run/docker.sock',
+  dns: 'on',
 } as const;
 
 const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
@@ -130,6 +136,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     throw new TsnetError('TSNET_ERR_INVALID_CONFIG', `TSNET_ETCD_LEASE_TTL: ${quote(ttl)} must be seconds between 2 and 3600`);
   }
   const metricsAddr = env.TSNET_METRICS_ADDR ? parseListenAddr(env.TSNET_METRICS_ADDR, 'TSNET_METRICS_ADDR') : undefined;
+  const dockerSocket = parseDockerHost(env.TSNET_DOCKER_HOST || DEFAULTS.dockerHost);
+  const dnsText = env.TSNET_DNS || DEFAULTS.dns;
+  if (dnsText !== 'on' && dnsText !== 'off') throw new TsnetError('TSNET_ERR_INVALID_CONFIG', `TSNET_DNS: ${quote(dnsText)} must be on or off`);
   return {
     socket,
     stateDir,
@@ -143,5 +152,20 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     vxlanPort: Number(port),
     etcdLeaseTtl: Number(ttl),
     metricsAddr,
+    dockerSocket,
+    dns: dnsText === 'on',
   };
+}
+
+/**
+ * unix:///path (dockerd's socket) or off. Only a Unix socket: a plain TCP
+ * Engine API has no authentication, and tsnet has no TLS client settings.
+ */
+export function parseDockerHost(text: string): string | undefined {
+  if (text === 'off') return undefined;
+  const m = /^unix:\/\/(\/.*)$/.exec(text);
+  if (!m || m[1]!.length > 100 || m[1]!.includes('\0')) {
+    throw new TsnetError('TSNET_ERR_INVALID_CONFIG', `TSNET_DOCKER_HOST: ${quote(text)} is not unix:///PATH (an absolute path under 100 characters, e.g. unix:///var/run/docker.sock) or off`);
+  }
+  return path.normalize(m[1]!);
 }

@@ -23,6 +23,7 @@ import { listenMetrics } from './metrics/server.js';
 import { EventBus, reconcileFixes } from './events.js';
 import { observeAnswers } from './observe.js';
 import { runDoctor } from './doctor/doctor.js';
+import type { NamesService } from './dns/service.js';
 
 /** Remove a stale socket file; refuse to take over one a live process still serves. */
 export async function prepareSocket(socketPath: string, log: Logger): Promise<void> {
@@ -82,11 +83,14 @@ export async function start(config: Config, log: Logger): Promise<{ stop: () => 
   let registry: ClusterRegistry | undefined;
   let overlay: OverlayManager | undefined;
   const events = new EventBus();
+  let names: NamesService | undefined;
   const metrics = new Metrics({
     store,
     overlayForwarding: () => (overlay?.forwarding() ?? []).map((f) => ({ network: f.networkId, peers: f.peers, fdb: f.fdb })),
     ...(config.etcdEndpoints.length > 0 ? { etcd: () => ({ up: registry?.available ?? false, relists: registry?.relists ?? 0 }) } : {}),
     eventSubscribers: () => events.subscribers,
+    ...(config.dockerSocket ? { dockerd: () => names?.watcher?.status.connected ?? false } : {}),
+    dnsQueries: () => names?.server?.counts ?? {},
   });
   const runner = createRunner(log, undefined, { procSys: config.procSys, onCommand: (cmd, ok) => metrics.command(cmd, ok) });
   const loaded = await store.open();
@@ -142,14 +146,30 @@ export async function start(config: Config, log: Logger): Promise<{ stop: () => 
       vxlanPort: config.vxlanPort,
       loaded,
       hold: () => hold.reason,
+      names: async () => names?.status(),
     });
+  const observe = observeAnswers(metrics, events, store);
   const app = buildApp({
     driver,
     ipam,
     log,
     metrics,
-    onAnswer: observeAnswers(metrics, events, store),
-    admin: (a) => registerAdminRoutes(a, { store, modes, hold, reconcileNow: () => reconcileNow(), startedAt: new Date(), doctor, events }),
+    onAnswer: (a) => {
+      observe(a);
+      // A new overlay's gateway address is one more place to answer DNS on.
+      if (a.status === 200 && (a.method === 'NetworkDriver.CreateNetwork' || a.method === 'NetworkDriver.DeleteNetwork')) void names?.syncListeners();
+    },
+    admin: (a) =>
+      registerAdminRoutes(a, {
+        store,
+        modes,
+        hold,
+        reconcileNow: () => reconcileNow(),
+        startedAt: new Date(),
+        doctor,
+        events,
+        names: async () => (names ? await names.status() : { loading: true }),
+      }),
   });
 
   await prepareSocket(config.socket, log);
@@ -184,6 +204,29 @@ export async function start(config: Config, log: Logger): Promise<{ stop: () => 
       })
     : undefined;
 
+  // Names across hosts: the Engine API client and the DNS server, loaded
+  // now the socket listens and never waited on by a request (dockerd may
+  // not serve its API yet: it starts restart-policy containers first).
+  if (config.dockerSocket || config.dns) {
+    void import('./dns/service.js')
+      .then(({ NamesService }) => {
+        names = new NamesService({
+          store,
+          log,
+          dockerSocket: config.dockerSocket,
+          dns: config.dns,
+          // Other hosts' names: the overlay's last view of etcd, kept while etcd is away.
+          remote: (networkId) => cluster.view(networkId)?.endpoints.entries(),
+          hostId: () => cluster.hostId,
+          onNames: (ids) => {
+            for (const id of ids) overlay!.republish(id);
+          },
+        });
+        names.start();
+      })
+      .catch((err: unknown) => log.error({ err }, 'cannot load the names service; container names will not resolve across hosts'));
+  }
+
   let reconciling: Promise<void> = Promise.resolve();
   reconcileNow = (): Promise<void> => {
     reconciling = reconciling.then(async () => {
@@ -194,6 +237,7 @@ export async function start(config: Config, log: Logger): Promise<{ stop: () => 
         const fixed = reconcileFixes(report);
         if (fixed) events.emit('reconcile.fixed', fixed);
         log.info({ ...report }, 'reconcile finished');
+        void names?.syncListeners();
       } catch (err) {
         metrics.reconciled(undefined, (performance.now() - started) / 1000);
         throw err;
@@ -220,6 +264,7 @@ export async function start(config: Config, log: Logger): Promise<{ stop: () => 
     if (timer) clearInterval(timer);
     await metricsServer?.close();
     await app.close();
+    await names?.close();
     await reconciling;
     await ports.closeAll();
     overlay!.close();

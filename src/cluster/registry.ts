@@ -7,7 +7,9 @@
 //     overlays/<subnet>/members/<host>            {vtep}            under the host lease
 //     overlays/<subnet>/blocks/<block>            {host}            leased address blocks
 //     overlays/<subnet>/claims/<ip>               {host, state}     static addresses
-//     overlays/<subnet>/endpoints/<host>/<ep>     {ip, mac, vtep}   under the host lease
+//     overlays/<subnet>/endpoints/<host>/<ep>     {ip, mac, vtep, ip6?, names?}   under the host lease
+//   (names: the container's DNS names on the network, so they go with the
+//   endpoint and with the host's lease)
 //   <subnet> and <block> are CIDRs with '/' replaced by '_'. The prefix says
 //   "overlays" because overlays came first; every cluster network lives there
 //   (`kind` tells them apart, absent meaning overlay), so hosts of an older
@@ -60,7 +62,7 @@ export interface NetworkInfo {
 export interface NetworkView {
   revision: number;
   members: Map<string, { vtep: string }>;
-  endpoints: Map<string, { host: string; ip: string; mac: string; vtep: string }>;
+  endpoints: Map<string, { host: string; ip: string; mac: string; vtep: string; ip6?: string; names?: string[] }>;
   blocks: Map<string, { host: string }>;
   claims: Map<string, Claim>;
 }
@@ -407,7 +409,7 @@ export class ClusterRegistry extends EventEmitter {
     await withTimeout(this.#client.delete().key(`${ROOT}/overlays/${subnetKey(subnet)}/claims/${ip}`).exec(), 'release claim');
   }
 
-  async publishEndpoint(subnet: string, endpointId: string, ep: { ip: string; mac: string }): Promise<void> {
+  async publishEndpoint(subnet: string, endpointId: string, ep: { ip: string; mac: string; ip6?: string; names?: string[] }): Promise<void> {
     await this.#putLeased(`${ROOT}/overlays/${subnetKey(subnet)}/endpoints/${this.hostId}/${endpointId}`, JSON.stringify({ ...ep, vtep: this.vtep }));
   }
 

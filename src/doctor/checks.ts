@@ -234,6 +234,30 @@ export function judgeEtcd(configured: boolean, health: { reachable: boolean; lea
   return [ok('etcd', 'etcd reachable; this host\'s lease is alive')];
 }
 
+/**
+ * Names across hosts: is dockerd followed (else this host's containers'
+ * names are not learned), and does DNS answer on every cluster overlay's
+ * gateway address? `names` is undefined when both are turned off.
+ */
+export function judgeNames(
+  names: { dockerd: { socket: string; connected: boolean; lastError?: string } | null; dns: { enabled: boolean; listening: Array<{ address: string; network: string; udp: boolean; tcp: boolean; error?: string }> } } | undefined,
+  clusterOverlays: number,
+): Finding[] {
+  if (!names) return [];
+  const out: Finding[] = [];
+  const d = names.dockerd;
+  if (d && !d.connected) {
+    out.push(warn('names', `dockerd's Engine API at ${d.socket} is not answering${d.lastError ? ` (${d.lastError})` : ''}: names of this host's new containers are not learned`, 'check that dockerd runs and TSNET_DOCKER_HOST (managed plugin: docker.source) names its socket; tsnet reconnects by itself'));
+  }
+  for (const l of names.dns.listening) {
+    if (!l.udp || !l.tcp) out.push(fail('names', `no DNS on ${l.address}:53 for network ${l.network.slice(0, 12)}${l.error ? ` (${l.error})` : ''}: containers pointed there resolve nothing`, 'another server may hold port 53 on that address (ss -lunp); tsnet retries every 10 s'));
+  }
+  if (out.length === 0 && (d || clusterOverlays > 0)) {
+    out.push(ok('names', `${d ? `following dockerd at ${d.socket}` : 'not following dockerd (TSNET_DOCKER_HOST=off)'}; DNS on ${names.dns.listening.length} overlay gateway address(es)`));
+  }
+  return out;
+}
+
 export function judgeStore(s: { source: string; problems: string[]; hold: string | undefined; lastWriteError: string | undefined; writeFailures: number }): Finding[] {
   const out: Finding[] = [];
   if (s.hold) out.push(fail('store', `address allocation is paused: ${s.hold}`, 'check the networks and containers, then tsnetctl accept-state'));

@@ -9,7 +9,7 @@ import { vxlanOverhead, type OverlayManager } from '../overlay/manager.js';
 import type { ClusterRegistry } from '../cluster/registry.js';
 import { CHAIN as TSNET_FORWARD } from '../firewall/iptables.js';
 import { TABLE } from '../firewall/nft.js';
-import { judgeEtcd, judgeForward, judgeLinks, judgeMtu, judgeNft, judgeStore, judgeSysctls, judgeVxlan, parseNftJson, type Finding, type PeerProbe } from './checks.js';
+import { judgeEtcd, judgeNames, judgeForward, judgeLinks, judgeMtu, judgeNft, judgeStore, judgeSysctls, judgeVxlan, parseNftJson, type Finding, type PeerProbe } from './checks.js';
 
 export interface DoctorDeps {
   runner: Runner;
@@ -20,6 +20,8 @@ export interface DoctorDeps {
   vxlanPort: number;
   loaded: { source: string; problems: string[] };
   hold: () => string | undefined;
+  /** names across hosts (dns/service.ts status); undefined: not loaded or both off */
+  names?: () => Promise<Parameters<typeof judgeNames>[0]>;
 }
 
 async function text(runner: Runner, cmd: string, args: string[]): Promise<string | undefined> {
@@ -104,6 +106,7 @@ export async function runDoctor(deps: DoctorDeps): Promise<Finding[]> {
     const reg = deps.registry();
     return judgeEtcd(deps.etcdConfigured, reg ? await reg.health() : undefined);
   });
+  await attempt('names', async () => judgeNames(await deps.names?.(), Object.values(state.networks).filter((n) => n.overlay?.mode === 'cluster').length));
   findings.push(...judgeStore({ source: deps.loaded.source, problems: deps.loaded.problems, hold: deps.hold(), lastWriteError: store.lastWriteError, writeFailures: store.writeFailures }));
   return findings;
 }

@@ -24,6 +24,10 @@ export interface MetricSources {
   /** absent: no cluster configured */
   etcd?: () => { up: boolean; relists: number };
   eventSubscribers?: () => number;
+  /** dockerd's Engine API followed (container names); absent: TSNET_DOCKER_HOST=off */
+  dockerd?: () => boolean;
+  /** DNS queries on the overlays' gateways, by result */
+  dnsQueries?: () => Record<string, number>;
 }
 
 /** The reconcile report's lists: what a run fixed, one counter label each. */
@@ -237,6 +241,28 @@ async function build(src: MetricSources): Promise<Live> {
       },
     });
   }
+  if (src.dockerd) {
+    const dockerd = src.dockerd;
+    // Only with TSNET_DOCKER_HOST set: a 0 would read as "dockerd lost".
+    new prom.Gauge({
+      name: 'tsnet_dockerd_up',
+      help: "1 while tsnet follows dockerd's Engine API (container names), 0 while it cannot",
+      registers,
+      collect() {
+        this.set(dockerd() ? 1 : 0);
+      },
+    });
+  }
+  new prom.Counter({
+    name: 'tsnet_dns_queries_total',
+    help: "DNS queries on the overlays' gateway addresses, by result: answered, nodata, forwarded, refused, malformed, notimp, servfail, dropped",
+    labelNames: ['result'],
+    registers,
+    collect() {
+      this.reset();
+      for (const [result, n] of Object.entries(src.dnsQueries?.() ?? {})) this.inc({ result }, n);
+    },
+  });
   new prom.Gauge({
     name: 'tsnet_event_subscribers',
     help: 'Clients following tsnetctl events',

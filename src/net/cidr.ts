@@ -139,3 +139,19 @@ export function* subnets(pool: Prefix, bits: number): Generator<Prefix> {
   const step = 1n << BigInt(width(pool.v6) - bits);
   for (let base = pool.base; base <= lastAddress(pool); base += step) yield { v6: pool.v6, base, bits };
 }
+
+/** The address a PTR query's name stands for (4.3.2.1.in-addr.arpa, or 32 nibbles under ip6.arpa), or undefined. */
+export function parseReverseName(name: string): Ip | undefined {
+  const n = name.toLowerCase().replace(/\.$/, '');
+  if (n.endsWith('.in-addr.arpa')) {
+    const parts = n.slice(0, -'.in-addr.arpa'.length).split('.');
+    if (parts.length !== 4) return undefined;
+    return parseIp(parts.reverse().join('.'));
+  }
+  if (n.endsWith('.ip6.arpa')) {
+    const nibbles = n.slice(0, -'.ip6.arpa'.length).split('.');
+    if (nibbles.length !== 32 || !nibbles.every((x) => /^[0-9a-f]$/.test(x))) return undefined;
+    return { v6: true, value: BigInt(`0x${nibbles.reverse().join('')}`) };
+  }
+  return undefined;
+}

@@ -120,6 +120,17 @@ export const NetworkSchema = Type.Object({
 });
 export type NetworkRecord = Static<typeof NetworkSchema>;
 
+export const EndpointDnsSchema = Type.Object({
+  container: Id,
+  /** the container's name, also first in names */
+  name: Type.String(),
+  /** lower case: name, aliases (and from API 1.44 what DNSNames adds: short ID, hostname) */
+  names: Type.Array(Type.String()),
+  /** the network's name on this host, for NAME.NETWORK queries */
+  network: Type.String(),
+});
+export type EndpointDns = Static<typeof EndpointDnsSchema>;
+
 export const EndpointSchema = Type.Object({
   id: Id,
   networkId: Id,
@@ -132,6 +143,13 @@ export const EndpointSchema = Type.Object({
   addressV6: Type.Optional(Type.String()),
   ports: Type.Array(PortBindingSchema),
   sandboxKey: Type.Optional(Type.String()),
+  /**
+   * The container's names on this network, learned from the Engine API
+   * (dockerd never tells a driver): answered by tsnet's DNS and published
+   * with the endpoint in etcd. Kept here so a restarted tsnet has them
+   * before dockerd answers.
+   */
+  dns: Type.Optional(EndpointDnsSchema),
   createdAt: Type.String(),
 });
 export type EndpointRecord = Static<typeof EndpointSchema>;

@@ -117,7 +117,8 @@ t.test('the plugin bundle builds with no registry and is created as tsnet:latest
 t.test('enable; a network on tsnet:latest; two containers ping each other by name', async (t) => {
   await fs.mkdir(stateDir, { recursive: true });
   // The state directory must exist; the default /var/lib/tsnet would be this machine's.
-  await h.docker(['plugin', 'set', PLUGIN, `state.source=${stateDir}`]);
+  // And dockerd's socket (for names) is where this lab host's dockerd listens.
+  await h.docker(['plugin', 'set', PLUGIN, `state.source=${stateDir}`, `docker.source=${h.dockerSock}`]);
   const sock = await socketOf(await pluginId());
   const t0 = performance.now();
   let listening = 0;
@@ -200,7 +201,7 @@ t.test('upgrade path: disable, rm, create again, set state.source, enable: state
   await h.docker(['plugin', 'disable', '-f', PLUGIN]);
   await h.docker(['plugin', 'rm', '-f', PLUGIN]);
   await h.docker(['plugin', 'create', 'tsnet', built.bundleDir]);
-  await h.docker(['plugin', 'set', PLUGIN, `state.source=${stateDir}`]);
+  await h.docker(['plugin', 'set', PLUGIN, `state.source=${stateDir}`, `docker.source=${h.dockerSock}`]);
   await h.docker(['plugin', 'enable', PLUGIN]);
   t.not(await pluginId(), oldId, 'a new plugin');
   const lines = await pluginLines(await pluginId());
@@ -246,7 +247,7 @@ t.test('the same bundle on a second host: an overlay through etcd between two ma
   const stateDir2 = path.join(h2.dir, 'plugin-state');
   await fs.mkdir(stateDir2, { recursive: true });
   await h2.docker(['plugin', 'create', 'tsnet', built.bundleDir]);
-  await h2.docker(['plugin', 'set', PLUGIN, `state.source=${stateDir2}`, `TSNET_ETCD_ENDPOINTS=${ETCD_URL}`]);
+  await h2.docker(['plugin', 'set', PLUGIN, `state.source=${stateDir2}`, `docker.source=${h2.dockerSock}`, `TSNET_ETCD_ENDPOINTS=${ETCD_URL}`]);
   await h2.docker(['plugin', 'enable', PLUGIN]);
   const r = await reconfigure([`TSNET_ETCD_ENDPOINTS=${ETCD_URL}`]);
   t.equal(r.exitCode, 0, r.stderr);
@@ -260,14 +261,20 @@ t.test('the same bundle on a second host: an overlay through etcd between two ma
   for (const host of [h, h2]) {
     await host.docker(['network', 'create', '-d', PLUGIN, '--ipam-driver', PLUGIN, '-o', 'tsnet.mode=overlay', '--subnet', '10.201.0.0/16', 'movl']);
   }
-  await runContainer(h, 'o1', 'movl');
-  await runContainer(h2, 'o2', 'movl');
+  await runContainer(h, 'o1', 'movl', ['--network-alias', 'o1-alias']);
+  await runContainer(h2, 'o2', 'movl', ['--dns', '10.201.0.1']);
   const ip1 = await containerIp(h, 'o1', 'movl');
   const ip2 = await containerIp(h2, 'o2', 'movl');
   t.not(ip1, ip2, `addresses unique across hosts (${ip1}, ${ip2})`);
   await waitFor('host 2 reaches host 1 over the overlay', () => canPing(h2, 'o2', ip1, 1), 10_000, 200);
   t.ok(await canPing(h, 'o1', ip2), 'host 1 -> host 2');
   t.ok(await canPing(h2, 'o2', ip1), 'host 2 -> host 1');
+  // Names through the docker mount: each plugin reads its own dockerd's Engine API.
+  const resolved = await waitFor('o1-alias resolving on host 2', async () => {
+    const r = await h2.docker(['exec', 'o2', 'nslookup', 'o1-alias'], { check: false });
+    return r.exitCode === 0 && r.stdout.includes(ip1) ? r.stdout : undefined;
+  }, 15_000, 250).catch(() => '');
+  t.match(resolved, ip1, "host 1's container resolves by alias on host 2 (names from the Engine API through the docker mount, through etcd)");
   const vxlan = JSON.parse((await h2.exec('ip', ['-json', '-details', 'link', 'show', 'type', 'vxlan'])).stdout) as Array<{ linkinfo: { info_data: { id: number; port: number; learning: boolean } } }>;
   t.equal(vxlan.length, 1, 'the plugin made a VXLAN device in the host namespace');
   t.equal(vxlan[0]?.linkinfo.info_data.port, 4789);

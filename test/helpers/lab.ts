@@ -243,6 +243,17 @@ export class LabHost {
     await fs.writeFile(path.join(this.dir, 'mnt.pid'), String(this.mntPid));
   }
 
+  /**
+   * This host's /etc/resolv.conf, as dockerd and tsnet read it: a file bind-
+   * mounted over it in the host's own mount namespace (the machine's file is
+   * untouched), e.g. naming a resolver on the outside host.
+   */
+  async setResolvConf(text: string): Promise<void> {
+    const file = path.join(this.dir, 'resolv.conf');
+    await fs.writeFile(file, text);
+    await sh('nsenter', [`--mount=/proc/${this.mntPid}/ns/mnt`, '--', 'mount', '--bind', file, '/etc/resolv.conf']);
+  }
+
   async startDockerd(extra: string[] = []): Promise<void> {
     await fs.writeFile(path.join(this.dir, 'daemon.json'), '{}\n');
     const log = await fs.open(path.join(this.dir, 'dockerd.log'), 'a');
@@ -302,6 +313,8 @@ export class LabHost {
           TSNET_SOCKET: '/run/docker/plugins/tsnet.sock',
           TSNET_STATE_DIR: this.stateDir,
           TSNET_LOG_LEVEL: 'debug',
+          // This host's own dockerd, never the machine's socket.
+          TSNET_DOCKER_HOST: `unix://${this.dockerSock}`,
           ...this.tsnetEnv,
         }),
       },
@@ -397,6 +410,8 @@ export interface LabOptions extends HostOptions {
   dockerd?: boolean;
   /** run etcd in a namespace of its own on the LAN (10.99.0.5:2379) */
   etcd?: boolean;
+  /** every host's /etc/resolv.conf (LabHost.setResolvConf); default: the machine's */
+  resolvConf?: string;
 }
 
 export const ETCD_URL = 'http://10.99.0.5:2379';
@@ -475,6 +490,7 @@ export class Lab {
       const h = new LabHost(this, i);
       this.hosts.push(h);
       await h.createNamespaces();
+      if (opts.resolvConf !== undefined) await h.setResolvConf(opts.resolvConf);
     }
     if (opts.dockerd !== false) {
       await Promise.all(

@@ -95,7 +95,8 @@ export async function startPlugin(ns: Netns, opts: { dir: string; env?: Record<s
   const log = await fs.open(logFile, 'a');
   const child = spawn('nsenter', [`--net=${ns.path}`, '--', process.execPath, ...(opts.nodeArgs ?? NODE_FLAGS), path.join(REPO, 'dist', 'main.js')], {
     stdio: ['ignore', log.fd, log.fd],
-    env: cleanEnv({ TSNET_SOCKET: socket, TSNET_STATE_DIR: stateDir, TSNET_LOG_LEVEL: 'debug', ...opts.env }),
+    // No dockerd in this tier: never the machine's socket.
+    env: cleanEnv({ TSNET_SOCKET: socket, TSNET_STATE_DIR: stateDir, TSNET_LOG_LEVEL: 'debug', TSNET_DOCKER_HOST: 'off', ...opts.env }),
   });
   await log.close();
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
