@@ -397,6 +397,7 @@ export class LabHost {
     }
     this.#mntHolder?.kill('SIGKILL');
     if (this.mntPid) await waitExit(this.mntPid, 5000);
+    await attempt('delete overlay namespaces', () => deleteOverlayNamespaces(this.netns));
     await attempt('delete netns', () => sh('ip', ['netns', 'del', this.netns], { check: false }));
     if (errors.length > 0) console.error(`lab host ${this.netns} teardown: ${errors.join('; ')}`);
   }
@@ -569,6 +570,19 @@ export class Lab {
   }
 }
 
+/**
+ * tsnet's overlay namespaces (tsov-…) are named, so they outlive the lab
+ * host whose tsnet made them when a network was not removed. The host's
+ * namespace numbers every namespace it has links into; those are its.
+ */
+export async function deleteOverlayNamespaces(hostNetns: string): Promise<void> {
+  const res = await sh('ip', ['-n', hostNetns, '-json', 'netns', 'list-id'], { check: false });
+  if (res.exitCode !== 0) return;
+  for (const n of JSON.parse(res.stdout.trim() || '[]') as Array<{ name?: string }>) {
+    if (n.name && /^tsov-[0-9a-f]{10}$/.test(n.name)) await sh('ip', ['netns', 'del', n.name], { check: false });
+  }
+}
+
 /** Labs left by a test process that died without cleaning up (kill -9, crash). */
 export async function cleanStaleLabs(): Promise<void> {
   const tmp = path.dirname(LAB_ROOT);
@@ -588,7 +602,10 @@ export async function cleanStaleLabs(): Promise<void> {
     const { stdout } = await sh('ip', ['netns', 'list'], { check: false });
     for (const line of stdout.split('\n')) {
       const name = line.split(' ')[0];
-      if (name && name.startsWith(`tsl-${id}-`)) await sh('ip', ['netns', 'del', name], { check: false });
+      if (name && name.startsWith(`tsl-${id}-`)) {
+        await deleteOverlayNamespaces(name);
+        await sh('ip', ['netns', 'del', name], { check: false });
+      }
     }
     await fs.rm(dir, { recursive: true, force: true }).catch(() => undefined);
   }
