@@ -81,13 +81,14 @@ interface Results {
 }
 
 function render(fig: Figure, baseline: string): string {
-  const base = summarize(fig.results[baseline] ?? []);
+  const baselines = fig.baselines ?? [baseline];
+  const bases = baselines.map((b) => summarize(fig.results[b] ?? []).median);
   const rows = Object.entries(fig.results).map(([label, values]) => {
     const s = summarize(values);
-    return [label, fmt(s.median, 2), fmt(s.min, 2), fmt(s.max, 2), String(s.n), label === baseline ? '1.00' : ratio(s.median, base.median)];
+    return [label, fmt(s.median, 2), fmt(s.min, 2), fmt(s.max, 2), String(s.n), ...baselines.map((b, i) => (label === b ? '1.00' : ratio(s.median, bases[i]!)))];
   });
   const better = fig.higherIsBetter ? 'higher is better' : 'lower is better';
-  return `### ${fig.name}\n\n${table(['driver', `median ${fig.unit}`, 'min', 'max', 'runs', `ratio vs ${baseline}`], rows)}\n\n(${better}${fig.note ? `; ${fig.note}` : ''})\n`;
+  return `### ${fig.name}\n\n${table(['driver', `median ${fig.unit}`, 'min', 'max', 'runs', ...baselines.map((b) => `ratio vs ${b}`)], rows)}\n\n(${better}${fig.note ? `; ${fig.note}` : ''})\n`;
 }
 
 function levelTable(levels: Level[], unit: string, what: string): string {
@@ -174,7 +175,10 @@ function report(r: Results): { md: string; readme: string[] } {
   }
   if (r.overlay) {
     const o = { figures: r.overlay } as Results;
-    headline.push(`overlay: \`docker run --rm true\` ${figureRatio(o, 'on an overlay', 'tsnet overlay', 'docker overlay')}× Docker's overlay, TCP across hosts ${figureRatio(o, 'TCP throughput across', 'tsnet overlay', 'docker overlay')}×, RTT ${figureRatio(o, 'Ping round trip across', 'tsnet overlay', 'docker overlay')}×`);
+    const u = 'hosts directly (underlay)';
+    headline.push(
+      `overlay: \`docker run --rm true\` ${figureRatio(o, 'on an overlay', 'tsnet overlay', 'docker overlay')}× Docker's overlay; TCP across hosts ${figureRatio(o, 'TCP throughput across', 'tsnet overlay', u)}× the underlay (Docker's overlay ${figureRatio(o, 'TCP throughput across', 'docker overlay', u)}×), RTT ${figureRatio(o, 'Ping round trip across', 'tsnet overlay', u)}× the underlay's (Docker's ${figureRatio(o, 'Ping round trip across', 'docker overlay', u)}×)`,
+    );
   }
   if (r.macvlan) {
     const m = { figures: r.macvlan } as Results;
@@ -275,7 +279,7 @@ function report(r: Results): { md: string; readme: string[] } {
   out.push(FINDINGS);
   out.push('## Overlay (two lab hosts)', '');
   if (r.overlay) {
-    out.push("Two lab hosts on the lab's LAN. Docker's overlay: the two dockerds joined in swarm mode (`docker network create -d overlay --attachable`, VXLAN on UDP 7789). tsnet's overlay: `-o tsnet.mode=overlay`, the network created on both hosts, coordinated through etcd in the lab, VXLAN on UDP 4789. Ratios are against Docker's overlay.", '');
+    out.push("Two lab hosts on the lab's LAN. Docker's overlay: the two dockerds joined in swarm mode (`docker network create -d overlay --attachable`, VXLAN on UDP 7789). tsnet's overlay: `-o tsnet.mode=overlay`, the network created on both hosts, coordinated through etcd in the lab, VXLAN on UDP 4789. TCP and ping are measured between a container on each host, and between the two host namespaces themselves (the underlay), in the same run, rounds interleaved; ratios against the underlay and against Docker's overlay.", '');
     for (const f of r.overlay) out.push(render(f, 'docker overlay'));
   } else if (r.overlayError) {
     out.push(`Not measured: bringing the overlays up failed in this run (${r.overlayError}).`, '');

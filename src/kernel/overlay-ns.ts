@@ -129,9 +129,16 @@ export function gatewayPortLines(s: OverlayNsSpec, hostPid: number): Array<reado
   ];
 }
 
+/**
+ * The host end, the host bridge's only port. Hairpin on: a container
+ * reaching a published port of its own network comes in through this port
+ * and, DNATed, must leave through it again (bridge.ts sets the same on
+ * container ports for bridge networks).
+ */
 export function gatewayHostLines(s: OverlayNsSpec, hostBridge: string): Array<readonly (string | number)[]> {
   return [
     ['link', 'set', 'dev', s.gatewayHost, 'alias', s.alias, 'addrgenmode', 'none', 'master', hostBridge],
+    ['link', 'set', 'dev', s.gatewayHost, 'type', 'bridge_slave', 'hairpin', 'on'],
     ['link', 'set', 'dev', s.gatewayHost, 'up'],
   ];
 }
