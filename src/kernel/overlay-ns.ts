@@ -40,6 +40,8 @@ export interface OverlayNsSpec {
   /** the gateway pair: host end (a port of the host's bridge) and its peer here */
   gatewayHost: string;
   gatewayPort: string;
+  /** the host bridge's MAC: the gateway's */
+  gatewayMac: string;
 }
 
 /** The runner that acts inside an overlay namespace. */
@@ -108,7 +110,13 @@ export async function setupOverlayNs(runner: Runner, s: OverlayNsSpec, hostBridg
     });
   }
   await ipBatch(ns, [...nsBridgeLines(s), ...gatewayPortLines(s, hostPid)]);
+  await gatewayFdb(runner, s);
   await ipBatch(runner, gatewayHostLines(s, hostBridge));
+}
+
+/** The gateway's MAC lives behind its port: the port does not learn (see gatewayPortLines). */
+export async function gatewayFdb(runner: Runner, s: OverlayNsSpec): Promise<void> {
+  await overlayRunner(runner, s.netns).run('bridge', ['fdb', 'replace', s.gatewayMac, 'dev', s.gatewayPort, 'master', 'static']);
 }
 
 export function nsBridgeLines(s: OverlayNsSpec): Array<readonly (string | number)[]> {
@@ -119,12 +127,20 @@ export function nsBridgeLines(s: OverlayNsSpec): Array<readonly (string | number
   ];
 }
 
-/** The gateway pair, made from inside the namespace: the peer goes to the host's (the namespace of `hostPid`). */
+/**
+ * The gateway pair, made from inside the namespace: the peer goes to the
+ * host's (the namespace of `hostPid`). Its port here is isolated (the
+ * distributed gateway stays local), gets no unknown unicast and learns
+ * nothing: a published port reached from the overlay's own containers comes
+ * back through it with the client's source MAC (the host bridge's hairpin,
+ * below), which must not teach this bridge that the client lives behind the
+ * gateway. The gateway's MAC is a static entry instead (gatewayFdb).
+ */
 export function gatewayPortLines(s: OverlayNsSpec, hostPid: number): Array<readonly (string | number)[]> {
   return [
     ['link', 'add', 'name', s.gatewayPort, 'mtu', s.mtu, 'type', 'veth', 'peer', 'name', s.gatewayHost, 'mtu', s.mtu, 'netns', hostPid],
     ['link', 'set', 'dev', s.gatewayPort, 'alias', s.alias, 'addrgenmode', 'none', 'master', s.bridge],
-    ['link', 'set', 'dev', s.gatewayPort, 'type', 'bridge_slave', 'isolated', 'on'],
+    ['link', 'set', 'dev', s.gatewayPort, 'type', 'bridge_slave', 'isolated', 'on', 'learning', 'off', 'flood', 'off'],
     ['link', 'set', 'dev', s.gatewayPort, 'up'],
   ];
 }
@@ -132,13 +148,14 @@ export function gatewayPortLines(s: OverlayNsSpec, hostPid: number): Array<reado
 /**
  * The host end, the host bridge's only port. Hairpin on: a container
  * reaching a published port of its own network comes in through this port
- * and, DNATed, must leave through it again (bridge.ts sets the same on
- * container ports for bridge networks).
+ * and, DNATed (br_netfilter bridges it back), must leave through it again,
+ * as bridge.ts sets on container ports of bridge networks. No flooding to
+ * it, so no broadcast or unknown frame of the overlay is reflected back in.
  */
 export function gatewayHostLines(s: OverlayNsSpec, hostBridge: string): Array<readonly (string | number)[]> {
   return [
     ['link', 'set', 'dev', s.gatewayHost, 'alias', s.alias, 'addrgenmode', 'none', 'master', hostBridge],
-    ['link', 'set', 'dev', s.gatewayHost, 'type', 'bridge_slave', 'hairpin', 'on'],
+    ['link', 'set', 'dev', s.gatewayHost, 'type', 'bridge_slave', 'hairpin', 'on', 'flood', 'off', 'mcast_flood', 'off', 'bcast_flood', 'off'],
     ['link', 'set', 'dev', s.gatewayHost, 'up'],
   ];
 }

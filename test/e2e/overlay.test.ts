@@ -69,7 +69,7 @@ t.test('the layout: the overlay switches in a namespace of its own, out of the h
   t.equal((await h1.exec('ip', ['netns', 'exec', ns, 'sysctl', '-n', 'net.bridge.bridge-nf-call-iptables'])).stdout.trim(), '0', 'no bridge netfilter in the namespace');
   // A counter in the host's forward hook sees no overlay-to-overlay packet, and conntrack no overlay flow.
   for (const h of [h1, h2]) {
-    await h.exec('nft', ['-f', '-'], { input: 'table inet probe {\n chain counting { type filter hook forward priority 100; ip saddr 10.200.0.0/16 ip daddr 10.200.0.0/16 counter }\n}\n' });
+    await h.exec('nft', ['-f', '-'], { input: 'table inet probe {\n chain counting { type filter hook forward priority 100; ip saddr 10.200.0.0/16 ip daddr 10.200.0.0/16 counter; }\n}\n' });
     await h.exec('conntrack', ['-F'], { check: false });
   }
   t.teardown(async () => {

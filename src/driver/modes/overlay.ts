@@ -15,8 +15,8 @@ import { renderIccRemoval, renderIccRules, renderLegacyGatewayGuardRemoval } fro
 import { isExists, type Runner } from '../../kernel/exec.js';
 import { deleteLink, deleteLinks, getLink, ipBatch, type LinkInfo } from '../../kernel/ip.js';
 import { withLinkRollback } from '../../kernel/link.js';
-import { ALIAS_PREFIX, OVERLAY_NETNS, PREFIX, endpointAlias, hostVethName, networkAlias, overlayNames, peerVethName, shortId, vxlanName } from '../../kernel/names.js';
-import { connectedNetns, gatewayHostLines, gatewayPortLines, listNetns, nsBridgeLines, nsLinks, overlayRunner, setupOverlayNs, teardownOverlayNs, type OverlayNsSpec } from '../../kernel/overlay-ns.js';
+import { ALIAS_PREFIX, OVERLAY_NETNS, PREFIX, bridgeMac, endpointAlias, hostVethName, networkAlias, overlayNames, peerVethName, shortId, vxlanName } from '../../kernel/names.js';
+import { connectedNetns, gatewayFdb, gatewayHostLines, gatewayPortLines, listNetns, nsBridgeLines, nsLinks, overlayRunner, setupOverlayNs, teardownOverlayNs, type OverlayNsSpec } from '../../kernel/overlay-ns.js';
 import { createVxlan, vxlanPortLines } from '../../kernel/vxlan.js';
 import { hasControlPlane, vxlanOverhead, type Underlay } from '../../overlay/manager.js';
 import type { EndpointRecord, NetworkRecord, OverlayRecord, SubnetRecord } from '../../store/schema.js';
@@ -227,6 +227,7 @@ export class OverlayMode implements NetworkMode {
       if (!links.has(names.gatewayPort)) {
         await deleteLink(runner, names.gatewayHost);
         await ipBatch(ns, gatewayPortLines(spec, process.pid));
+        await gatewayFdb(runner, spec);
         await ipBatch(runner, gatewayHostLines(spec, net.bridge));
         report.bridgesFixed.push(names.gatewayPort);
       }
@@ -342,7 +343,7 @@ export class OverlayMode implements NetworkMode {
 
   #nsSpec(net: NetworkRecord): OverlayNsSpec {
     const names = overlayNames(net.id);
-    return { netns: names.netns, bridge: net.bridge, mtu: net.mtu, alias: networkAlias(net.id), gatewayHost: names.gatewayHost, gatewayPort: names.gatewayPort };
+    return { netns: names.netns, bridge: net.bridge, mtu: net.mtu, alias: networkAlias(net.id), gatewayHost: names.gatewayHost, gatewayPort: names.gatewayPort, gatewayMac: bridgeMac(net) };
   }
 
   #ns(net: NetworkRecord): Runner {
