@@ -384,6 +384,10 @@ export class LabHost {
     }
     await attempt('stop tsnet', () => this.stopTsnet());
     await attempt('stop dockerd', () => this.stopDockerd());
+    // tsnet named its overlay namespaces from inside this host's mount
+    // namespace: their mounts live there, and go with it, leaving empty
+    // files in the machine's /run/netns. Removed from in here, both go.
+    if (this.mntPid) await attempt('delete overlay namespaces', () => deleteOverlayNamespaces(this.netns, (args) => this.exec('ip', args, { check: false })));
     // Anything still living in the host's mount namespace was started by this lab.
     if (this.#mntInode) {
       for (const pid of await pidsInMountNs(this.#mntInode)) {
@@ -397,7 +401,6 @@ export class LabHost {
     }
     this.#mntHolder?.kill('SIGKILL');
     if (this.mntPid) await waitExit(this.mntPid, 5000);
-    await attempt('delete overlay namespaces', () => deleteOverlayNamespaces(this.netns));
     await attempt('delete netns', () => sh('ip', ['netns', 'del', this.netns], { check: false }));
     if (errors.length > 0) console.error(`lab host ${this.netns} teardown: ${errors.join('; ')}`);
   }
@@ -575,11 +578,11 @@ export class Lab {
  * host whose tsnet made them when a network was not removed. The host's
  * namespace numbers every namespace it has links into; those are its.
  */
-export async function deleteOverlayNamespaces(hostNetns: string): Promise<void> {
-  const res = await sh('ip', ['-n', hostNetns, '-json', 'netns', 'list-id'], { check: false });
+export async function deleteOverlayNamespaces(hostNetns: string, ip: (args: string[]) => Promise<CmdResult> = (args) => sh('ip', args, { check: false })): Promise<void> {
+  const res = await ip(['-n', hostNetns, '-json', 'netns', 'list-id']);
   if (res.exitCode !== 0) return;
   for (const n of JSON.parse(res.stdout.trim() || '[]') as Array<{ name?: string }>) {
-    if (n.name && /^tsov-[0-9a-f]{10}$/.test(n.name)) await sh('ip', ['netns', 'del', n.name], { check: false });
+    if (n.name && /^tsov-[0-9a-f]{10}$/.test(n.name)) await ip(['netns', 'del', n.name]);
   }
 }
 
