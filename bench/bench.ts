@@ -13,6 +13,8 @@
 //   npm run bench -- --docs          also write docs/benchmarks.md, .svg, .json
 //   npx tsx bench/bench.ts --from docs/benchmarks.json --docs
 //                                    re-render the docs from a run's saved data
+//   npm run bench -- --overlay --json run.json
+//                                    also keep this run's data (to merge one part into the docs' data)
 //
 //   BENCH_ROUNDS           interleaved rounds for latency figures (default 15)
 //   BENCH_BURST_ROUNDS     rounds of the 50-container burst (default 5)
@@ -76,18 +78,21 @@ interface Results {
   scale?: ScaleResult;
   overlay?: Figure[];
   overlayError?: string;
+  /** when the overlay figures come from a run of their own (merged into the docs' data) */
+  overlayRun?: { started: string; otherLoad: string };
   macvlan?: Figure[];
   macvlanError?: string;
 }
 
 function render(fig: Figure, baseline: string): string {
-  const base = summarize(fig.results[baseline] ?? []);
+  const baselines = fig.baselines ?? [baseline];
+  const bases = baselines.map((b) => summarize(fig.results[b] ?? []).median);
   const rows = Object.entries(fig.results).map(([label, values]) => {
     const s = summarize(values);
-    return [label, fmt(s.median, 2), fmt(s.min, 2), fmt(s.max, 2), String(s.n), label === baseline ? '1.00' : ratio(s.median, base.median)];
+    return [label, fmt(s.median, 2), fmt(s.min, 2), fmt(s.max, 2), String(s.n), ...baselines.map((b, i) => (label === b ? '1.00' : ratio(s.median, bases[i]!)))];
   });
   const better = fig.higherIsBetter ? 'higher is better' : 'lower is better';
-  return `### ${fig.name}\n\n${table(['driver', `median ${fig.unit}`, 'min', 'max', 'runs', `ratio vs ${baseline}`], rows)}\n\n(${better}${fig.note ? `; ${fig.note}` : ''})\n`;
+  return `### ${fig.name}\n\n${table(['driver', `median ${fig.unit}`, 'min', 'max', 'runs', ...baselines.map((b) => `ratio vs ${b}`)], rows)}\n\n(${better}${fig.note ? `; ${fig.note}` : ''})\n`;
 }
 
 function levelTable(levels: Level[], unit: string, what: string): string {
@@ -174,7 +179,10 @@ function report(r: Results): { md: string; readme: string[] } {
   }
   if (r.overlay) {
     const o = { figures: r.overlay } as Results;
-    headline.push(`overlay: \`docker run --rm true\` ${figureRatio(o, 'on an overlay', 'tsnet overlay', 'docker overlay')}× Docker's overlay, TCP across hosts ${figureRatio(o, 'TCP throughput across', 'tsnet overlay', 'docker overlay')}×, RTT ${figureRatio(o, 'Ping round trip across', 'tsnet overlay', 'docker overlay')}×`);
+    const u = 'hosts directly (underlay)';
+    headline.push(
+      `overlay: \`docker run --rm true\` ${figureRatio(o, 'on an overlay', 'tsnet overlay', 'docker overlay')}× Docker's overlay; TCP across hosts ${figureRatio(o, 'TCP throughput across', 'tsnet overlay', u)}× the underlay (Docker's overlay ${figureRatio(o, 'TCP throughput across', 'docker overlay', u)}×), RTT ${figureRatio(o, 'Ping round trip across', 'tsnet overlay', u)}× the underlay's (Docker's ${figureRatio(o, 'Ping round trip across', 'docker overlay', u)}×)`,
+    );
   }
   if (r.macvlan) {
     const m = { figures: r.macvlan } as Results;
@@ -273,9 +281,13 @@ function report(r: Results): { md: string; readme: string[] } {
     ]), '');
   }
   out.push(FINDINGS);
+  out.push(DATAPLANE);
   out.push('## Overlay (two lab hosts)', '');
   if (r.overlay) {
-    out.push("Two lab hosts on the lab's LAN. Docker's overlay: the two dockerds joined in swarm mode (`docker network create -d overlay --attachable`, VXLAN on UDP 7789). tsnet's overlay: `-o tsnet.mode=overlay`, the network created on both hosts, coordinated through etcd in the lab, VXLAN on UDP 4789. Ratios are against Docker's overlay.", '');
+    out.push("Two lab hosts on the lab's LAN. Docker's overlay: the two dockerds joined in swarm mode (`docker network create -d overlay --attachable`, VXLAN on UDP 7789). tsnet's overlay: `-o tsnet.mode=overlay`, the network created on both hosts, coordinated through etcd in the lab, VXLAN on UDP 4789. TCP and ping are measured between a container on each host, and between the two host namespaces themselves (the underlay), in the same run, rounds interleaved; ratios against the underlay and against Docker's overlay.", '');
+    if (r.overlayRun && r.overlayRun.started !== r.started) {
+      out.push(`Measured in a run of their own (\`npm run bench -- --overlay\`), started ${r.overlayRun.started}; other load on the machine then: ${r.overlayRun.otherLoad}. Under that load absolute throughput is a third of a quiet machine's and swings between rounds (min and max); the rows are measured alike, interleaved, and docs/benchmarks.md's *Overlay data path* section gives the load-independent CPU cost per byte.`, '');
+    }
     for (const f of r.overlay) out.push(render(f, 'docker overlay'));
   } else if (r.overlayError) {
     out.push(`Not measured: bringing the overlays up failed in this run (${r.overlayError}).`, '');
@@ -326,16 +338,69 @@ Still growing, not fixed here:
 - The 50-container burst stays a few percent below Docker's bridge: the run is CPU-bound on 2 vCPUs, and
   tsnet still starts an \`ip\` process per container where Docker's driver speaks netlink in-process
   (a warm spare hides the start's latency, not its CPU).
-- tsnet's overlay moves less TCP than Docker's (swarm) overlay on the same lab, and 0.61x the underlay
-  (target 0.85). A likely cause, measured in scratch namespaces only (two "hosts" joined by a veth, a
-  bridge and a VXLAN port each, iperf3 for 3 s, 3 runs): 12.3-12.4 Gbit/s with
-  net.bridge.bridge-nf-call-iptables=0, 8.8-12.0 with it on and no rules, 10.8-11.0 with a conntrack
-  rule. tsnet's overlay bridge lives in the host namespace, where dockerd keeps that sysctl on, so every
-  bridged frame passes iptables, nftables and conntrack; Docker's overlay keeps its bridge in a namespace
-  of its own. Moving tsnet's overlay bridge into its own namespace is the fix to try; not done.
+- the overlay's data path: see *Overlay data path, factor by factor* below (fixed: the overlay switches in a
+  namespace of its own).
 - IPAM with a connection per request (dockerd's case for calls beyond its two idle connections): about a
   third of the kept-connection throughput and p99 about twice the 20 ms target; the connection set-up is
   Node's HTTP server and undici, not tsnet's handlers.
+`;
+
+/** What bench/dataplane.ts measured, factor by factor, and what was done about it; kept with the overlay tables. */
+const DATAPLANE = `## Overlay data path, factor by factor (bench/dataplane.ts)
+
+\`npx tsx bench/dataplane.ts\` builds the overlay's data path by hand in scratch namespaces, several
+layouts at once, and interleaves the rounds: two "hosts" on a LAN bridge namespace (as the lab builds
+them), a "container" namespace on each, dockerd 20.10's own rules in the host namespaces (captured from
+a lab dockerd: FORWARD policy DROP, its isolation chains, NAT, so conntrack is on) and tsnet's table and
+glue rendered by src/firewall. iperf3 one stream for 3 s and 50 pings, 5 rounds, medians
+(2026-12-07, kernel 6.18, the same 2-vCPU VM while other labs ran). Throughput alone swung 2x between
+rounds under that load, so the table also gives the CPU each path spends per GB moved (both iperf3
+processes, in whose context the kernel does the path's softirq work, plus ksoftirqd): its inverse ratio
+is the throughput ratio a CPU-bound path gets, whatever else runs. Two runs; where a layout is in both,
+both are given.
+
+| layout | CPU ms/GB | vs underlay (CPU) | RTT µs | RTT vs underlay |
+| --- | --- | --- | --- | --- |
+| underlay (host to host, dockerd's rules) | 561 / 526 | 1.00 | 67 / 67 | 1.00 |
+| underlay, empty firewall | 545 | 1.03 | 56 | 0.84 |
+| bridge + VXLAN in the host namespace: tsnet before this change (bridge-nf on, dockerd's and tsnet's rules, the gateway guard's bridge table) | 745 / 659 | 0.75 / 0.80 | 142 / 133 | 2.12 / 1.99 |
+| the same, empty firewall (bridge-nf on, no rule, no conntrack) | 680 | 0.83 | 107 | 1.60 |
+| the same, bridge-nf off and no rule (not an option on a dockerd host) | 651 / 598 | 0.86 / 0.88 | 98 / 92 | 1.46 / 1.37 |
+| the same plus remote MACs in the bridge FDB and VXLAN untracked (one run, and above the plain row of that run: noise, but no sign of the namespace's gain) | 738 | 0.71 | 133 | 1.99 |
+| bridge + VXLAN in a namespace of their own, gateway on a one-port bridge in the host's | 737 / 649 | 0.76 / 0.81 | 136 / 137 | 2.03 / 2.04 |
+| … with remote MACs in the bridge's own FDB | 656 | 0.80 | 111 | 1.66 |
+| … and VXLAN between members untracked: **tsnet now** | 615 | 0.86 | 110 | 1.64 |
+| … a bare veth for the gateway instead of a one-port bridge | 622 | 0.84 | 107 | 1.60 |
+| routed, no bridge (an L3 VXLAN device, flannel's design) | 652 | 0.86 | 116 | 1.73 |
+
+What each factor costs, and what was done:
+
+- **Bridge netfilter.** \`net.bridge.bridge-nf-call-iptables\` is per network namespace on this kernel (a new
+  namespace starts at 1), and dockerd keeps it at 1 in the host's, so every frame a bridge there forwards
+  passes conntrack, iptables and nftables: 60-95 ms/GB and 25-45 µs of round trip against the same
+  layout with no netfilter. Turning the sysctl off would turn off Docker's own ICC and isolation. The
+  overlay now switches in a namespace of its own (\`tsov-<hash>\`, bridge-nf off there, no rule); the
+  gateway stays in the host namespace on the network's bridge, which keeps one port, so only routed
+  traffic (egress, published ports) meets the host's rules.
+- **Flooding.** tsnet programmed remote MACs into the VXLAN device's FDB only, and the VXLAN port does not
+  learn, so the bridge never knew where a remote container lived and flooded every frame for it to every
+  port: a copy per local container (and, in the new layout, one through the gateway's veth into the
+  host's bridge and its netfilter, which is why the first namespace row is no better than the old
+  layout). Remote MACs now also go into the bridge's own FDB (\`master static\`): 80 ms/GB, 25 µs.
+- **Conntrack on the outer UDP.** VXLAN between two hosts is two one-way flows that conntrack tracks for
+  nothing: 40-60 ms/GB. The VXLAN guard's member sets now also exempt it (raw \`notrack\`, both ways).
+- **The gateway guard.** The per-frame bridge-family table that kept the distributed gateway local is gone:
+  in the overlay's namespace the gateway's port and the VXLAN port are both isolated, and isolated ports
+  never exchange frames.
+- **No gain** (first run, throughput and RTT only, within noise or worse): GRO on the veths and UDP GRO
+  forwarding (the path carries 64 KB GSO packets end to end, nothing to merge; veth NAPI costs), the outer
+  UDP checksum (off over IPv4 as before; IPv6 requires it), an underlay MTU of 9000 with an overlay MTU of
+  8950 (RTT 141-142 µs against 72 for that underlay: MTU does not matter when nothing is segmented).
+  \`gro_hint\` is a GENEVE option for nested UDP tunnels (added after 6.18), not a VXLAN one.
+- **What remains** between tsnet now (0.86 of the underlay's CPU per byte) and the underlay: the path's own
+  length. A frame crosses two more veths, two bridges and a VXLAN encapsulation and decapsulation per
+  direction, each about what a hop of the underlay costs on this VM; the round trip doubles with the hop
+  count. Neither the routed design (0.86) nor a bare gateway veth (0.84) does better.
 `;
 
 async function version(cmd: string, a: string[]): Promise<string> {
@@ -438,6 +503,8 @@ async function main(): Promise<void> {
 
 async function emit(r: Results): Promise<void> {
   const { md } = report(r);
+  const jsonAt = process.argv.indexOf('--json');
+  if (jsonAt > 0 && process.argv[jsonAt + 1]) await fs.writeFile(process.argv[jsonAt + 1]!, `${JSON.stringify(r, null, 1)}\n`);
   const svg = chart(r);
   if (args.has('--docs')) {
     const docs = path.join(REPO, 'docs');

@@ -13,6 +13,8 @@ export interface Figure {
   /** driver label -> one value per round */
   results: Record<string, number[]>;
   note?: string;
+  /** rows to give a ratio column against, in order (default: the section's one baseline) */
+  baselines?: string[];
 }
 
 const TS = ['-d', 'tsnet', '--ipam-driver', 'tsnet'];

@@ -7,7 +7,7 @@
 # reaches the plugin.
 set -eu
 out=$1
-tools="ip bridge nft iptables iptables-save iptables-restore ip6tables ip6tables-save ip6tables-restore conntrack flock cat tee sh"
+tools="ip bridge nft iptables iptables-save iptables-restore ip6tables ip6tables-save ip6tables-restore conntrack flock nsenter cat tee sh"
 
 missing=
 for t in $tools; do command -v "$t" >/dev/null 2>&1 || missing="$missing $t"; done
@@ -74,7 +74,7 @@ chmod 1777 "$out/tmp"
 chmod 700 "$out/root"
 
 # The copy must run: fail the build here rather than at plugin enable.
-for c in 'node -e 0' 'ip -V' 'bridge -V' 'nft --version' 'conntrack --version' 'flock --version' 'cat --version' 'tee --version' \
+for c in 'node -e 0' 'ip -V' 'bridge -V' 'nft --version' 'conntrack --version' 'flock --version' 'nsenter --version' 'cat --version' 'tee --version' \
 	'iptables --version' 'iptables-save --version' 'iptables-restore --version' \
 	'ip6tables --version' 'ip6tables-save --version' 'ip6tables-restore --version'; do
 	chroot "$out" /bin/sh -c "$c" >/dev/null 2>&1 || {

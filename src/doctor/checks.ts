@@ -3,7 +3,7 @@
 // findings, one line each with what to do. Reading is doctor.ts's job, so
 // these are tested without a kernel.
 import type { LinkInfo } from '../kernel/ip.js';
-import { ALIAS_PREFIX, shortId } from '../kernel/names.js';
+import { ALIAS_PREFIX, overlayNames, shortId } from '../kernel/names.js';
 import { chainNames, NETWORK_CHAIN } from '../firewall/nft.js';
 import { CHAIN as TSNET_FORWARD } from '../firewall/iptables.js';
 import type { NetworkRecord, State } from '../store/schema.js';
@@ -164,6 +164,8 @@ export function judgeLinks(state: State, links: LinkInfo[]): Finding[] {
     if (br.mtu !== n.mtu) out.push(warn('links', `${label(n)}: bridge MTU ${br.mtu}, the network's is ${n.mtu}`, 'tsnetctl reconcile sets it back'));
     if (n.overlay) {
       explained.add(n.overlay.vxlan);
+      const gw = overlayNames(n.id);
+      explained.add(gw.gatewayHost).add(gw.gatewayPort);
       const vx = byName.get(n.overlay.vxlan);
       if (!vx) out.push(fail('links', `${label(n)}: VXLAN port ${n.overlay.vxlan} is missing; no traffic reaches other hosts`, 'tsnetctl reconcile re-creates it'));
       else if (vx.master !== n.bridge) out.push(fail('links', `${label(n)}: VXLAN port ${n.overlay.vxlan} is not on the bridge`, 'tsnetctl reconcile attaches it'));

@@ -4,6 +4,8 @@
 // what it read to checks.ts. Read-only: it never changes the host.
 import { CommandError, type Runner } from '../kernel/exec.js';
 import { getLink, listLinks } from '../kernel/ip.js';
+import { overlayNames } from '../kernel/names.js';
+import { nsLinks, overlayRunner } from '../kernel/overlay-ns.js';
 import type { Store } from '../store/store.js';
 import { vxlanOverhead, type OverlayManager } from '../overlay/manager.js';
 import type { ClusterRegistry } from '../cluster/registry.js';
@@ -70,7 +72,16 @@ export async function runDoctor(deps: DoctorDeps): Promise<Finding[]> {
   let links: Awaited<ReturnType<typeof listLinks>> = [];
   await attempt('links', async () => {
     links = await listLinks(runner);
-    return judgeLinks(state, links);
+    // An overlay's VXLAN port and endpoint veths live in its namespace, on a
+    // bridge named like the host's; its bridge there is checked by name.
+    const inNs: typeof links = [];
+    for (const n of Object.values(state.networks)) {
+      if (!n.overlay) continue;
+      const ns = await nsLinks(runner, overlayNames(n.id).netns).catch(() => undefined);
+      if (!ns) continue;
+      for (const l of ns.values()) if (l.ifname !== n.bridge && l.ifname !== 'lo') inNs.push(l);
+    }
+    return judgeLinks(state, [...links, ...inNs]);
   });
   const overlays = Object.values(state.networks).filter((n) => n.overlay);
   if (overlays.length > 0) {
@@ -81,7 +92,7 @@ export async function runDoctor(deps: DoctorDeps): Promise<Finding[]> {
     await attempt('vxlan', async () => {
       const ports: Record<string, number | undefined> = {};
       for (const n of overlays) {
-        const l = await getLink(runner, n.overlay!.vxlan);
+        const l = await getLink(overlayRunner(runner, overlayNames(n.id).netns), n.overlay!.vxlan).catch(() => undefined);
         const p = l?.linkinfo?.info_data?.port;
         ports[n.overlay!.vxlan] = typeof p === 'number' ? p : undefined;
       }

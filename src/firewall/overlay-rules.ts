@@ -3,10 +3,18 @@
 //   to the VXLAN port can inject frames into an overlay. An input-hook drop
 //   admits the port only from member VTEPs (an nft set kept in step with
 //   membership) before the kernel decapsulates anything.
-// - The distributed gateway: every host answers at the same gateway address
-//   with the same MAC. A table of the bridge family keeps that gateway local:
-//   ARP for it and frames from its MAC never cross a VXLAN port, so hosts do
-//   not answer for each other or see their own MAC come back.
+// - The same sets exempt VXLAN between member VTEPs from conntrack (raw
+//   notrack, both ways). Each host only ever sends to the port, so a VXLAN
+//   flow never has a reply direction for conntrack to track; tracking it cost
+//   about a tenth of the overlay's CPU per byte (bench/dataplane.ts).
+// - The distributed gateway (every host answers at the same gateway address
+//   with the same MAC) is kept local by bridge port isolation in the
+//   overlay's namespace (kernel/overlay-ns.ts), not by rules. Older tsnet
+//   did it with `table bridge tsnet` in the host namespace, which reconcile
+//   removes.
+// - ICC off: a table of the bridge family in the overlay's own namespace
+//   drops IP between its ports except to and from the gateway's port, where
+//   the host's rules (published ports) apply.
 import { TsnetError } from '../errors.js';
 import type { Runner } from '../kernel/exec.js';
 import { isValidIfName } from '../kernel/names.js';
@@ -18,20 +26,9 @@ function ifq(name: string): string {
   return `"${name}"`;
 }
 
-function ip4(addr: string): string {
-  const p = parseIp(addr);
-  if (!p || p.v6) throw new TsnetError('TSNET_ERR_INTERNAL', `not an IPv4 address: ${JSON.stringify(addr)}`);
-  return addr;
-}
-
 function vtepAddr(addr: string): string {
   if (!parseIp(addr)) throw new TsnetError('TSNET_ERR_INTERNAL', `not an IP address: ${JSON.stringify(addr)}`);
   return addr;
-}
-
-function mac(m: string): string {
-  if (!/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/.test(m)) throw new TsnetError('TSNET_ERR_INTERNAL', `unsafe MAC ${JSON.stringify(m)}`);
-  return m;
 }
 
 /**
@@ -51,6 +48,14 @@ export function renderVxlanGuard(port: number, peers: readonly string[]): string
     `flush chain ${t} vxlan_in`,
     `add rule ${t} vxlan_in udp dport ${Number(port)} ip saddr != @vtep4 counter drop`,
     `add rule ${t} vxlan_in udp dport ${Number(port)} ip6 saddr != @vtep6 counter drop`,
+    `add chain ${t} vxlan_raw_in { type filter hook prerouting priority raw; policy accept; }`,
+    `flush chain ${t} vxlan_raw_in`,
+    `add rule ${t} vxlan_raw_in udp dport ${Number(port)} ip saddr @vtep4 notrack`,
+    `add rule ${t} vxlan_raw_in udp dport ${Number(port)} ip6 saddr @vtep6 notrack`,
+    `add chain ${t} vxlan_raw_out { type filter hook output priority raw; policy accept; }`,
+    `flush chain ${t} vxlan_raw_out`,
+    `add rule ${t} vxlan_raw_out udp dport ${Number(port)} ip daddr @vtep4 notrack`,
+    `add rule ${t} vxlan_raw_out udp dport ${Number(port)} ip6 daddr @vtep6 notrack`,
   ];
   const uniq = [...new Set(peers)].map(vtepAddr);
   for (const [set, members] of [['vtep4', uniq.filter((p) => ipFamily(p) === 4)], ['vtep6', uniq.filter((p) => ipFamily(p) === 6)]] as const) {
@@ -65,6 +70,10 @@ export function renderVxlanGuardRemoval(): string {
     `add table ${t}`,
     `add chain ${t} vxlan_in`,
     `delete chain ${t} vxlan_in`,
+    `add chain ${t} vxlan_raw_in`,
+    `delete chain ${t} vxlan_raw_in`,
+    `add chain ${t} vxlan_raw_out`,
+    `delete chain ${t} vxlan_raw_out`,
     `add set ${t} vtep4 { type ipv4_addr; }`,
     `delete set ${t} vtep4`,
     `add set ${t} vtep6 { type ipv6_addr; }`,
@@ -73,63 +82,33 @@ export function renderVxlanGuardRemoval(): string {
   ].join('\n');
 }
 
-export interface GatewayGuard {
-  sid: string;
-  vxlan: string;
-  gatewayIp?: string;
-  gatewayMac: string;
+/** The host-namespace gateway guard of tsnet before the overlay had a namespace of its own: gone wherever it is found. */
+export function renderLegacyGatewayGuardRemoval(): string {
+  return `add table bridge ${TABLE}\ndelete table bridge ${TABLE}\n`;
 }
 
-/** One chain per overlay network in `table bridge tsnet`, dispatched by the VXLAN port. */
-export function renderGatewayGuard(g: GatewayGuard): string {
+/**
+ * ICC off, in the overlay's namespace: IP between two ports of its bridge
+ * (two containers, or a container and the VXLAN port) is dropped; traffic to
+ * and from the gateway's port passes, and the host's rules decide it there.
+ * ARP still passes, as with Docker's ICC, which filters IP.
+ */
+export function renderIccRules(gatewayPort: string): string {
   const t = `bridge ${TABLE}`;
-  const chain = `g-${g.sid}`;
-  const vx = ifq(g.vxlan);
-  const lines = [
-    `add table ${t}`,
-    `add map ${t} vx_out { type ifname : verdict; }`,
-    `add map ${t} vx_in { type ifname : verdict; }`,
-    `add chain ${t} forward { type filter hook forward priority 0; policy accept; }`,
-    `flush chain ${t} forward`,
-    `add rule ${t} forward oifname vmap @vx_out`,
-    `add rule ${t} forward iifname vmap @vx_in`,
-    `add chain ${t} output { type filter hook output priority 0; policy accept; }`,
-    `flush chain ${t} output`,
-    `add rule ${t} output oifname vmap @vx_out`,
-    `add chain ${t} ${chain}-out`,
-    `flush chain ${t} ${chain}-out`,
-    `add rule ${t} ${chain}-out ether saddr ${mac(g.gatewayMac)} drop`,
-    ...(g.gatewayIp ? [`add rule ${t} ${chain}-out arp operation request arp daddr ip ${ip4(g.gatewayIp)} drop`] : []),
-    `add chain ${t} ${chain}-in`,
-    `flush chain ${t} ${chain}-in`,
-    `add rule ${t} ${chain}-in ether saddr ${mac(g.gatewayMac)} drop`,
-    `add element ${t} vx_out { ${vx} : jump ${chain}-out }`,
-    `add element ${t} vx_in { ${vx} : jump ${chain}-in }`,
-  ];
-  return `${lines.join('\n')}\n`;
-}
-
-export function renderGatewayGuardRemoval(sid: string, vxlan: string, last: boolean): string {
-  const t = `bridge ${TABLE}`;
-  if (last) return `add table ${t}\ndelete table ${t}\n`;
-  const chain = `g-${sid}`;
-  const vx = ifq(vxlan);
+  const gw = ifq(gatewayPort);
   return [
     `add table ${t}`,
-    `add map ${t} vx_out { type ifname : verdict; }`,
-    `add map ${t} vx_in { type ifname : verdict; }`,
-    `add chain ${t} ${chain}-out`,
-    `add chain ${t} ${chain}-in`,
-    `add element ${t} vx_out { ${vx} : jump ${chain}-out }`,
-    `add element ${t} vx_in { ${vx} : jump ${chain}-in }`,
-    `delete element ${t} vx_out { ${vx} }`,
-    `delete element ${t} vx_in { ${vx} }`,
-    `flush chain ${t} ${chain}-out`,
-    `delete chain ${t} ${chain}-out`,
-    `flush chain ${t} ${chain}-in`,
-    `delete chain ${t} ${chain}-in`,
+    `add chain ${t} forward { type filter hook forward priority 0; policy accept; }`,
+    `flush chain ${t} forward`,
+    `add rule ${t} forward iifname ${gw} accept`,
+    `add rule ${t} forward oifname ${gw} accept`,
+    `add rule ${t} forward ether type { ip, ip6 } counter drop`,
     '',
   ].join('\n');
+}
+
+export function renderIccRemoval(): string {
+  return `add table bridge ${TABLE}\ndelete table bridge ${TABLE}\n`;
 }
 
 export async function applyOverlayRules(runner: Runner, script: string): Promise<void> {

@@ -57,6 +57,8 @@ export interface Runner {
   readSysctl(key: string): Promise<string | undefined>;
   /** the network namespace path commands enter, if any */
   readonly netnsPath: string | undefined;
+  /** where /proc/sys is writable (TSNET_PROC_SYS); absent: /proc/sys */
+  readonly procSys?: string;
   /** end helper processes the runner keeps (warm spares); the runner still works after, cold */
   close?(): void;
 }
@@ -65,7 +67,7 @@ export interface Runner {
 // names: interface names may contain dots.
 const SYSCTL_PATH = /^net\/(ipv4|ipv6|bridge|core)\/[A-Za-z0-9_.\/-]+$/;
 
-function toPath(key: string, procSys: string): string {
+export function toPath(key: string, procSys: string): string {
   if (!SYSCTL_PATH.test(key) || key.split('/').some((part) => part === '..' || part === '.' || part === '')) {
     throw new TsnetError('TSNET_ERR_INTERNAL', `refusing sysctl path ${key}`);
   }
@@ -246,6 +248,7 @@ export function createRunner(log: Logger, netnsPath?: string, options: RunnerOpt
   };
   return {
     netnsPath,
+    procSys,
     run,
     close: () => spares.close(),
     async writeSysctl(key, value) {
@@ -263,6 +266,32 @@ export function createRunner(log: Logger, netnsPath?: string, options: RunnerOpt
       try {
         if (!netnsPath) return (await fs.readFile(p, 'utf8')).trim();
         return (await run('cat', [p])).stdout.trim();
+      } catch {
+        return undefined;
+      }
+    },
+  };
+}
+
+/**
+ * A runner acting inside the named network namespace `path`, through the
+ * given one (its metrics, its logging): every command is `nsenter --net`.
+ * /proc/sys/net resolves against the opener's namespace, so sysctls are
+ * written by a process inside it.
+ */
+export function netnsRunner(base: Runner, path: string): Runner {
+  const procSys = (base.procSys ?? '/proc/sys').replace(/\/+$/, '');
+  const run = (cmd: string, args: readonly string[], opts?: RunOptions): Promise<RunResult> => base.run('nsenter', [`--net=${path}`, '--', cmd, ...args], opts);
+  return {
+    netnsPath: path,
+    procSys,
+    run,
+    async writeSysctl(key, value) {
+      await run('tee', [toPath(key, procSys)], { input: value });
+    },
+    async readSysctl(key) {
+      try {
+        return (await run('cat', [toPath(key, procSys)])).stdout.trim();
       } catch {
         return undefined;
       }

@@ -15,6 +15,9 @@ export const PREFIX = {
   hostVeth: 'tsv',
   peerVeth: 'tsc',
   vxlan: 'tsvx-',
+  overlayNetns: 'tsov-',
+  gatewayHost: 'tsgh-',
+  gatewayPort: 'tsgp-',
   lanParent: 'tsmv-',
   lanPeer: 'tsmp-',
   shim: 'tsmh-',
@@ -49,6 +52,19 @@ export function bridgeName(networkId: string): string {
 export function vxlanName(networkId: string): string {
   return `${PREFIX.vxlan}${shortHash(networkId, 10)}`;
 }
+
+/**
+ * An overlay network's switching half: the network namespace holding its
+ * bridge, VXLAN port and endpoints' veths, and the veth pair joining that
+ * bridge to the gateway's bridge in the host namespace.
+ */
+export function overlayNames(networkId: string): { netns: string; gatewayHost: string; gatewayPort: string } {
+  const h = shortHash(networkId, 10);
+  return { netns: `${PREFIX.overlayNetns}${h}`, gatewayHost: `${PREFIX.gatewayHost}${h}`, gatewayPort: `${PREFIX.gatewayPort}${h}` };
+}
+
+/** tsnet's overlay namespaces are named tsov- and 10 hex digits, and nothing else is. */
+export const OVERLAY_NETNS = /^tsov-[0-9a-f]{10}$/;
 
 /** A macvlan/ipvlan network's own devices: isolated parent, its unused end, host shim, kernel probe. */
 export function lanNames(networkId: string): { parent: string; peer: string; shim: string; probe: string } {

@@ -11,9 +11,17 @@
 //   burst of changes, whatever its size.
 // - In static-peers mode (no control plane) the device learns MACs from
 //   traffic instead, and the all-zero entries make it flood to the peers.
+// - The device is made in the host namespace (its UDP socket stays there,
+//   on the underlay) and moved into the overlay's namespace, onto its bridge
+//   (kernel/overlay-ns.ts). Its port is isolated: see there.
+// - With a control plane, remote MACs also go into the bridge's own FDB
+//   (`master`), not only the device's (`self`): a bridge that does not know
+//   where a MAC lives floods every frame for it to all its ports (the VXLAN
+//   port has learning off), a copy per local container.
 import { TsnetError } from '../errors.js';
 import type { Runner } from './exec.js';
 import { batchLine, ipBatch } from './ip.js';
+import { overlayRunner } from './overlay-ns.js';
 
 export interface VxlanSpec {
   name: string;
@@ -27,6 +35,8 @@ export interface VxlanSpec {
   bridge: string;
   alias: string;
   learning: boolean;
+  /** the overlay's namespace, where the device ends up */
+  netns: string;
 }
 
 export async function createVxlan(runner: Runner, s: VxlanSpec): Promise<void> {
@@ -41,12 +51,22 @@ export async function createVxlan(runner: Runner, s: VxlanSpec): Promise<void> {
       ...(s.local.includes(':') ? [] : ['noudpcsum']),
       'ttl', 64,
     ],
-    ['link', 'set', 'dev', s.name, 'alias', s.alias, 'addrgenmode', 'none', 'master', s.bridge],
+    // Tagged before it moves: a device left behind by a failure here is found as tsnet's.
+    ['link', 'set', 'dev', s.name, 'alias', s.alias, 'addrgenmode', 'none'],
+    ['link', 'set', 'dev', s.name, 'netns', s.netns],
+  ]);
+  await ipBatch(overlayRunner(runner, s.netns), vxlanPortLines(s));
+}
+
+/** The device on its bridge, inside the overlay's namespace. */
+export function vxlanPortLines(s: Pick<VxlanSpec, 'name' | 'bridge' | 'learning'>): Array<readonly (string | number)[]> {
+  return [
+    ['link', 'set', 'dev', s.name, 'master', s.bridge],
     // The bridge must not learn remote MACs on this port from stray frames
     // when tsnet owns the table; static-peers mode relies on learning.
-    ['link', 'set', 'dev', s.name, 'type', 'bridge_slave', 'learning', s.learning ? 'on' : 'off'],
+    ['link', 'set', 'dev', s.name, 'type', 'bridge_slave', 'learning', s.learning ? 'on' : 'off', 'isolated', 'on'],
     ['link', 'set', 'dev', s.name, 'up'],
-  ]);
+  ];
 }
 
 export interface RemoteEndpoint {
@@ -62,12 +82,22 @@ function checkMac(mac: string): string {
   return mac;
 }
 
-/** FDB lines for `bridge -batch`: where remote MACs live, and who gets broadcast. */
-export function fdbLines(vxlan: string, changes: { addEndpoints?: RemoteEndpoint[]; delEndpoints?: RemoteEndpoint[]; addFlood?: string[]; delFlood?: string[] }): string[] {
+/**
+ * FDB lines for `bridge -batch`: where remote MACs live (the device's FDB,
+ * and with `bridgeFdb` the bridge's, pointing at the VXLAN port), and who
+ * gets broadcast.
+ */
+export function fdbLines(vxlan: string, changes: { addEndpoints?: RemoteEndpoint[]; delEndpoints?: RemoteEndpoint[]; addFlood?: string[]; delFlood?: string[] }, bridgeFdb = false): string[] {
   const lines: string[] = [];
-  for (const e of changes.delEndpoints ?? []) lines.push(batchLine(['fdb', 'del', checkMac(e.mac), 'dev', vxlan, 'self']));
+  for (const e of changes.delEndpoints ?? []) {
+    lines.push(batchLine(['fdb', 'del', checkMac(e.mac), 'dev', vxlan, 'self']));
+    if (bridgeFdb) lines.push(batchLine(['fdb', 'del', checkMac(e.mac), 'dev', vxlan, 'master']));
+  }
   for (const v of changes.delFlood ?? []) lines.push(batchLine(['fdb', 'del', '00:00:00:00:00:00', 'dev', vxlan, 'dst', v, 'self']));
-  for (const e of changes.addEndpoints ?? []) lines.push(batchLine(['fdb', 'replace', checkMac(e.mac), 'dev', vxlan, 'dst', e.vtep, 'self', 'permanent']));
+  for (const e of changes.addEndpoints ?? []) {
+    lines.push(batchLine(['fdb', 'replace', checkMac(e.mac), 'dev', vxlan, 'dst', e.vtep, 'self', 'permanent']));
+    if (bridgeFdb) lines.push(batchLine(['fdb', 'replace', checkMac(e.mac), 'dev', vxlan, 'master', 'static']));
+  }
   for (const v of changes.addFlood ?? []) lines.push(batchLine(['fdb', 'append', '00:00:00:00:00:00', 'dev', vxlan, 'dst', v, 'self', 'permanent']));
   return lines;
 }

@@ -1,6 +1,7 @@
 // Overlay networks at run time: VXLAN forwarding kept in step with the
 // cluster, and the VXLAN port guard. Design notes:
-// - Each overlay network is a tsnet bridge plus a VXLAN port. The control
+// - Each overlay network is a tsnet bridge plus a VXLAN port, switched in a
+//   namespace of its own (kernel/overlay-ns.ts). The control
 //   plane (cluster/registry.ts, followed through cluster/networks.ts, which
 //   also keeps addresses unique across hosts) tells every host which
 //   endpoints live where; this module turns each change into the minimal FDB
@@ -17,9 +18,10 @@ import { ipFamily, parseIp } from '../net/cidr.js';
 import type { Runner } from '../kernel/exec.js';
 import { getLink, listAddrs, defaultRouteInfo } from '../kernel/ip.js';
 import { applyForwarding, fdbLines, neighLines, type RemoteEndpoint } from '../kernel/vxlan.js';
-import { bridgeMac, shortId } from '../kernel/names.js';
+import { overlayNames } from '../kernel/names.js';
+import { overlayRunner } from '../kernel/overlay-ns.js';
 import { readTable } from '../firewall/nft.js';
-import { applyOverlayRules, renderGatewayGuard, renderGatewayGuardRemoval, renderVxlanGuard, renderVxlanGuardRemoval } from '../firewall/overlay-rules.js';
+import { applyOverlayRules, renderVxlanGuard, renderVxlanGuardRemoval } from '../firewall/overlay-rules.js';
 import type { Store } from '../store/store.js';
 import type { EndpointRecord, NetworkRecord, OverlayRecord, PoolRecord } from '../store/schema.js';
 
@@ -128,7 +130,7 @@ export class OverlayManager {
     if (overlays.length === 0) {
       // Only touch the table if the guard is there: never create state to delete it.
       const view = await readTable(this.#runner);
-      if (view?.chains.includes('vxlan_in')) await applyOverlayRules(this.#runner, renderVxlanGuardRemoval());
+      if (view?.chains.includes('vxlan_in') || view?.chains.includes('vxlan_raw_in')) await applyOverlayRules(this.#runner, renderVxlanGuardRemoval());
       return;
     }
     const peers = new Set<string>();
@@ -139,20 +141,6 @@ export class OverlayManager {
     const self = overlays[0]!.overlay!.local;
     peers.delete(self);
     await applyOverlayRules(this.#runner, renderVxlanGuard(this.port, [...peers]));
-  }
-
-  gatewayGuard(net: NetworkRecord): string {
-    const gw = net.ipv4[0]?.gateway;
-    return renderGatewayGuard({ sid: shortId(net.id), vxlan: net.overlay!.vxlan, gatewayMac: bridgeMac(net), ...(gw ? { gatewayIp: gw.slice(0, gw.indexOf('/')) } : {}) });
-  }
-
-  async addGatewayGuard(net: NetworkRecord): Promise<void> {
-    await applyOverlayRules(this.#runner, this.gatewayGuard(net));
-  }
-
-  async removeGatewayGuard(net: NetworkRecord): Promise<void> {
-    const others = this.#overlays().filter((n) => n.id !== net.id);
-    await applyOverlayRules(this.#runner, renderGatewayGuardRemoval(shortId(net.id), net.overlay!.vxlan, others.length === 0));
   }
 
   /** Start following an overlay (after create, and at start-up). Never throws: etcd may be away. */
@@ -223,10 +211,12 @@ export class OverlayManager {
     const delFlood = [...rt.flood].filter((v) => !wantFlood.has(v));
     if (add.length + del.length + addFlood.length + delFlood.length === 0) return;
     const started = performance.now();
+    const cluster = net.overlay!.mode === 'cluster';
+    // The VXLAN device lives in the overlay's namespace (kernel/overlay-ns.ts).
     await applyForwarding(
-      this.#runner,
-      fdbLines(vx, { addEndpoints: add, delEndpoints: del.filter((d) => !want.has(d.mac)), addFlood, delFlood }),
-      net.overlay!.mode === 'cluster' ? neighLines(vx, { add, del }) : [],
+      overlayRunner(this.#runner, overlayNames(net.id).netns),
+      fdbLines(vx, { addEndpoints: add, delEndpoints: del.filter((d) => !want.has(d.mac)), addFlood, delFlood }, cluster),
+      cluster ? neighLines(vx, { add, del }) : [],
     );
     rt.programmed = want;
     rt.flood = wantFlood;

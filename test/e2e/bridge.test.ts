@@ -162,7 +162,7 @@ t.test('after everything is removed no tsnet link, address or rule is left', asy
   await runContainer(h, 'l1', 'last');
   t.ok((await tsnetTraces(h)).links.length > 0, 'the network exists');
   await removeAll(h);
-  t.same(await tsnetTraces(h), { links: [], nftTable: false, iptRules: [] });
+  t.same(await tsnetTraces(h), { links: [], nftTable: false, iptRules: [], namespaces: [] });
   const addrs = (await h.exec('ip', ['-o', 'addr'])).stdout;
   t.notMatch(addrs, /10\.210\./, 'no tsnet address in the host namespace');
 });

@@ -5,7 +5,7 @@
 import t from 'tap';
 import { promises as fs } from 'node:fs';
 import { Lab, ETCD_URL, IMAGE, OUTSIDE_IP6, heavyOnly, waitFor, type LabHost } from '../helpers/lab.js';
-import { canPing, containerIp, removeAll } from '../helpers/docker.js';
+import { canPing, containerIp, overlayNamespaces, overlayNetns, removeAll, tsnetTraces } from '../helpers/docker.js';
 
 const LEASE_TTL = 4;
 const lab = await Lab.start({ hosts: 3, etcd: true, tsnetEnv: { TSNET_ETCD_ENDPOINTS: ETCD_URL, TSNET_ETCD_LEASE_TTL: String(LEASE_TTL) } });
@@ -13,13 +13,22 @@ t.teardown(() => lab.stop());
 const [h1, h2, h3] = lab.hosts as [LabHost, LabHost, LabHost];
 const NET = ['network', 'create', '-d', 'tsnet', '--ipam-driver', 'tsnet', '-o', 'tsnet.mode=overlay', '--subnet', '10.200.0.0/16', 'appnet'];
 
-async function vxlanOf(h: LabHost): Promise<string> {
-  const links = JSON.parse((await h.exec('ip', ['-json', 'link', 'show', 'type', 'vxlan'])).stdout) as Array<{ ifname: string }>;
-  return links[0]!.ifname;
+/** The overlay the tests look at (appnet, later v6u). */
+let current = 'appnet';
+
+/** `ip`/`bridge` inside the overlay's namespace on host h; the word VX stands for its VXLAN device. */
+async function ov(h: LabHost, cmd: 'ip' | 'bridge', args: string[], net = current): Promise<string> {
+  const ns = await overlayNetns(h, net);
+  const vx = (JSON.parse((await h.exec('ip', ['-n', ns, '-json', 'link', 'show', 'type', 'vxlan'])).stdout) as Array<{ ifname: string }>)[0]?.ifname ?? 'none';
+  return (await h.exec(cmd, ['-n', ns, ...args.map((a) => (a === 'VX' ? vx : a))])).stdout;
 }
 
 async function neighbours(h: LabHost): Promise<string> {
-  return (await h.exec('ip', ['neigh', 'show', 'dev', await vxlanOf(h)])).stdout;
+  return ov(h, 'ip', ['neigh', 'show', 'dev', 'VX']);
+}
+
+async function vniOf(h: LabHost): Promise<string> {
+  return (await ov(h, 'ip', ['-d', '-json', 'link', 'show', 'dev', 'VX'])).match(/"id":(\d+)/)![1]!;
 }
 
 t.before(async () => {
@@ -43,9 +52,41 @@ t.test('containers on different hosts reach each other by IP, ICMP and TCP', asy
   const gw = (await h2.docker(['exec', 'cli2', 'ip', 'route'])).stdout;
   t.match(gw, /default via 10\.200\.0\.1 /, 'the same gateway address on every host');
   t.equal((await h2.docker(['exec', 'cli2', 'sh', '-c', 'nc -w 3 10.99.0.100 1 </dev/null; ping -c 1 -W 2 10.99.0.100'], { check: false })).exitCode, 0, 'egress through the host\'s own uplink');
-  const fdb = (await h1.exec('bridge', ['fdb', 'show', 'dev', await vxlanOf(h1)])).stdout;
-  t.match(fdb, /00:00:00:00:00:00 dst 10\.99\.0\.12 self permanent/, 'flood entry for host 2');
-  t.match(fdb, /00:00:00:00:00:00 dst 10\.99\.0\.13 self permanent/, 'flood entry for host 3');
+  const fdb = await ov(h1, 'bridge', ['fdb', 'show', 'dev', 'VX']);
+  t.match(fdb, /00:00:00:00:00:00 dst 10\.99\.0\.12 (link-netnsid \d+ )?self permanent/, 'flood entry for host 2');
+  t.match(fdb, /00:00:00:00:00:00 dst 10\.99\.0\.13 (link-netnsid \d+ )?self permanent/, 'flood entry for host 3');
+  const mac2 = (await h2.docker(['exec', 'cli2', 'cat', '/sys/class/net/eth0/address'])).stdout.trim();
+  t.match(fdb, new RegExp(`${mac2} master \\S+ static`), "host 2's container is in the bridge's own FDB: unicast to it is never flooded to every port");
+});
+
+t.test('the layout: the overlay switches in a namespace of its own, out of the host\'s netfilter', async (t) => {
+  const ns = await overlayNetns(h1, 'appnet');
+  t.ok((await overlayNamespaces(h1)).includes(ns), `host 1 has its overlay namespace ${ns}`);
+  const hostLinks = JSON.parse((await h1.exec('ip', ['-json', '-details', 'link', 'show'])).stdout) as Array<{ ifname: string; master?: string; linkinfo?: { info_kind?: string } }>;
+  t.same(hostLinks.filter((l) => l.linkinfo?.info_kind === 'vxlan').map((l) => l.ifname), [], 'no VXLAN device in the host namespace');
+  const bridge = hostLinks.find((l) => l.linkinfo?.info_kind === 'bridge' && l.ifname.startsWith('tsbr-'))!;
+  t.same(hostLinks.filter((l) => l.master === bridge.ifname).map((l) => l.ifname), [`tsgh-${ns.slice(5)}`], "the host's bridge has one port: the gateway's veth into the namespace");
+  t.equal((await h1.exec('ip', ['netns', 'exec', ns, 'sysctl', '-n', 'net.bridge.bridge-nf-call-iptables'])).stdout.trim(), '0', 'no bridge netfilter in the namespace');
+  // A counter in the host's forward hook sees no overlay-to-overlay packet, and conntrack no overlay flow.
+  for (const h of [h1, h2]) {
+    await h.exec('nft', ['-f', '-'], { input: 'table inet probe {\n chain counting { type filter hook forward priority 100; ip saddr 10.200.0.0/16 ip daddr 10.200.0.0/16 counter; }\n}\n' });
+    await h.exec('conntrack', ['-F'], { check: false });
+  }
+  t.teardown(async () => {
+    for (const h of [h1, h2]) await h.exec('nft', ['delete', 'table', 'inet', 'probe'], { check: false });
+  });
+  const webIp = await containerIp(h1, 'web', 'appnet');
+  const http = await h2.docker(['exec', 'cli2', 'sh', '-c', `printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 ${webIp} 80`], { check: false });
+  t.match(http.stdout, /tsnet-lab-ok/, 'TCP across hosts');
+  t.ok(await canPing(h2, 'cli2', webIp), 'ping across hosts');
+  for (const h of [h1, h2]) {
+    t.match((await h.exec('nft', ['list', 'table', 'inet', 'probe'])).stdout, /counter packets 0 bytes 0/, `host ${h.index}: no overlay packet went through the host's forward hook`);
+    const ct = await h.exec('conntrack', ['-L', '-s', webIp], { check: false });
+    const flows = ct.stdout.split('\n').filter((l) => l.includes(webIp));
+    t.same(flows, [], `host ${h.index}: conntrack holds no flow of the overlay's containers`);
+    const vx = await h.exec('conntrack', ['-L', '-p', 'udp', '--dport', '4789'], { check: false });
+    t.same(vx.stdout.split('\n').filter((l) => l.includes('dport=4789')), [], `host ${h.index}: VXLAN between members is not tracked`);
+  }
 });
 
 t.test('addresses stay unique across 30 containers started in parallel on three hosts', heavyOnly(), async (t) => {
@@ -102,7 +143,7 @@ t.test('etcd down: traffic continues, new containers attach from leased blocks, 
 
 t.test('a VXLAN packet from a non-member host is dropped', async (t) => {
   const target = await containerIp(h1, 'web', 'appnet');
-  const vni = (await h1.exec('ip', ['-d', '-json', 'link', 'show', 'dev', await vxlanOf(h1)])).stdout.match(/"id":(\d+)/)![1]!;
+  const vni = await vniOf(h1);
   // The attacker: a VTEP of its own in the outside namespace, right VNI, aimed at host 1.
   await lab.outside('ip', ['link', 'add', 'evil', 'type', 'vxlan', 'id', vni, 'dstport', '4789', 'remote', h1.lanIp, 'local', '10.99.0.100', 'dev', 'eth0']);
   await lab.outside('ip', ['addr', 'add', '10.200.250.250/16', 'dev', 'evil']);
@@ -119,7 +160,7 @@ t.test('a host whose plugin stops and whose lease expires disappears from the ot
   t.match(await neighbours(h1), ip3, 'host 1 knows host 3\'s endpoint');
   await h3.stopTsnet('SIGKILL');
   await waitFor('lease expiry', async () => !(await neighbours(h1)).includes(ip3), (LEASE_TTL + 10) * 1000, 250);
-  const fdb = (await h1.exec('bridge', ['fdb', 'show', 'dev', await vxlanOf(h1)])).stdout;
+  const fdb = await ov(h1, 'bridge', ['fdb', 'show', 'dev', 'VX']);
   t.notMatch(fdb, /dst 10\.99\.0\.13/, 'no FDB entry for host 3 left on host 1');
   await h3.startTsnet();
   await waitFor('host 3 back', async () => (await neighbours(h1)).includes(ip3), 10_000, 200);
@@ -130,7 +171,7 @@ t.test('bad overlay input: clear errors, nothing created', async (t) => {
   const noSubnet = await h1.docker(['network', 'create', '-d', 'tsnet', '--ipam-driver', 'tsnet', '-o', 'tsnet.mode=overlay', 'bad1'], { check: false });
   t.not(noSubnet.exitCode, 0);
   t.match(noSubnet.stderr, /explicit --subnet/);
-  const vni = (await h1.exec('ip', ['-d', '-json', 'link', 'show', 'dev', await vxlanOf(h1)])).stdout.match(/"id":(\d+)/)![1]!;
+  const vni = await vniOf(h1);
   const clash = await h2.docker(['network', 'create', '-d', 'tsnet', '--ipam-driver', 'tsnet', '-o', 'tsnet.mode=overlay', '-o', `tsnet.vni=${vni}`, '--subnet', '10.201.0.0/16', 'bad2'], { check: false });
   t.not(clash.exitCode, 0);
   t.match(clash.stderr, /already used by overlay 10\.200\.0\.0\/16/);
@@ -143,7 +184,8 @@ t.test('bad overlay input: clear errors, nothing created', async (t) => {
   const docIpam = await h2.docker(['network', 'create', '-d', 'tsnet', '-o', 'tsnet.mode=overlay', '--subnet', '10.204.0.0/16', 'bad5'], { check: false });
   t.match(docIpam.stderr, /needs --ipam-driver tsnet/);
   const vxlans = JSON.parse((await h2.exec('ip', ['-json', 'link', 'show', 'type', 'vxlan'])).stdout) as unknown[];
-  t.equal(vxlans.length, 1, 'no VXLAN device left by the refused creates');
+  t.equal(vxlans.length, 0, 'no VXLAN device left in the host namespace by the refused creates');
+  t.same(await overlayNamespaces(h2), [await overlayNetns(h2, 'appnet')], 'no overlay namespace left by them either');
 });
 
 t.test('static peers: an overlay with no etcd at all', async (t) => {
@@ -167,6 +209,7 @@ t.test('an IPv6 underlay: VTEPs on the hosts\' IPv6 addresses, through etcd', as
     await h.stopTsnet();
     await h.startTsnet({ TSNET_ADVERTISE_ADDR: h.lanIp6 });
   }
+  current = 'v6u';
   const net = ['network', 'create', '-d', 'tsnet', '--ipam-driver', 'tsnet', '-o', 'tsnet.mode=overlay', '--subnet', '10.240.0.0/16', 'v6u'];
   for (const h of [h1, h2]) await h.docker(net);
   await h1.docker(['run', '-d', '--name', 'u1', '--network', 'v6u', IMAGE, 'httpd', '-f', '-p', '80', '-h', '/www']);
@@ -176,14 +219,14 @@ t.test('an IPv6 underlay: VTEPs on the hosts\' IPv6 addresses, through etcd', as
   t.ok(await canPing(h2, 'u2', ip1), 'host 2 -> host 1 over IPv6 VXLAN');
   const http = await h2.docker(['exec', 'u2', 'sh', '-c', `printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 ${ip1} 80`], { check: false });
   t.match(http.stdout, /tsnet-lab-ok/, 'TCP across hosts');
-  const vx = JSON.parse((await h2.exec('ip', ['-d', '-json', 'link', 'show', 'dev', await vxlanOf(h2)])).stdout) as Array<{ mtu: number; linkinfo: { info_data: { local6?: string } } }>;
+  const vx = JSON.parse(await ov(h2, 'ip', ['-d', '-json', 'link', 'show', 'dev', 'VX'])) as Array<{ mtu: number; linkinfo: { info_data: { local6?: string } } }>;
   t.equal(vx[0]?.linkinfo.info_data.local6, h2.lanIp6, 'the VXLAN device sends from the advertised IPv6 address');
   t.equal((await h2.docker(['exec', 'u2', 'cat', '/sys/class/net/eth0/mtu'])).stdout.trim(), '1430', 'MTU is the underlay minus 70 over IPv6');
-  const fdb = (await h2.exec('bridge', ['fdb', 'show', 'dev', await vxlanOf(h2)])).stdout;
-  t.match(fdb, new RegExp(`00:00:00:00:00:00 dst ${h1.lanIp6} self permanent`), 'flood entry for host 1 at its IPv6 VTEP');
+  const fdb = await ov(h2, 'bridge', ['fdb', 'show', 'dev', 'VX']);
+  t.match(fdb, new RegExp(`00:00:00:00:00:00 dst ${h1.lanIp6} (link-netnsid \\d+ )?self permanent`), 'flood entry for host 1 at its IPv6 VTEP');
   t.match((await h2.exec('nft', ['list', 'set', 'inet', 'tsnet', 'vtep6'])).stdout, h1.lanIp6, 'the port guard admits host 1 by its IPv6 address');
   // A forged IPv6 VTEP on the outside host, right VNI, aimed at host 1.
-  const vni = (await h1.exec('ip', ['-d', '-json', 'link', 'show', 'dev', await vxlanOf(h1)])).stdout.match(/"id":(\d+)/)![1]!;
+  const vni = await vniOf(h1);
   await lab.outside('ip', ['link', 'add', 'evil6', 'type', 'vxlan', 'id', vni, 'dstport', '4789', 'remote', h1.lanIp6, 'local', OUTSIDE_IP6, 'dev', 'eth0']);
   await lab.outside('ip', ['addr', 'add', '10.240.250.250/16', 'dev', 'evil6']);
   await lab.outside('ip', ['link', 'set', 'evil6', 'up']);
@@ -203,14 +246,72 @@ t.test("a host's VTEP address changes: its restarted plugin re-creates the VXLAN
   await h2.startTsnet({ TSNET_ADVERTISE_ADDR: moved });
   // (The start-up reconcile runs once the socket listens.)
   const sendsFrom = async (): Promise<string | undefined> =>
-    (JSON.parse((await h2.exec('ip', ['-d', '-json', 'link', 'show', 'type', 'vxlan'])).stdout) as Array<{ linkinfo: { info_data: { local6?: string } } }>)[0]?.linkinfo.info_data.local6;
+    (JSON.parse(await ov(h2, 'ip', ['-d', '-json', 'link', 'show', 'type', 'vxlan'])) as Array<{ linkinfo: { info_data: { local6?: string } } }>)[0]?.linkinfo.info_data.local6;
   await waitFor('the start-up reconcile', async () => (await sendsFrom()) === moved, 5000, 100);
   t.equal(await sendsFrom(), moved, 'host 2 sends from its new address');
   t.match(await fs.readFile(h2.tsnetLog, 'utf8'), /this host's VTEP address changed; re-creating the VXLAN port/);
-  await waitFor('host 1 follows', async () => (await h1.exec('bridge', ['fdb', 'show', 'dev', await vxlanOf(h1)])).stdout.includes(`dst ${moved} `), 5000, 100);
-  t.notMatch((await h1.exec('bridge', ['fdb', 'show', 'dev', await vxlanOf(h1)])).stdout, new RegExp(`dst ${h2.lanIp6} `), 'no entry for the old address left on host 1');
+  await waitFor('host 1 follows', async () => (await ov(h1, 'bridge', ['fdb', 'show', 'dev', 'VX'])).includes(`dst ${moved} `), 5000, 100);
+  t.notMatch(await ov(h1, 'bridge', ['fdb', 'show', 'dev', 'VX']), new RegExp(`dst ${h2.lanIp6} `), 'no entry for the old address left on host 1');
   const ip1 = await containerIp(h1, 'u1', 'v6u');
   const ip2 = await containerIp(h2, 'u2', 'v6u');
   t.ok(await canPing(h2, 'u2', ip1), 'the running container on host 2 reaches host 1 again');
   t.ok(await canPing(h1, 'u1', ip2), 'and host 1 reaches it');
+});
+
+t.test('ICC off, --internal, published ports and isolation on overlays', async (t) => {
+  for (const h of [h1, h2]) {
+    await h.docker(['network', 'create', '-d', 'tsnet', '--ipam-driver', 'tsnet', '-o', 'tsnet.mode=overlay', '-o', 'com.docker.network.bridge.enable_icc=false', '--subnet', '10.221.0.0/16', 'noicc']);
+    await h.docker(['network', 'create', '-d', 'tsnet', '--ipam-driver', 'tsnet', '-o', 'tsnet.mode=overlay', '--internal', '--subnet', '10.222.0.0/16', 'inov']);
+  }
+  await h1.docker(['network', 'create', '-d', 'tsnet', '--ipam-driver', 'tsnet', '--subnet', '10.223.0.0/24', 'plain']);
+  await h1.docker(['run', '-d', '--name', 'n1', '--network', 'noicc', '-p', '8080:80', IMAGE, 'httpd', '-f', '-p', '80', '-h', '/www']);
+  await h1.docker(['run', '-d', '--name', 'n2', '--network', 'noicc', IMAGE, 'sleep', '3600']);
+  await h2.docker(['run', '-d', '--name', 'n3', '--network', 'noicc', IMAGE, 'sleep', '3600']);
+  await h1.docker(['run', '-d', '--name', 'i1', '--network', 'inov', IMAGE, 'sleep', '3600']);
+  await h2.docker(['run', '-d', '--name', 'i2', '--network', 'inov', IMAGE, 'sleep', '3600']);
+  await h1.docker(['run', '-d', '--name', 'b1', '--network', 'plain', IMAGE, 'httpd', '-f', '-p', '80', '-h', '/www']);
+  const n1 = await containerIp(h1, 'n1', 'noicc');
+  const i2 = await containerIp(h2, 'i2', 'inov');
+  const b1 = await containerIp(h1, 'b1', 'plain');
+  await waitFor("host 2 learns host 1's endpoints", async () => (await ov(h2, 'ip', ['neigh', 'show', 'dev', 'VX'], 'noicc')).includes(n1), 5000, 100);
+  await waitFor("host 1 learns i2", async () => (await ov(h1, 'ip', ['neigh', 'show', 'dev', 'VX'], 'inov')).includes(i2), 5000, 100);
+  t.notOk(await canPing(h1, 'n2', n1, 1), 'ICC off: no traffic between containers of the network on one host');
+  t.notOk(await canPing(h2, 'n3', n1, 1), 'ICC off: nor across hosts');
+  t.equal((await h2.docker(['exec', 'n3', 'ping', '-c', '1', '-W', '2', '10.99.0.100'], { check: false })).exitCode, 0, 'ICC off: egress still works');
+  t.match((await lab.outside('curl', ['-s', '--max-time', '3', `http://${h1.lanIp}:8080/`], { check: false })).stdout, /tsnet-lab-ok/, 'a published port of an overlay container, from outside');
+  const hairpin = await h1.docker(['exec', 'n2', 'sh', '-c', `printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 ${h1.lanIp} 8080`], { check: false });
+  t.match(hairpin.stdout, /tsnet-lab-ok/, 'ICC off: a container reaches another through its published port');
+  t.ok(await canPing(h1, 'i1', i2, 2), '--internal: its containers reach each other across hosts');
+  t.notOk(await canPing(h2, 'i2', '10.99.0.100', 1), '--internal: nothing leaves the network');
+  t.notOk(await canPing(h1, 'b1', n1, 1), 'a bridge network cannot reach an overlay container');
+  const toBridge = await h1.docker(['exec', 'n2', 'sh', '-c', `printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 ${b1} 80`], { check: false });
+  t.notMatch(toBridge.stdout, /tsnet-lab-ok/, 'an overlay container cannot reach a bridge network');
+  t.notOk(await canPing(h1, 'i1', n1, 1), 'one overlay cannot reach another');
+});
+
+t.test('restart: the overlay namespace and its devices come back as the store says', async (t) => {
+  const ns = await overlayNetns(h1, 'inov');
+  const i2 = await containerIp(h2, 'i2', 'inov');
+  await h1.stopTsnet();
+  await h1.startTsnet();
+  t.ok(await canPing(h1, 'i1', i2, 2), 'a plain restart changes nothing: traffic goes on');
+  await h1.stopTsnet();
+  // The switching half gone (its containers lose their link with it).
+  await h1.exec('ip', ['netns', 'del', ns]);
+  await h1.startTsnet();
+  await waitFor('the namespace back', async () => (await overlayNamespaces(h1)).includes(ns), 10_000, 200);
+  t.match((await h1.exec('ip', ['-n', ns, '-d', 'link', 'show', 'type', 'vxlan'])).stdout, /tsvx-/, 'the VXLAN port re-created in it');
+  await h1.docker(['run', '-d', '--name', 'i3', '--network', 'inov', IMAGE, 'sleep', '3600']);
+  await waitFor('host 1 learns i2 again', async () => (await ov(h1, 'ip', ['neigh', 'show', 'dev', 'VX'], 'inov')).includes(i2), 10_000, 200);
+  t.ok(await canPing(h1, 'i3', i2, 2), 'a container started after the repair reaches host 2');
+});
+
+t.test('network rm leaves nothing: no namespace, no link, no rule', async (t) => {
+  for (const h of lab.hosts) await removeAll(h);
+  for (const h of lab.hosts) {
+    const left = await tsnetTraces(h);
+    t.same(left.namespaces, [], `host ${h.index}: no overlay namespace`);
+    t.same(left.links, [], `host ${h.index}: no link`);
+    t.notOk(left.nftTable, `host ${h.index}: no nftables table`);
+  }
 });

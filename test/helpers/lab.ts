@@ -384,6 +384,10 @@ export class LabHost {
     }
     await attempt('stop tsnet', () => this.stopTsnet());
     await attempt('stop dockerd', () => this.stopDockerd());
+    // tsnet named its overlay namespaces from inside this host's mount
+    // namespace: their mounts live there, and go with it, leaving empty
+    // files in the machine's /run/netns. Removed from in here, both go.
+    if (this.mntPid) await attempt('delete overlay namespaces', () => deleteOverlayNamespaces(this.netns, (args) => this.exec('ip', args, { check: false })));
     // Anything still living in the host's mount namespace was started by this lab.
     if (this.#mntInode) {
       for (const pid of await pidsInMountNs(this.#mntInode)) {
@@ -569,6 +573,19 @@ export class Lab {
   }
 }
 
+/**
+ * tsnet's overlay namespaces (tsov-…) are named, so they outlive the lab
+ * host whose tsnet made them when a network was not removed. The host's
+ * namespace numbers every namespace it has links into; those are its.
+ */
+export async function deleteOverlayNamespaces(hostNetns: string, ip: (args: string[]) => Promise<CmdResult> = (args) => sh('ip', args, { check: false })): Promise<void> {
+  const res = await ip(['-n', hostNetns, '-json', 'netns', 'list-id']);
+  if (res.exitCode !== 0) return;
+  for (const n of JSON.parse(res.stdout.trim() || '[]') as Array<{ name?: string }>) {
+    if (n.name && /^tsov-[0-9a-f]{10}$/.test(n.name)) await ip(['netns', 'del', n.name]);
+  }
+}
+
 /** Labs left by a test process that died without cleaning up (kill -9, crash). */
 export async function cleanStaleLabs(): Promise<void> {
   const tmp = path.dirname(LAB_ROOT);
@@ -588,7 +605,10 @@ export async function cleanStaleLabs(): Promise<void> {
     const { stdout } = await sh('ip', ['netns', 'list'], { check: false });
     for (const line of stdout.split('\n')) {
       const name = line.split(' ')[0];
-      if (name && name.startsWith(`tsl-${id}-`)) await sh('ip', ['netns', 'del', name], { check: false });
+      if (name && name.startsWith(`tsl-${id}-`)) {
+        await deleteOverlayNamespaces(name);
+        await sh('ip', ['netns', 'del', name], { check: false });
+      }
     }
     await fs.rm(dir, { recursive: true, force: true }).catch(() => undefined);
   }

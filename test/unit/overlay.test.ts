@@ -4,7 +4,7 @@ import t from 'tap';
 import { blockBits, blockKey, blockOf, blocksOf, firstFreeIn, parseBlockKey } from '../../src/net/blocks.js';
 import { derivedVni } from '../../src/overlay/manager.js';
 import { fdbLines, neighLines } from '../../src/kernel/vxlan.js';
-import { renderGatewayGuard, renderGatewayGuardRemoval, renderVxlanGuard, renderVxlanGuardRemoval } from '../../src/firewall/overlay-rules.js';
+import { renderIccRules, renderLegacyGatewayGuardRemoval, renderVxlanGuard, renderVxlanGuardRemoval } from '../../src/firewall/overlay-rules.js';
 import { parseIp, parsePrefix, formatIp } from '../../src/net/cidr.js';
 import { loadConfig } from '../../src/config.js';
 import { bridgeMac } from '../../src/kernel/names.js';
@@ -55,6 +55,16 @@ t.test('FDB and neighbour batch lines', async (t) => {
     'fdb append 00:00:00:00:00:00 dev tsvx-1 dst 10.99.0.13 self permanent',
   ]);
   t.same(fdbLines('tsvx-1', { delEndpoints: [e], delFlood: ['10.99.0.13'] }), ['fdb del 02:aa:bb:cc:dd:ee dev tsvx-1 self', 'fdb del 00:00:00:00:00:00 dev tsvx-1 dst 10.99.0.13 self']);
+  t.same(
+    fdbLines('tsvx-1', { addEndpoints: [e], delEndpoints: [{ ...e, mac: '02:aa:bb:cc:dd:ef' }] }, true),
+    [
+      'fdb del 02:aa:bb:cc:dd:ef dev tsvx-1 self',
+      'fdb del 02:aa:bb:cc:dd:ef dev tsvx-1 master',
+      'fdb replace 02:aa:bb:cc:dd:ee dev tsvx-1 dst 10.99.0.12 self permanent',
+      'fdb replace 02:aa:bb:cc:dd:ee dev tsvx-1 master static',
+    ],
+    "with a control plane, remote MACs also go into the bridge's FDB, so unicast to them is not flooded",
+  );
   t.same(neighLines('tsvx-1', { add: [e], del: [{ ...e, ip: '10.200.0.6' }] }), ['neigh del 10.200.0.6 dev tsvx-1', 'neigh replace 10.200.0.5 lladdr 02:aa:bb:cc:dd:ee dev tsvx-1 nud permanent']);
   t.throws(() => fdbLines('tsvx-1', { addEndpoints: [{ ...e, mac: 'zz\nfdb flush' }] }), 'a MAC from etcd is checked before it reaches a batch');
   t.throws(() => neighLines('tsvx-1', { add: [{ ...e, ip: '10.0.0.1 dev eth0' }] }), 'so is an address');
@@ -72,12 +82,17 @@ t.test('overlay firewall scripts', async (t) => {
   t.match(guard6, 'add element inet tsnet vtep4 { 10.99.0.12 }');
   t.match(renderVxlanGuardRemoval(), 'delete set inet tsnet vtep6');
   t.throws(() => renderVxlanGuard(4789, ['10.99.0.12; flush ruleset']), 'peer addresses are checked');
-  const gw = renderGatewayGuard({ sid: '0123456789ab', vxlan: 'tsvx-1', gatewayIp: '10.200.0.1', gatewayMac: '02:11:22:33:44:55' });
-  t.match(gw, 'add rule bridge tsnet g-0123456789ab-out arp operation request arp daddr ip 10.200.0.1 drop', 'ARP for the gateway stays local');
-  t.match(gw, 'add rule bridge tsnet g-0123456789ab-out ether saddr 02:11:22:33:44:55 drop', 'frames from the gateway MAC stay local');
-  t.match(gw, 'add rule bridge tsnet g-0123456789ab-in ether saddr 02:11:22:33:44:55 drop');
-  t.match(renderGatewayGuardRemoval('0123456789ab', 'tsvx-1', true), 'delete table bridge tsnet', 'the last overlay takes the table');
-  t.match(renderGatewayGuardRemoval('0123456789ab', 'tsvx-1', false), 'delete chain bridge tsnet g-0123456789ab-out');
+  t.match(guard, 'add rule inet tsnet vxlan_raw_in udp dport 4789 ip saddr @vtep4 notrack', 'VXLAN from members is not tracked');
+  t.match(guard, 'add rule inet tsnet vxlan_raw_out udp dport 4789 ip daddr @vtep4 notrack', 'nor VXLAN to them');
+  t.match(guard, 'vxlan_raw_in { type filter hook prerouting priority raw;', 'before conntrack sees it');
+  t.match(guard6, 'add rule inet tsnet vxlan_raw_out udp dport 4789 ip6 daddr @vtep6 notrack');
+  const removal = renderVxlanGuardRemoval();
+  t.ok(removal.indexOf('delete chain inet tsnet vxlan_raw_out') < removal.indexOf('delete set inet tsnet vtep4'), 'the chains that use the sets go first');
+  t.match(renderLegacyGatewayGuardRemoval(), 'add table bridge tsnet\ndelete table bridge tsnet', 'the old host-namespace gateway guard goes, present or not');
+  const icc = renderIccRules('tsgp-0123456789');
+  t.match(icc, 'add rule bridge tsnet forward iifname "tsgp-0123456789" accept', 'ICC off: the gateway port passes (published ports, egress)');
+  t.match(icc, 'add rule bridge tsnet forward ether type { ip, ip6 } counter drop', 'and IP between other ports is dropped');
+  t.throws(() => renderIccRules('x"; flush ruleset'), 'the port name is checked');
 });
 
 t.test('the gateway MAC of an overlay comes from its subnet, so every host agrees', async (t) => {

@@ -1,16 +1,27 @@
-// tsnet.mode=overlay: a bridge network (bridge.ts) whose bridge also holds a
-// VXLAN port, so one subnet spans hosts. The control plane (VNI agreement,
-// forwarding entries, cluster-wide addresses) is the OverlayManager's; this
-// module only adds the overlay's devices and rules to the bridge's and hands
-// the network to the manager once it exists.
+// tsnet.mode=overlay: one subnet spanning hosts over VXLAN. The network is a
+// bridge network (bridge.ts) split in two (kernel/overlay-ns.ts): in the host
+// namespace, the bridge holding the gateway addresses, with the network's
+// firewall, NAT and published ports as for any bridge network; in a namespace
+// of its own, a bridge of the same name switching the endpoints' veths and
+// the VXLAN port, out of reach of the host's netfilter. A veth pair joins the
+// two. The control plane (VNI agreement, forwarding entries, cluster-wide
+// addresses) is the OverlayManager's; this module builds the devices and
+// hands the network to the manager once it exists.
+import type { Logger } from 'pino';
+import { TsnetError } from '../../errors.js';
 import type { FirewallNetwork } from '../../firewall/firewall.js';
-import { deleteLink, deleteLinks, ipBatch, type LinkInfo } from '../../kernel/ip.js';
+import { nftApply } from '../../firewall/nft.js';
+import { renderIccRemoval, renderIccRules, renderLegacyGatewayGuardRemoval } from '../../firewall/overlay-rules.js';
+import { isExists, type Runner } from '../../kernel/exec.js';
+import { deleteLink, deleteLinks, getLink, ipBatch, type LinkInfo } from '../../kernel/ip.js';
 import { withLinkRollback } from '../../kernel/link.js';
-import { networkAlias, shortId, vxlanName } from '../../kernel/names.js';
-import { createVxlan } from '../../kernel/vxlan.js';
+import { ALIAS_PREFIX, OVERLAY_NETNS, PREFIX, bridgeMac, endpointAlias, hostVethName, networkAlias, overlayNames, peerVethName, shortId, vxlanName } from '../../kernel/names.js';
+import { connectedNetns, gatewayFdb, gatewayHostLines, gatewayPortLines, listNetns, nsBridgeLines, nsLinks, overlayRunner, setupOverlayNs, teardownOverlayNs, type OverlayNsSpec } from '../../kernel/overlay-ns.js';
+import { createVxlan, vxlanPortLines } from '../../kernel/vxlan.js';
 import { hasControlPlane, vxlanOverhead, type Underlay } from '../../overlay/manager.js';
 import type { EndpointRecord, NetworkRecord, OverlayRecord, SubnetRecord } from '../../store/schema.js';
 import type { NetworkConfig } from '../options.js';
+import type { Step } from '../steps.js';
 import type { BridgeMode } from './bridge.js';
 import type { EndpointDraft, EndpointPlan, EndpointPresence, ModeDeps, ModeName, NetworkDraft, NetworkMode, NetworkPlan, ReconcileRun } from './mode.js';
 
@@ -20,6 +31,8 @@ export class OverlayMode implements NetworkMode {
   readonly publishesPorts = true;
   readonly #deps: ModeDeps;
   readonly #bridge: BridgeMode;
+  /** the links of each overlay's namespace as the last reconcile saw them (endpointPresence is synchronous) */
+  readonly #seen = new Map<string, Map<string, LinkInfo>>();
 
   constructor(deps: ModeDeps, bridge: BridgeMode) {
     this.#deps = deps;
@@ -48,29 +61,38 @@ export class OverlayMode implements NetworkMode {
       peers: cfg.peers,
       vxlan: vxlanName(id),
     });
+    const names = overlayNames(id);
+    if ((await listNetns(runner)).includes(names.netns)) {
+      // A namespace of this very network: a create interrupted before its record was written.
+      await teardownOverlayNs(runner, names, overlay.vxlan);
+    }
     const plan = await this.#bridge.planBridge(draft, {
       name: this.name,
       record: { overlay, ...(clustered ? { cluster: clustered.record } : {}) },
       defaultMtu: underlay.mtu - vxlanOverhead(underlay.local),
       afterBridge: (record) => [
         {
-          name: 'vxlan',
-          do: () =>
-withLinkRollback(runner, overlay.vxlan, () => this.#createPort(record, overlay, underlay)),
-          undo: async () => void (await deleteLink(runner, overlay.vxlan)),
+          name: 'overlay-netns',
+          do: async () => {
+            try {
+              await setupOverlayNs(runner, this.#nsSpec(record), record.bridge, process.pid);
+              await withLinkRollback(runner, overlay.vxlan, () => this.#createPort(record, overlay, underlay));
+            } catch (err) {
+              await teardownOverlayNs(runner, names, overlay.vxlan).catch(() => undefined);
+              throw err;
+            }
+          },
+          undo: () => teardownOverlayNs(runner, names, overlay.vxlan),
         },
       ],
       afterFirewall: (record) => [
         {
           name: 'overlay-rules',
           do: async () => {
-            await manager.addGatewayGuard(record);
             await manager.syncRules(record);
+            if (!record.icc) await this.#iccRules(record);
           },
-          undo: async () => {
-            await manager.removeGatewayGuard(record);
-            await manager.syncRules();
-          },
+          undo: async () => manager.syncRules(),
         },
       ],
     });
@@ -79,7 +101,7 @@ withLinkRollback(runner, overlay.vxlan, () => this.#createPort(record, overlay, 
       ...plan,
       ...(clustered ? { beforeCommit: () => clustered.beforeCommit(id), revertCommit: () => clustered.revertCommit() } : {}),
       activate: () => manager.start(plan.record),
-      logFields: { ...plan.logFields, vni: overlay.vni },
+      logFields: { ...plan.logFields, vni: overlay.vni, netns: names.netns },
     };
   }
 
@@ -88,8 +110,10 @@ withLinkRollback(runner, overlay.vxlan, () => this.#createPort(record, overlay, 
     const errors: unknown[] = [];
     const o = this.#record(net);
     await manager.stop(net, { leave: true });
-    await manager.removeGatewayGuard(net).catch((err) => errors.push(err));
+    await teardownOverlayNs(runner, overlayNames(net.id), o.vxlan).catch((err) => errors.push(err));
+    // A VXLAN device of the layout before namespaces, still in the host's.
     await deleteLink(runner, o.vxlan).catch((err) => errors.push(err));
+    this.#seen.delete(net.id);
     return [...errors, ...(await this.#bridge.deleteNetwork(net))];
   }
 
@@ -97,8 +121,52 @@ withLinkRollback(runner, overlay.vxlan, () => this.#createPort(record, overlay, 
     await this.#deps.overlay.syncRules();
   }
 
-  planEndpoint(draft: EndpointDraft): Promise<EndpointPlan> {
-    return this.#bridge.planEndpoint(draft);
+  async removeOrphanNetwork(id: string, log: Logger): Promise<void> {
+    const { runner } = this.#deps;
+    const names = overlayNames(id);
+    if ((await listNetns(runner)).includes(names.netns)) {
+      await teardownOverlayNs(runner, names, vxlanName(id));
+      log.info({ netns: names.netns }, 'removed the overlay namespace of an unknown network');
+    }
+    await this.#bridge.removeOrphanNetwork(id, log);
+  }
+
+  async planEndpoint({ id: epId, net, mac }: EndpointDraft): Promise<EndpointPlan> {
+    const { runner } = this.#deps;
+    const ns = this.#ns(net);
+    const host = hostVethName(epId);
+    const peer = peerVethName(epId);
+    // Made from inside the namespace: the host end stays there, on the
+    // bridge; the container end goes to the host's namespace (tsnet's own),
+    // where dockerd picks it up. One process.
+    const lines: Array<readonly (string | number)[]> = [
+      ['link', 'add', 'name', host, 'mtu', net.mtu, 'type', 'veth', 'peer', 'name', peer, 'mtu', net.mtu, 'address', mac, 'netns', process.pid],
+      ['link', 'set', 'dev', host, 'alias', endpointAlias(epId), 'addrgenmode', 'none', 'master', net.bridge],
+      ['link', 'set', 'dev', host, 'up'],
+    ];
+    const veth: Step = {
+      name: 'veth',
+      do: async () => {
+        try {
+          await ipBatch(ns, lines);
+        } catch (err) {
+          if (!isExists(err)) {
+            await deleteLink(ns, host).catch(() => undefined);
+            throw err;
+          }
+          // Our own leftover for this endpoint is replaced, anything else is refused.
+          const link = await getLink(ns, host);
+          const other = await getLink(runner, peer);
+          if ((link && link.ifalias !== endpointAlias(epId)) || (!link && other)) {
+            throw new TsnetError('TSNET_ERR_ENDPOINT_EXISTS', `cannot create ${host}: a device with that name exists`);
+          }
+          await deleteLink(ns, host);
+          await ipBatch(ns, lines);
+        }
+      },
+      undo: async () => void (await deleteLink(ns, host)),
+    };
+    return { hostVeth: host, peerVeth: peer, steps: [veth] };
   }
 
   async endpointCreated(net: NetworkRecord, ep: EndpointRecord): Promise<void> {
@@ -107,11 +175,16 @@ withLinkRollback(runner, overlay.vxlan, () => this.#createPort(record, overlay, 
 
   async deleteEndpoint(net: NetworkRecord | undefined, ep: EndpointRecord): Promise<void> {
     await this.#deps.overlay.unpublish(net, ep);
-    await this.#bridge.deleteEndpoint(net, ep);
+    if (net && (await deleteLink(this.#ns(net), ep.hostVeth).catch(() => false))) return;
+    // Either end takes its pair: the container end, if it never left the
+    // host's namespace, or the host end where the layout before namespaces kept it.
+    await deleteLinks(this.#deps.runner, [ep.peerVeth, ep.hostVeth]);
   }
 
-  endpointAlive(ep: EndpointRecord): Promise<boolean> {
-    return this.#bridge.endpointAlive(ep);
+  async endpointAlive(ep: EndpointRecord): Promise<boolean> {
+    const net = this.#deps.store.state.networks[ep.networkId];
+    if (net && (await getLink(this.#ns(net), ep.hostVeth).catch(() => undefined))) return true;
+    return (await getLink(this.#deps.runner, ep.hostVeth)) !== undefined;
   }
 
   join(net: NetworkRecord, ep: EndpointRecord): Record<string, unknown> {
@@ -123,30 +196,64 @@ withLinkRollback(runner, overlay.vxlan, () => this.#createPort(record, overlay, 
   }
 
   /**
-   * The bridge as bridge mode restores it; then the VXLAN port exists, sends
-   * from this host's VTEP address as it is now (a changed
-   * TSNET_ADVERTISE_ADDR, or a new address from DHCP, would otherwise leave
-   * it sending from one the host no longer has) and is on its bridge; rules
-   * are in; the control plane is followed again (forwarding entries come
-   * from etcd, where this host registered its current address at start).
+   * The gateway's bridge as bridge mode restores it; then the namespace, its
+   * bridge and the gateway pair; the VXLAN port, sending from this host's
+   * VTEP address as it is now (a changed TSNET_ADVERTISE_ADDR, or a new
+   * address from DHCP, would otherwise leave it sending from one the host no
+   * longer has); the endpoints' veths on the bridge; the rules. Networks made
+   * before overlays had a namespace are moved into one here. Then the control
+   * plane is followed again (forwarding entries come from etcd, where this
+   * host registered its current address at start).
    */
   async reconcileNetwork(net: NetworkRecord, run: ReconcileRun): Promise<void> {
     await this.#bridge.reconcileNetwork(net, run);
-    const { runner, overlay: manager } = this.#deps;
+    const { runner, overlay: manager, store } = this.#deps;
     const { log, report } = run;
     const o = this.#record(net);
+    const names = overlayNames(net.id);
+    const spec = this.#nsSpec(net);
+    const ns = this.#ns(net);
+    let links = (await nsLinks(runner, names.netns)) ?? new Map<string, LinkInfo>();
+    if (!(await run.once('netns', () => listNetns(runner))).includes(names.netns)) {
+      log.warn({ networkId: net.id, netns: names.netns }, 'overlay namespace was missing; re-created it');
+      await setupOverlayNs(runner, spec, net.bridge, process.pid);
+      report.bridgesCreated.push(`${names.netns}/${net.bridge}`);
+      links = (await nsLinks(runner, names.netns)) ?? new Map();
+    } else {
+      if (!links.has(net.bridge)) {
+        await ipBatch(ns, nsBridgeLines(spec));
+        report.bridgesCreated.push(`${names.netns}/${net.bridge}`);
+      }
+      if (!links.has(names.gatewayPort)) {
+        await deleteLink(runner, names.gatewayHost);
+        await ipBatch(ns, gatewayPortLines(spec, process.pid));
+        await gatewayFdb(runner, spec);
+        await ipBatch(runner, gatewayHostLines(spec, net.bridge));
+        report.bridgesFixed.push(names.gatewayPort);
+      }
+    }
+    const gwHost = run.links.get(names.gatewayHost) ?? (await getLink(runner, names.gatewayHost));
+    if (gwHost && (gwHost.master !== net.bridge || !gwHost.flags.includes('UP'))) {
+      await ipBatch(runner, gatewayHostLines(spec, net.bridge));
+      report.bridgesFixed.push(names.gatewayHost);
+    }
+
     const underlay = await run.once('underlay', () => manager.underlay().catch((err: unknown) => err as Error));
-    const vx = run.links.get(o.vxlan);
+    const vx = links.get(o.vxlan);
     const data = vx?.linkinfo?.info_data;
     const sendsFrom = (data?.local ?? data?.local6) as string | undefined;
     const moved = !(underlay instanceof Error) && sendsFrom !== undefined && sendsFrom !== underlay.local;
+    // The layout before namespaces: the VXLAN port in the host's namespace.
+    const legacy = run.links.get(o.vxlan);
     if (!vx || moved) {
       if (underlay instanceof Error) throw underlay;
       const u: Underlay = underlay;
       if (moved) {
         log.warn({ networkId: net.id, vxlan: o.vxlan, from: sendsFrom, to: u.local }, "this host's VTEP address changed; re-creating the VXLAN port");
-        await deleteLinks(runner, [o.vxlan]);
-      } else log.warn({ networkId: net.id, vxlan: o.vxlan }, 'VXLAN device was missing; re-created it');
+        await ns.run('ip', ['link', 'del', 'dev', o.vxlan]);
+      } else if (legacy) log.info({ networkId: net.id, vxlan: o.vxlan, netns: names.netns }, "moving the overlay's VXLAN port into its own namespace");
+      else log.warn({ networkId: net.id, vxlan: o.vxlan }, 'VXLAN device was missing; re-created it');
+      if (legacy) await deleteLink(runner, o.vxlan);
       await this.#createPort(net, o, u);
       if (o.local !== u.local || o.underlay !== u.dev) {
         o.local = u.local;
@@ -158,35 +265,100 @@ withLinkRollback(runner, overlay.vxlan, () => this.#createPort(record, overlay, 
       }
       report.bridgesFixed.push(o.vxlan);
     } else if (vx.master !== net.bridge || !vx.flags.includes('UP')) {
-      await ipBatch(runner, [['link', 'set', 'dev', o.vxlan, 'master', net.bridge], ['link', 'set', 'dev', o.vxlan, 'up']]);
+      await ipBatch(ns, vxlanPortLines({ name: o.vxlan, bridge: net.bridge, learning: !hasControlPlane(o) }));
       report.bridgesFixed.push(o.vxlan);
     }
-    await manager.addGatewayGuard(net);
+
+    // Endpoints' host ends: on the namespace's bridge; moved in from the host's (older layout).
+    const fixes: Array<readonly (string | number)[]> = [];
+    const moves: Array<readonly (string | number)[]> = [];
+    const mine = Object.values(store.state.endpoints).filter((e) => e.networkId === net.id);
+    for (const ep of mine) {
+      const l = links.get(ep.hostVeth);
+      const inHost = !l && run.links.get(ep.hostVeth)?.ifalias === endpointAlias(ep.id);
+      if (inHost) moves.push(['link', 'set', 'dev', ep.hostVeth, 'netns', names.netns]);
+      if (inHost || (l && (l.master !== net.bridge || !l.flags.includes('UP')))) {
+        fixes.push(['link', 'set', 'dev', ep.hostVeth, 'addrgenmode', 'none', 'master', net.bridge], ['link', 'set', 'dev', ep.hostVeth, 'up']);
+        report.endpointsReattached.push(ep.id);
+      }
+    }
+    if (moves.length > 0) {
+      await ipBatch(runner, moves);
+      log.info({ networkId: net.id, netns: names.netns, endpoints: moves.length }, "moved the overlay's endpoints into its namespace");
+    }
+    // Tagged endpoint links here that no record explains: an interrupted create or delete.
+    const known = new Set(mine.map((e) => e.hostVeth));
+    const orphans = [...links.values()].filter((l) => l.ifalias?.startsWith(`${ALIAS_PREFIX}ep:`) && !known.has(l.ifname)).map((l) => l.ifname);
+    if (orphans.length > 0) {
+      await ipBatch(ns, orphans.map((n) => ['link', 'del', 'dev', n]), { force: true }).catch((err) => report.errors.push(`orphans in ${names.netns}: ${(err as Error).message}`));
+      report.orphanLinksRemoved.push(...orphans);
+    }
+    if (fixes.length > 0) await ipBatch(ns, fixes, { force: true });
+    this.#seen.set(net.id, (await nsLinks(runner, names.netns)) ?? new Map());
+
+    if (!net.icc) await this.#iccRules(net);
     manager.start(net);
     if (!vx || moved) manager.reprogram(net);
   }
 
   endpointPresence(net: NetworkRecord, ep: EndpointRecord, links: Map<string, LinkInfo>): EndpointPresence {
-    return this.#bridge.endpointPresence(net, ep, links);
+    const seen = this.#seen.get(net.id);
+    // The namespace could not be read this run: never drop a live container's record on a guess.
+    if (!seen) return links.has(ep.peerVeth) ? 'host' : 'container';
+    if (!seen.has(ep.hostVeth) && !links.has(ep.hostVeth)) return 'gone';
+    return links.has(ep.peerVeth) ? 'host' : 'container';
   }
 
-  reconcileEndpoint(net: NetworkRecord, ep: EndpointRecord, link: LinkInfo): Array<readonly (string | number)[]> {
-    return this.#bridge.reconcileEndpoint(net, ep, link);
+  reconcileEndpoint(): Array<readonly (string | number)[]> {
+    // Done by reconcileNetwork, inside the namespace.
+    return [];
   }
 
-  /** The overlay's host-wide rules exist while overlays do, and go with the last. */
-  async reconcileHost(): Promise<void> {
-    await this.#deps.overlay.syncRules();
+  /**
+   * Host-wide: the VXLAN guard while overlays exist; the host-namespace
+   * gateway guard of older versions gone; overlay namespaces tied to this
+   * host that no network explains removed (an interrupted create or delete).
+   */
+  async reconcileHost(run: ReconcileRun): Promise<void> {
+    const { runner, overlay: manager, store } = this.#deps;
+    await manager.syncRules();
+    await nftApply(runner, renderLegacyGatewayGuardRemoval()).catch((err: unknown) => run.log.debug({ err }, 'no bridge-family table to remove'));
+    const wanted = new Set(Object.values(store.state.networks).filter((n) => n.overlay).map((n) => overlayNames(n.id).netns));
+    // Only namespaces this one has links into: on a machine where several
+    // tsnet instances share /run/netns, the others' are not ours to judge.
+    const ours = await connectedNetns(runner).catch(() => [] as string[]);
+    for (const name of ours) {
+      if (!OVERLAY_NETNS.test(name) || wanted.has(name)) continue;
+      const vx = [...((await nsLinks(runner, name)) ?? new Map<string, LinkInfo>()).values()].find((l) => l.linkinfo?.info_kind === 'vxlan');
+      await teardownOverlayNs(runner, { netns: name, gatewayHost: `${PREFIX.gatewayHost}${name.slice(PREFIX.overlayNetns.length)}` }, vx?.ifname ?? 'none').catch((err: unknown) => run.report.errors.push(`netns ${name}: ${(err as Error).message}`));
+      run.report.orphanLinksRemoved.push(name);
+      run.log.warn({ netns: name }, 'removed an overlay namespace no network explains');
+    }
   }
 
   status(net: NetworkRecord): Record<string, unknown> {
     const o = this.#record(net);
-    return { ...this.#bridge.status(net), vni: o.vni, vxlan: o.vxlan, control: o.mode, local: o.local, peers: o.peers };
+    return { ...this.#bridge.status(net), vni: o.vni, vxlan: o.vxlan, netns: overlayNames(net.id).netns, control: o.mode, local: o.local, peers: o.peers };
+  }
+
+  #nsSpec(net: NetworkRecord): OverlayNsSpec {
+    const names = overlayNames(net.id);
+    return { netns: names.netns, bridge: net.bridge, mtu: net.mtu, alias: networkAlias(net.id), gatewayHost: names.gatewayHost, gatewayPort: names.gatewayPort, gatewayMac: bridgeMac(net) };
+  }
+
+  #ns(net: NetworkRecord): Runner {
+    return overlayRunner(this.#deps.runner, overlayNames(net.id).netns);
+  }
+
+  async #iccRules(net: NetworkRecord): Promise<void> {
+    const ns = this.#ns(net);
+    if (net.icc) await nftApply(ns, renderIccRemoval());
+    else await nftApply(ns, renderIccRules(overlayNames(net.id).gatewayPort));
   }
 
   /** Static overlays have no control plane to program forwarding entries: their port learns. */
   #createPort(net: NetworkRecord, o: OverlayRecord, u: Underlay): Promise<void> {
-    const spec = { name: o.vxlan, vni: o.vni, port: this.#deps.overlay.port, local: u.local, dev: u.dev, mtu: net.mtu, bridge: net.bridge, alias: networkAlias(net.id), learning: !hasControlPlane(o) };
+    const spec = { name: o.vxlan, vni: o.vni, port: this.#deps.overlay.port, local: u.local, dev: u.dev, mtu: net.mtu, bridge: net.bridge, alias: networkAlias(net.id), learning: !hasControlPlane(o), netns: overlayNames(net.id).netns };
     return createVxlan(this.#deps.runner, spec);
   }
 
