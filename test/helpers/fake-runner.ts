@@ -136,6 +136,10 @@ export class FakeRunner implements Runner {
         if (text.includes('-X TSNET-FORWARD')) m.chain = false;
         return ok();
       }
+      case 'wireguard-go':
+        // The TUN device wireguard-go makes before it detaches.
+        this.addLink(args[args.length - 1]!, { linkinfo: { info_kind: 'tun' } });
+        return ok();
       default:
         return ok();
     }
@@ -180,6 +184,10 @@ export class FakeRunner implements Runner {
       if (rest[0] === 'link') return ok(JSON.stringify([...this.links.values()]));
       if (rest[0] === 'addr') return ok(JSON.stringify(rest[2] === 'dev' ? this.addrs.filter((a) => a.ifname === rest[3]) : this.addrs));
       return ok('[]');
+    }
+    if (a[0] === 'link' && a[1] === 'add' && a[2] === 'name') {
+      this.#applyBatchLine([...a]);
+      return ok();
     }
     if (a[0] === 'link' && a[1] === 'del') {
       const name = a[3]!;
