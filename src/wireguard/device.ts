@@ -11,6 +11,8 @@
 //   socket to wireguard-go's.
 // - A TUN device whose daemon is gone (no UAPI answer) carries nothing; it
 //   is deleted and made again. Deleting the link also ends wireguard-go.
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
 import { TsnetError } from '../errors.js';
 import { CommandError, ifSysctl, type Runner } from '../kernel/exec.js';
 import { deleteLink, getLink, ipBatch, listAddrs } from '../kernel/ip.js';
@@ -102,9 +104,23 @@ export async function ensureDevice(runner: Runner, spec: DeviceSpec): Promise<De
   return { implementation, created: found === undefined };
 }
 
-/** Configure the device to exactly this (peers not named are removed; unchanged ones keep their sessions). */
-export async function applyConfig(runner: Runner, name: string, config: WgConfig): Promise<void> {
-  await runner.run('wg', ['syncconf', name, '/dev/stdin'], { input: renderConfig(config) });
+/**
+ * Configure the device to exactly this (peers not named are removed;
+ * unchanged ones keep their sessions). `wg` reads the configuration from a
+ * file: node's child stdin is a socket, which `wg` cannot open as
+ * /dev/stdin. The file holds the private key, so it is made 0600 in the
+ * state directory (where the key lives anyway) and removed right after.
+ */
+export async function applyConfig(runner: Runner, name: string, config: WgConfig, dir: string): Promise<void> {
+  const file = path.join(dir, `${name}.conf`);
+  const text = renderConfig(config);
+  await fs.rm(file, { force: true });
+  await fs.writeFile(file, text, { mode: 0o600, flag: 'wx' });
+  try {
+    await runner.run('wg', ['syncconf', name, file]);
+  } finally {
+    await fs.rm(file, { force: true });
+  }
 }
 
 export async function readDevice(runner: Runner, name: string): Promise<DeviceState> {

@@ -252,7 +252,7 @@ export class WireGuardHost {
         guardPeers.push(p.endpoint.replace(/^\[?(.*?)\]?:\d+$/, '$1'));
       }
     }
-    await applyConfig(this.#o.runner, this.iface, { privateKey, listenPort: this.port, peers });
+    await applyConfig(this.#o.runner, this.iface, { privateKey, listenPort: this.port, peers }, this.#o.stateDir);
     await nftApply(this.#o.runner, renderWireGuardGuard({ iface: this.iface, port: this.port, vxlanPort: this.#o.vxlanPort, prefix: TUNNEL_PREFIX, peers: guardPeers, vnis }));
     this.#log.debug({ peers: peers.length, complete }, 'WireGuard configuration applied');
   }

@@ -9,6 +9,7 @@
 // reads to see its writes: `link add name X ... type T` adds X (and the peer
 // of a veth), `link set dev X alias A` tags it, `link del dev X` removes it.
 import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -103,7 +104,9 @@ export class FakeRunner implements Runner {
   }
 
   async run(cmd: string, args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
-    const call: RecordedCall = { cmd, args: [...args], input: opts.input, line: [cmd, ...args].join(' ') };
+    // `wg syncconf IFACE FILE` reads its file: record what it would have read as the input.
+    const input = cmd === 'wg' && args[0] === 'syncconf' ? readFileSync(args[2]!, 'utf8') : opts.input;
+    const call: RecordedCall = { cmd, args: [...args], input, line: [cmd, ...args].join(' ') };
     this.calls.push(call);
     for (const rule of this.#fail) {
       if (rule.cmd !== cmd) continue;

@@ -84,7 +84,7 @@ t.test('the wg configuration text', async (t) => {
     listenPort: 51820,
     peers: [{ publicKey: B.publicKey, endpoint: '10.99.0.12:51820', allowedIps: ['fd74:7377:6700::a63:c/128'] }],
   });
-  t.equal(text, `[Interface]\nPrivateKey = ${A.privateKey}\nListenPort = 51820\n\n[Peer]\nPublicKey = ${B.publicKey}\nEndpoint = 10.99.0.12:51820\nAllowedIPs = fd74:7377:6700::a63:c/128\n`);
+  t.equal(text, `[Interface]\nPrivateKey = ${A.privateKey}\nListenPort = 51820\n\n[Peer]\nPublicKey = ${B.publicKey}\nEndpoint = 10.99.0.12:51820\nAllowedIPs = fd74:7377:6700::a63:c/128\nPersistentKeepalive = 25\n`);
   const two = (order: 1 | -1) => renderConfig({ privateKey: A.privateKey, listenPort: 1, peers: [{ publicKey: B.publicKey, endpoint: '[fd00::2]:1', allowedIps: ['fd74::2/128'] }, { publicKey: C.publicKey, endpoint: '10.0.0.3:1', allowedIps: ['fd74::3/128'] }].sort(() => order) });
   t.equal(two(1), two(-1), 'peer order does not change the text');
   t.throws(() => renderConfig({ privateKey: A.privateKey, listenPort: 1, peers: [{ publicKey: B.publicKey, endpoint: '10.0.0.1:1\nPostUp = x', allowedIps: [] }] }), /refusing/);
@@ -123,18 +123,20 @@ const SPEC = { name: 'tswg0', mtu: 1440, alias: 'tsnet:wg', address: 'fd74:7377:
 
 t.test('kernel module and wireguard-go: different devices, the same wg configuration', async (t) => {
   const config = { privateKey: A.privateKey, listenPort: 51820, peers: [{ publicKey: B.publicKey, endpoint: '10.99.0.12:51820', allowedIps: ['fd74:7377:6700::a63:c/128'] }] };
+  const dir = await tmpDir(t, 'wg-paths');
   const kernel = new FakeRunner();
   t.same(await ensureDevice(kernel, SPEC), { implementation: 'kernel', created: true });
-  await applyConfig(kernel, 'tswg0', config);
+  await applyConfig(kernel, 'tswg0', config, dir);
   const user = new FakeRunner().failOn({ cmd: 'ip', args: ['wireguard'], stderr: 'Error: Unknown device type.\n' });
   t.same(await ensureDevice(user, SPEC), { implementation: 'wireguard-go', created: true });
-  await applyConfig(user, 'tswg0', config);
+  await applyConfig(user, 'tswg0', config, dir);
   t.ok(kernel.calls.some((c) => c.line === 'ip link add name tswg0 type wireguard'), 'the kernel path makes a wireguard link');
   t.equal(kernel.callsOf('wireguard-go').length, 0, 'and starts no daemon');
   t.same(user.callsOf('wireguard-go').map((c) => c.args), [['tswg0']], 'the other path starts wireguard-go for the same name');
   const wg = (r: FakeRunner) => r.callsOf('wg').map((c) => ({ args: c.args, input: c.input }));
   t.same(wg(kernel), wg(user), 'both paths are configured by the same wg command and text');
-  t.same(wg(kernel), [{ args: ['syncconf', 'tswg0', '/dev/stdin'], input: renderConfig(config) }]);
+  t.same(wg(kernel), [{ args: ['syncconf', 'tswg0', path.join(dir, 'tswg0.conf')], input: renderConfig(config) }]);
+  t.same(await fs.readdir(dir), [], 'the file holding the private key is gone after');
   t.equal(kernel.batchInput(), user.batchInput(), 'and get the same MTU, tag, address and link state');
   t.match(kernel.batchInput(), /link set dev tswg0 alias tsnet:wg mtu 1440 addrgenmode none/);
   t.match(kernel.batchInput(), /addr replace fd74:7377:6700::a63:b\/64 dev tswg0 nodad/);
