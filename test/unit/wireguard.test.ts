@@ -206,3 +206,26 @@ t.test('rotation: a new key in use at once and in the key file', async (t) => {
   t.equal(publicKeyOf(key), rotated.publicKey);
   t.match(r.callsOf('wg').at(-1)!.input!, `PrivateKey = ${key}`, 'the device got the new key');
 });
+
+t.test('tsnet.encrypt and keyed tsnet.peers: parsed, and refused with the option and the value', async (t) => {
+  const { parseNetworkOptions } = await import('../../src/driver/options.js');
+  const { loadConfig } = await import('../../src/config.js');
+  const g = (o: Record<string, string>) => ({ 'com.docker.network.generic': o });
+  const c = parseNetworkOptions(g({ 'tsnet.mode': 'overlay', 'tsnet.encrypt': 'true', 'tsnet.peers': `10.0.0.1=${A.publicKey}, 10.0.0.2=${B.publicKey}` }));
+  t.equal(c.encrypt, true);
+  t.same(c.peers, ['10.0.0.1', '10.0.0.2']);
+  t.same(c.peerKeys, { '10.0.0.1': A.publicKey, '10.0.0.2': B.publicKey });
+  t.same(parseNetworkOptions(g({ 'tsnet.mode': 'overlay', 'tsnet.peers': '10.0.0.1,10.0.0.2' })).peerKeys, undefined, 'plain peers as before');
+  t.throws(() => parseNetworkOptions(g({ 'tsnet.encrypt': 'true' })), /tsnet\.encrypt only applies with tsnet\.mode=overlay/);
+  t.throws(() => parseNetworkOptions(g({ 'tsnet.mode': 'macvlan', 'tsnet.encrypt': 'true' })), /tsnet\.encrypt only applies with tsnet\.mode=overlay/);
+  t.throws(() => parseNetworkOptions(g({ 'tsnet.mode': 'overlay', 'tsnet.encrypt': 'yes' })), /tsnet\.encrypt: invalid boolean "yes"/);
+  t.throws(() => parseNetworkOptions(g({ 'tsnet.mode': 'overlay', 'tsnet.encrypt': 'true', 'tsnet.peers': '10.0.0.1=notakey' })), /tsnet\.peers \(10\.0\.0\.1\): "notakey" is not a WireGuard public key/);
+  t.throws(() => parseNetworkOptions(g({ 'tsnet.mode': 'overlay', 'tsnet.peers': `10.0.0.1=${A.publicKey}` })), /names a WireGuard key, which only an encrypted overlay uses \(tsnet\.encrypt=true\)/);
+  t.throws(() => parseNetworkOptions(g({ 'tsnet.mode': 'overlay', 'tsnet.encrypt': 'true', 'tsnet.peers': `nonsense=${A.publicKey}` })), /tsnet\.peers: "nonsense" is not an IP address/);
+  t.equal(loadConfig({}).wgPort, 51820);
+  t.equal(loadConfig({}).wgMtu, undefined);
+  t.equal(loadConfig({ TSNET_WG_PORT: '51999', TSNET_WG_MTU: '9000' }).wgMtu, 9000);
+  t.throws(() => loadConfig({ TSNET_WG_PORT: '70000' }), /TSNET_WG_PORT: "70000" is not a UDP port/);
+  t.throws(() => loadConfig({ TSNET_WG_PORT: '4789' }), /TSNET_WG_PORT: 4789 is TSNET_VXLAN_PORT too/);
+  t.throws(() => loadConfig({ TSNET_WG_MTU: '500' }), /TSNET_WG_MTU: "500" must be an MTU between 1280 and 65535/);
+});
