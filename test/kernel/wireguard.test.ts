@@ -13,7 +13,8 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { pino } from 'pino';
 import { Netns, tmpDir } from '../helpers/netns.js';
-import { cleanEnv, sh, waitFor } from '../helpers/lab.js';
+import { sh, waitFor } from '../helpers/lab.js';
+import { stream } from '../helpers/stream.js';
 import { createRunner, type Runner } from '../../src/kernel/exec.js';
 import { WireGuardHost, type PeerCandidate } from '../../src/wireguard/host.js';
 import { ensureDevice } from '../../src/wireguard/device.js';
@@ -67,54 +68,8 @@ async function candidate(s: Side): Promise<PeerCandidate> {
   return { underlay: s.underlay, publicKey: k.publicKey, port: PORT, since: k.since };
 }
 
-/** A node program in a namespace (no tools beyond node needed), its stdout parsed as JSON. */
-function nodeIn(ns: Netns, script: string, args: string[]): { done: Promise<Record<string, unknown>>; pid: number | undefined } {
-  const child = spawn('nsenter', [`--net=${ns.path}`, '--', process.execPath, '-e', script, ...args], { env: cleanEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  let err = '';
-  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-  child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-  const done = new Promise<Record<string, unknown>>((resolve, reject) => {
-    child.once('exit', (code) => (code === 0 ? resolve(JSON.parse(out) as Record<string, unknown>) : reject(new Error(`node in ${ns.name} exited ${code}: ${err}`))));
-  });
-  return { done, pid: child.pid };
-}
-
-// Receives one connection; reports bytes, digest and the longest pause between arrivals.
-const SERVER = `
-const net = require('node:net'); const crypto = require('node:crypto');
-const [host, port] = process.argv.slice(1);
-const srv = net.createServer((c) => {
-  const h = crypto.createHash('sha256'); let bytes = 0, last = 0, gap = 0, first = 0;
-  c.on('data', (d) => { const now = performance.now(); if (!first) first = now; else gap = Math.max(gap, now - last); last = now; bytes += d.length; h.update(d); });
-  c.on('end', () => { console.log(JSON.stringify({ bytes, sha256: h.digest('hex'), maxGapMs: gap, ms: last - first })); srv.close(); });
-});
-srv.listen(Number(port), host);
-setTimeout(() => process.exit(3), 60000).unref();
-`;
-// Sends a known payload in 1 KiB chunks, one every 2 ms, for the given time.
-const CLIENT = `
-const net = require('node:net'); const crypto = require('node:crypto');
-const [host, port, marker, seconds] = process.argv.slice(1);
-const chunk = Buffer.alloc(1024, marker);
-const h = crypto.createHash('sha256'); let bytes = 0;
-const c = net.connect(Number(port), host, () => {
-  const until = Date.now() + Number(seconds) * 1000;
-  const tick = () => { if (Date.now() > until) { c.end(); return; } c.write(chunk); h.update(chunk); bytes += chunk.length; setTimeout(tick, 2); };
-  tick();
-});
-c.on('close', () => console.log(JSON.stringify({ bytes, sha256: h.digest('hex') })));
-c.on('error', (e) => { console.error(e.message); process.exit(2); });
-`;
-
 async function transfer(seconds: number, marker: string, during?: () => Promise<void>) {
-  const port = String(7000 + Math.floor(Math.random() * 1000));
-  const server = nodeIn(b, SERVER, [sideB.tunnel, port]);
-  await waitFor('server listening', async () => (await b.exec('ss', ['-ltnH', `sport = :${port}`])).stdout.includes(port), 5000, 50);
-  const client = nodeIn(a, CLIENT, [`[${sideB.tunnel}]`.slice(1, -1), port, marker, String(seconds)]);
-  if (during) await during();
-  const [sent, got] = await Promise.all([client.done, server.done]);
-  return { sent, got };
+  return stream([`--net=${b.path}`], [`--net=${a.path}`], sideB.tunnel, seconds, marker, during);
 }
 
 function pingOk(from: Netns, to: string): Promise<boolean> {
