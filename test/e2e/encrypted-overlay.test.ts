@@ -42,7 +42,7 @@ async function enter(h: LabHost, container: string): Promise<string[]> {
 /** tcpdump on the lab's LAN bridge while fn runs; the capture file. */
 async function captureLan<T>(name: string, fn: () => Promise<T>): Promise<{ file: string; result: T }> {
   const file = path.join(lab.dir, `${name}.pcap`);
-  const child = spawn('ip', ['netns', 'exec', lab.lanNs, 'tcpdump', '-i', 'lan0', '-U', '-n', '-s', '0', '-w', file], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn('ip', ['netns', 'exec', lab.lanNs, 'tcpdump', '-i', 'lan0', '--immediate-mode', '-U', '-n', '-s', '0', '-w', file], { stdio: ['ignore', 'ignore', 'pipe'] });
   // tcpdump says so on stderr once it captures; packets before that are not in the file.
   await new Promise<void>((resolve, reject) => {
     let err = '';
@@ -55,6 +55,8 @@ async function captureLan<T>(name: string, fn: () => Promise<T>): Promise<{ file
   try {
     return { file, result: await fn() };
   } finally {
+    // Packets still in the capture ring when tcpdump stops are not written: let it drain.
+    await new Promise((r) => setTimeout(r, 500));
     child.kill('SIGINT');
     await new Promise((r) => child.once('exit', r));
   }

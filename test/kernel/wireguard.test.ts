@@ -85,7 +85,7 @@ t.test('a tunnel between two hosts carries ping and TCP; the LAN sees only WireG
   t.equal(link?.mtu, 1440, 'MTU: the underlay less 60 bytes of WireGuard over IPv4');
   t.ok(await waitFor('ping through the tunnel', () => pingOk(a, sideB.tunnel), 10_000, 200), 'A pings B\'s tunnel address');
   const pcap = path.join(sideA.dir, 'lan.pcap');
-  const capture = spawn('nsenter', [`--net=${a.path}`, '--', 'tcpdump', '-i', 'lan0', '-U', '-n', '-w', pcap], { stdio: 'ignore' });
+  const capture = spawn('nsenter', [`--net=${a.path}`, '--', 'tcpdump', '-i', 'lan0', '--immediate-mode', '-U', '-n', '-w', pcap], { stdio: 'ignore' });
   await waitFor('capture running', async () => (await fs.stat(pcap).catch(() => undefined)) !== undefined, 5000, 50);
   const marker = 'TSNET-SECRET-PAYLOAD-';
   const { sent, got } = await transfer(1, marker);
