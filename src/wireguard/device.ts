@@ -74,6 +74,15 @@ async function create(runner: Runner, name: string, prefer: Implementation | 'au
   } catch (err) {
     throw new TsnetError('TSNET_ERR_UNSUPPORTED', `this kernel has no WireGuard module and wireguard-go could not make ${name}: ${(err as Error).message}`, { cause: err });
   }
+  // The command returns once its detached daemon is forked, and the daemon
+  // then sets the TUN device's MTU to its default (1420) before it serves
+  // the UAPI socket: an MTU set before that is silently undone (seen here:
+  // VXLAN ports clamped below the containers' MTU, full-size frames
+  // dropped). Wait until it answers.
+  for (let i = 0; !(await answers(runner, name)); i++) {
+    if (i >= 50) throw new TsnetError('TSNET_ERR_UNSUPPORTED', `wireguard-go started for ${name} but does not answer on its UAPI socket`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
   return 'wireguard-go';
 }
 

@@ -83,6 +83,11 @@ t.test('an encrypted overlay carries ping and TCP between hosts, over wireguard-
   const http = await h3.docker(['exec', 'c3', 'sh', '-c', `printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 ${web} 80`], { check: false });
   t.match(http.stdout, /tsnet-lab-ok/, 'TCP across hosts');
   t.equal((await h2.docker(['exec', 'c2', 'cat', '/sys/class/net/eth0/mtu'])).stdout.trim(), '1370', 'MTU: 1500 less WireGuard (60) and VXLAN over the tunnel\'s IPv6 (70)');
+  for (const h of lab.hosts) {
+    const wg = JSON.parse((await h.exec('ip', ['-json', 'link', 'show', 'dev', 'tswg0'])).stdout) as Array<{ mtu: number }>;
+    const vx = JSON.parse((await h.exec('ip', ['-json', 'link', 'show', 'dev', await vxlanOf(h, 'secnet')])).stdout) as Array<{ mtu: number }>;
+    t.same([wg[0]!.mtu, vx[0]!.mtu], [1440, 1370], `host ${h.index}: tswg0 1440, its VXLAN port 1370 (wireguard-go's own default, 1420, undone)`);
+  }
   const s = await status(h1);
   t.equal(s.wireguard.implementation, 'wireguard-go', 'the kernel lacks WireGuard: wireguard-go runs the tunnel');
   t.equal(s.wireguard.tunnelAddress, 'fd74:7377:6700::a63:b', 'the tunnel address derives from the underlay address');
