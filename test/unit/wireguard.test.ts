@@ -133,7 +133,10 @@ t.test('kernel module and wireguard-go: different devices, the same wg configura
   t.ok(kernel.calls.some((c) => c.line === 'ip link add name tswg0 type wireguard'), 'the kernel path makes a wireguard link');
   t.equal(kernel.callsOf('wireguard-go').length, 0, 'and starts no daemon');
   t.same(user.callsOf('wireguard-go').map((c) => c.args), [['tswg0']], 'the other path starts wireguard-go for the same name');
-  const wg = (r: FakeRunner) => r.callsOf('wg').map((c) => ({ args: c.args, input: c.input }));
+  const wg = (r: FakeRunner) => r.callsOf('wg', (c) => c.args[0] === 'syncconf').map((c) => ({ args: c.args, input: c.input }));
+  const waited = user.calls.findIndex((c) => c.line === 'wg show tswg0 listen-port');
+  const mtuSet = user.calls.findIndex((c) => (c.input ?? '').includes('mtu 1440'));
+  t.ok(waited > 0 && waited < mtuSet, "wireguard-go's daemon answers before the MTU is set (it resets the MTU when it starts)");
   t.same(wg(kernel), wg(user), 'both paths are configured by the same wg command and text');
   t.same(wg(kernel), [{ args: ['syncconf', 'tswg0', path.join(dir, 'tswg0.conf')], input: renderConfig(config) }]);
   t.same(await fs.readdir(dir), [], 'the file holding the private key is gone after');
