@@ -150,7 +150,7 @@ t.test('an existing device is taken over; a TUN device whose daemon is gone is m
   r.addLink('tswg0', { linkinfo: { info_kind: 'tun' } });
   t.same(await ensureDevice(r, SPEC), { implementation: 'wireguard-go', created: false }, 'wireguard-go answering: reused');
   t.equal(r.callsOf('wireguard-go').length, 0);
-  const dead = new FakeRunner().failOn({ cmd: 'wg', args: ['listen-port'], stderr: 'Unable to access interface: No such file or directory\n' }).failOn({ cmd: 'ip', args: ['wireguard'], stderr: 'Error: Unknown device type.\n' });
+  const dead = new FakeRunner().failOn({ cmd: 'wg', args: ['listen-port'], stderr: 'Unable to access interface: No such file or directory\n', times: 1 }).failOn({ cmd: 'ip', args: ['wireguard'], stderr: 'Error: Unknown device type.\n' });
   dead.addLink('tswg0', { linkinfo: { info_kind: 'tun' } });
   t.same(await ensureDevice(dead, SPEC), { implementation: 'wireguard-go', created: true });
   t.ok(dead.calls.some((c) => c.line === 'ip link del dev tswg0'), 'the dead one deleted first');
