@@ -10,7 +10,7 @@ import { spawn } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { Lab, ETCD_URL, IMAGE, sh, waitFor, type LabHost } from '../helpers/lab.js';
-import { canPing, containerIp, tsnetTraces } from '../helpers/docker.js';
+import { canPing, containerIp, overlayNetns, tsnetTraces } from '../helpers/docker.js';
 import { stream } from '../helpers/stream.js';
 
 const lab = await Lab.start({ hosts: 3, etcd: true, tsnetEnv: { TSNET_ETCD_ENDPOINTS: ETCD_URL } });
@@ -19,14 +19,15 @@ const [h1, h2, h3] = lab.hosts as [LabHost, LabHost, LabHost];
 const SUBNET = '10.220.0.0/16';
 const NET = ['network', 'create', '-d', 'tsnet', '--ipam-driver', 'tsnet', '-o', 'tsnet.mode=overlay', '-o', 'tsnet.encrypt=true', '--subnet', SUBNET, 'secnet'];
 
-async function vxlanOf(h: LabHost, net: string): Promise<string> {
-  const id = (await h.docker(['network', 'inspect', '-f', '{{.Id}}', net])).stdout.trim();
-  const links = JSON.parse((await h.exec('ip', ['-json', '-details', 'link', 'show', 'type', 'vxlan'])).stdout) as Array<{ ifname: string; ifalias?: string }>;
-  return links.find((l) => l.ifalias === `tsnet:net:${id}`)!.ifname;
+/** `ip` inside the overlay's namespace on host h; the word VX stands for its VXLAN device. */
+async function ovIp(h: LabHost, net: string, args: string[]): Promise<string> {
+  const ns = await overlayNetns(h, net);
+  const vx = (JSON.parse((await h.exec('ip', ['-n', ns, '-json', 'link', 'show', 'type', 'vxlan'])).stdout) as Array<{ ifname: string }>)[0]?.ifname ?? 'none';
+  return (await h.exec('ip', ['-n', ns, ...args.map((a) => (a === 'VX' ? vx : a))])).stdout;
 }
 
 async function neighbours(h: LabHost, net: string): Promise<string> {
-  return (await h.exec('ip', ['neigh', 'show', 'dev', await vxlanOf(h, net)])).stdout;
+  return ovIp(h, net, ['neigh', 'show', 'dev', 'VX']);
 }
 
 async function status(h: LabHost): Promise<{ wireguard: { implementation: string; publicKey: string; tunnelAddress: string; peers: Array<{ publicKey: string; endpoint: string }> }; networks: Array<Record<string, unknown>> }> {
@@ -85,7 +86,7 @@ t.test('an encrypted overlay carries ping and TCP between hosts, over wireguard-
   t.equal((await h2.docker(['exec', 'c2', 'cat', '/sys/class/net/eth0/mtu'])).stdout.trim(), '1370', 'MTU: 1500 less WireGuard (60) and VXLAN over the tunnel\'s IPv6 (70)');
   for (const h of lab.hosts) {
     const wg = JSON.parse((await h.exec('ip', ['-json', 'link', 'show', 'dev', 'tswg0'])).stdout) as Array<{ mtu: number }>;
-    const vx = JSON.parse((await h.exec('ip', ['-json', 'link', 'show', 'dev', await vxlanOf(h, 'secnet')])).stdout) as Array<{ mtu: number }>;
+    const vx = JSON.parse(await ovIp(h, 'secnet', ['-json', 'link', 'show', 'dev', 'VX'])) as Array<{ mtu: number }>;
     t.same([wg[0]!.mtu, vx[0]!.mtu], [1440, 1370], `host ${h.index}: tswg0 1440, its VXLAN port 1370 (wireguard-go's own default, 1420, undone)`);
   }
   const s = await status(h1);
@@ -171,7 +172,7 @@ t.test('an encrypted and a plain overlay side by side', async (t) => {
   });
   t.ok((await packets(file, `host ${h1.lanIp} and udp port 4789`)).length > 0, 'the plain overlay is VXLAN on the LAN');
   t.ok((await packets(file, `host ${h1.lanIp} and udp port 51820`)).length > 0, 'the encrypted one is WireGuard');
-  const vx = JSON.parse((await h2.exec('ip', ['-d', '-json', 'link', 'show', 'dev', await vxlanOf(h2, 'plainnet')])).stdout) as Array<{ mtu: number; linkinfo: { info_data: { local?: string } } }>;
+  const vx = JSON.parse(await ovIp(h2, 'plainnet', ['-d', '-json', 'link', 'show', 'dev', 'VX'])) as Array<{ mtu: number; linkinfo: { info_data: { local?: string } } }>;
   t.equal(vx[0]!.linkinfo.info_data.local, h2.lanIp, 'the plain overlay sends from the underlay address');
   t.equal(vx[0]!.mtu, 1450);
   t.notOk(await canPing(h2, 'p2', web, 1), 'the two overlays stay apart');
