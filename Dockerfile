@@ -5,8 +5,8 @@
 #   docker build --build-arg BASE_IMAGE=tsnet-base:local -t tsnet .    # a base made locally, no registry
 #
 # BASE_IMAGE must have node 20 (at /usr/local/bin, or on PATH) and npm, and
-# either apt or iproute2, nftables, iptables, util-linux and conntrack
-# already installed. `npm run plugin:build -- --offline` makes such a base
+# either apt or iproute2, nftables, iptables, util-linux, conntrack,
+# wireguard-tools and wireguard-go already installed. `npm run plugin:build -- --offline` makes such a base
 # with debootstrap and puts the host's npm cache in plugin/npm-cache/.
 #
 # The final stage is not the base: it holds node, the tools tsnet runs, the

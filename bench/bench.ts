@@ -289,6 +289,7 @@ function report(r: Results): { md: string; readme: string[] } {
       out.push(`Measured in a run of their own (\`npm run bench -- --overlay\`), started ${r.overlayRun.started}; other load on the machine then: ${r.overlayRun.otherLoad}. Under that load absolute throughput is a third of a quiet machine's and swings between rounds (min and max); the rows are measured alike, interleaved, and docs/benchmarks.md's *Overlay data path* section gives the load-independent CPU cost per byte.`, '');
     }
     for (const f of r.overlay) out.push(render(f, 'docker overlay'));
+    out.push(ENCRYPTED);
   } else if (r.overlayError) {
     out.push(`Not measured: bringing the overlays up failed in this run (${r.overlayError}).`, '');
   } else out.push('Not measured by this run.', '');
@@ -302,6 +303,30 @@ function report(r: Results): { md: string; readme: string[] } {
   if (r.connect || r.scale) out.push('## Chart', '', '![Attach latency against endpoint count](benchmarks-attach.svg)', '');
   return { md: `${out.join('\n')}\n`, readme: headline };
 }
+
+/** How far wireguard-go was pushed, and why the defaults are what they are; kept with the overlay tables. */
+const ENCRYPTED = `### The encrypted overlay on wireguard-go
+
+This kernel has neither the WireGuard module nor the AES-GCM that Docker's own encrypted overlay
+(\`--opt encrypted\`, IPsec ESP) needs: Docker's encrypted overlay cannot run here and has no row, and
+tsnet's encrypted rows are Debian's wireguard-go 0.0.20220316 in user space. What was tried (2026-12-07):
+
+- MTU is the lever. wireguard-go pays per packet (a TUN read, a ChaCha20-Poly1305 seal, a UDP write,
+  Go's scheduling), so larger packets move more bytes. wireguard-go alone between two namespaces, quiet
+  machine: 0.54 Gbit/s at MTU 1420, 1.13 at 8,000, 2.36 at 65,000. Through the encrypted overlay in the
+  lab, under other labs' load (load average 8): 0.16 Gbit/s with containers at 1370 (the default), 0.70
+  with \`TSNET_WG_MTU=9000\` (containers at 8930), 1.1 with 65000 (64930). Above the underlay's MTU the
+  kernel fragments wireguard-go's UDP datagrams on the underlay, which a LAN carries and some networks
+  drop; so the default stays at an MTU that fits the underlay, and \`TSNET_WG_MTU\` (or a network's
+  \`com.docker.network.driver.mtu\` under it) trades that for speed.
+- Offloads and multi-queue: this wireguard-go opens its TUN device without virtio-net headers (no GSO or
+  GRO: those came with wireguard-go 0.0.20230223) and with one queue; neither can be turned on from
+  outside. The kernel segments the overlay's TSO packets before the TUN device takes them.
+- GOMAXPROCS: Go's default is the number of CPUs (2 here), which is what wireguard-go runs with.
+- Round trip: every packet crosses user space on both hosts; about 0.6 ms more than the plain overlay
+  under the load of this run.
+- The kernel's WireGuard (where the module exists) avoids all of this; it cannot be measured here.
+`;
 
 /** What the scale work found growing, measured while building this suite; kept with the tables it explains. */
 const FINDINGS = `## What grew with scale, and what was done about it

@@ -92,14 +92,14 @@ export async function localBaseTar(opts: Pick<BuildOptions, 'mirror' | 'log' | '
   const log = opts.log ?? ((l: string) => process.stderr.write(`${l}\n`));
   const env = opts.env ?? process.env;
   const { node, version } = hostNode();
-  const tar = path.join(BUILD_DIR, `base-bookworm-node${version}.tar`);
+  const tar = path.join(BUILD_DIR, `base-bookworm-wg-node${version}.tar`);
   if (existsSync(tar)) return tar;
   const root = path.join(BUILD_DIR, `base-root.${process.pid}.tmp`);
   await fs.rm(root, { recursive: true, force: true });
   await fs.mkdir(BUILD_DIR, { recursive: true });
   const mirror = opts.mirror ?? process.env.DEBIAN_MIRROR ?? 'http://deb.debian.org/debian';
   log(`debootstrap bookworm from ${mirror} (once; cached as ${path.relative(REPO, tar)})`);
-  await run('debootstrap', ['--variant=minbase', '--include=iproute2,nftables,iptables,conntrack', 'bookworm', root, mirror], { env });
+  await run('debootstrap', ['--variant=minbase', '--include=iproute2,nftables,iptables,conntrack,wireguard-tools,wireguard-go', 'bookworm', root, mirror], { env });
   for (const junk of ['var/cache/apt', 'var/lib/apt/lists', 'usr/share/doc', 'usr/share/man', 'usr/share/locale', 'usr/share/info']) {
     await fs.rm(path.join(root, junk), { recursive: true, force: true });
   }

@@ -7,14 +7,14 @@
 # reaches the plugin.
 set -eu
 out=$1
-tools="ip bridge nft iptables iptables-save iptables-restore ip6tables ip6tables-save ip6tables-restore conntrack flock nsenter cat tee sh"
+tools="ip bridge nft iptables iptables-save iptables-restore ip6tables ip6tables-save ip6tables-restore conntrack flock nsenter cat tee sh wg wireguard-go"
 
 missing=
 for t in $tools; do command -v "$t" >/dev/null 2>&1 || missing="$missing $t"; done
 if [ -n "$missing" ]; then
 	echo "installing (missing:$missing)"
 	apt-get update
-	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends iproute2 nftables iptables util-linux conntrack
+	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends iproute2 nftables iptables util-linux conntrack wireguard-tools wireguard-go
 	rm -rf /var/lib/apt/lists/*
 fi
 
@@ -76,7 +76,7 @@ chmod 700 "$out/root"
 # The copy must run: fail the build here rather than at plugin enable.
 for c in 'node -e 0' 'ip -V' 'bridge -V' 'nft --version' 'conntrack --version' 'flock --version' 'nsenter --version' 'cat --version' 'tee --version' \
 	'iptables --version' 'iptables-save --version' 'iptables-restore --version' \
-	'ip6tables --version' 'ip6tables-save --version' 'ip6tables-restore --version'; do
+	'ip6tables --version' 'ip6tables-save --version' 'ip6tables-restore --version' 'wg --version' 'wireguard-go --version'; do
 	chroot "$out" /bin/sh -c "$c" >/dev/null 2>&1 || {
 		echo "rootfs.sh: '$c' does not run in the copied root" >&2
 		exit 1

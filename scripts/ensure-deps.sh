@@ -8,7 +8,7 @@
 # service starts is in place for the duration of the install.
 set -eu
 
-runtime="iproute2 iptables nftables util-linux conntrack procps"
+runtime="iproute2 iptables nftables util-linux conntrack procps wireguard-tools wireguard-go"
 test_pkgs="docker.io busybox-static iputils-ping curl etcd-server etcd-client iperf3 debootstrap tcpdump"
 
 want="$runtime"

@@ -7,6 +7,10 @@
 //   Tsnet.Doctor       check the host against the store (doctor/), findings
 //   Tsnet.Events       follow what tsnet does: JSON lines until the client
 //                      hangs up ({"recent": true}: the backlog first)
+//   Tsnet.WgPubkey     this host's WireGuard public key (made on first ask),
+//                      to exchange for static encrypted peers
+//   Tsnet.RotateKey    a new WireGuard key, in use at once and published to
+//                      the cluster's encrypted overlays
 //   Tsnet.Names        the container names tsnet knows per network, where
 //                      its DNS listens, and how it follows dockerd
 // `node dist/cli.js` (tsnetctl) is the client.
@@ -17,6 +21,7 @@ import type { ModeRegistry } from './driver/modes/registry.js';
 import type { Store } from './store/store.js';
 import type { EventBus } from './events.js';
 import type { Finding } from './doctor/checks.js';
+import type { OverlayManager } from './overlay/manager.js';
 
 /** Why address allocation is paused, if it is. */
 export class AllocationHold {
@@ -35,6 +40,7 @@ export interface AdminDeps {
   startedAt: Date;
   doctor?: () => Promise<Finding[]>;
   events?: EventBus;
+  overlay?: OverlayManager;
   names?: () => Promise<unknown>;
 }
 
@@ -67,8 +73,15 @@ export function registerAdminRoutes(app: FastifyInstance, deps: AdminDeps): void
         ports: e.ports.map((p) => `${p.hostIp}:${p.hostPort}->${p.containerPort}/${p.proto}`),
       })),
       pools: Object.values(s.pools).map((p) => ({ id: p.id, pool: p.pool, subPool: p.subPool ?? null, allocated: Object.keys(p.allocations).length })),
+      ...(wg ? { wireguard: await wg.status().catch((err: unknown) => ({ error: (err as Error).message })) } : {}),
     };
   });
+  const overlay = deps.overlay;
+  const wg = overlay?.wireguard;
+  if (overlay && wg) {
+    app.post('/Tsnet.WgPubkey', async () => ({ publicKey: (await wg.publicKey()).publicKey, listenPort: wg.port }));
+    app.post('/Tsnet.RotateKey', async () => overlay.rotateKey());
+  }
   app.post('/Tsnet.Reconcile', async () => {
     await deps.reconcileNow();
     return {};

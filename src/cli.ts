@@ -3,6 +3,7 @@
 //   node dist/cli.js [--socket PATH] doctor [--json]
 //   node dist/cli.js [--socket PATH] events [--recent]
 //   node dist/cli.js [--socket PATH] names [--json]
+//   node dist/cli.js [--socket PATH] wg-pubkey | rotate-key
 import { Client } from 'undici';
 import { DEFAULTS } from './config.js';
 import { formatFinding, type Finding } from './doctor/checks.js';
@@ -16,6 +17,8 @@ const METHODS: Record<string, string> = {
   doctor: 'Tsnet.Doctor',
   events: 'Tsnet.Events',
   names: 'Tsnet.Names',
+  'wg-pubkey': 'Tsnet.WgPubkey',
+  'rotate-key': 'Tsnet.RotateKey',
 };
 
 async function main(argv: string[]): Promise<number> {
@@ -49,6 +52,11 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     }
     const parsed = JSON.parse(await res.body.text()) as unknown;
+    if (command === 'wg-pubkey' && res.statusCode === 200) {
+      // Plain, for `-o tsnet.peers=ADDR=$(tsnetctl wg-pubkey)` on the other hosts.
+      process.stdout.write(`${(parsed as { publicKey: string }).publicKey}\n`);
+      return 0;
+    }
     if (command === 'names' && res.statusCode === 200 && !args.includes('--json') && (parsed as { networks?: unknown }).networks) {
       process.stdout.write(formatNames(parsed as NamesStatus));
       return 0;

@@ -37,6 +37,10 @@ export interface Config {
   dockerSocket: string | undefined;
   /** answer DNS on each cluster overlay's gateway address (TSNET_DNS) */
   dns: boolean;
+  /** UDP port of WireGuard (encrypted overlays) */
+  wgPort: number;
+  /** MTU of the WireGuard interface; undefined = the underlay's less WireGuard's overhead */
+  wgMtu: number | undefined;
 }
 
 export const DEFAULTS = {
@@ -52,6 +56,7 @@ export const DEFAULTS = {
   etcdLeaseTtl: '15',
   dockerHost: 'unix:///var/run/docker.sock',
   dns: 'on',
+  wgPort: '51820',
 } as const;
 
 const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
@@ -139,6 +144,15 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const dockerSocket = parseDockerHost(env.TSNET_DOCKER_HOST || DEFAULTS.dockerHost);
   const dnsText = env.TSNET_DNS || DEFAULTS.dns;
   if (dnsText !== 'on' && dnsText !== 'off') throw new TsnetError('TSNET_ERR_INVALID_CONFIG', `TSNET_DNS: ${quote(dnsText)} must be on or off`);
+  const wgPort = env.TSNET_WG_PORT || DEFAULTS.wgPort;
+  if (!/^\d{1,5}$/.test(wgPort) || Number(wgPort) < 1 || Number(wgPort) > 65535) {
+    throw new TsnetError('TSNET_ERR_INVALID_CONFIG', `TSNET_WG_PORT: ${quote(wgPort)} is not a UDP port (1-65535)`);
+  }
+  if (Number(wgPort) === Number(port)) throw new TsnetError('TSNET_ERR_INVALID_CONFIG', `TSNET_WG_PORT: ${wgPort} is TSNET_VXLAN_PORT too; WireGuard and VXLAN need a port each`);
+  const wgMtu = env.TSNET_WG_MTU || undefined;
+  if (wgMtu !== undefined && (!/^\d{1,5}$/.test(wgMtu) || Number(wgMtu) < 1280 || Number(wgMtu) > 65535)) {
+    throw new TsnetError('TSNET_ERR_INVALID_CONFIG', `TSNET_WG_MTU: ${quote(wgMtu)} must be an MTU between 1280 and 65535 (empty: the underlay's less WireGuard's overhead)`);
+  }
   return {
     socket,
     stateDir,
@@ -154,6 +168,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     metricsAddr,
     dockerSocket,
     dns: dnsText === 'on',
+    wgPort: Number(wgPort),
+    wgMtu: wgMtu === undefined ? undefined : Number(wgMtu),
   };
 }
 

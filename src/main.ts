@@ -124,6 +124,8 @@ export async function start(config: Config, log: Logger): Promise<{ stop: () => 
     defaultPools: config.defaultPools,
     vxlanPort: config.vxlanPort,
     advertiseAddr: config.advertiseAddr,
+    wgPort: config.wgPort,
+    wgMtu: config.wgMtu,
     readOnlyReason: () => hold.reason,
   });
   const { firewall, ports, modes, driver, ipam, cluster } = services;
@@ -169,6 +171,7 @@ export async function start(config: Config, log: Logger): Promise<{ stop: () => 
         doctor,
         events,
         names: async () => (names ? await names.status() : { loading: true }),
+        overlay: overlay!,
       }),
   });
 

@@ -12,6 +12,7 @@ import type { Runner } from './kernel/exec.js';
 import { listRoutes } from './kernel/ip.js';
 import { OverlayManager } from './overlay/manager.js';
 import { PortPublisher } from './ports/publisher.js';
+import { DEFAULT_WG_PORT, WireGuardHost } from './wireguard/host.js';
 import type { Store } from './store/store.js';
 
 export interface ServiceOptions {
@@ -21,6 +22,9 @@ export interface ServiceOptions {
   defaultPools: DefaultPool[];
   vxlanPort: number;
   advertiseAddr: string | undefined;
+  /** WireGuard for encrypted overlays (TSNET_WG_PORT, TSNET_WG_MTU) */
+  wgPort?: number;
+  wgMtu?: number | undefined;
   readOnlyReason?: () => string | undefined;
 }
 
@@ -32,7 +36,8 @@ export function buildServices(o: ServiceOptions) {
   const ports = new PortPublisher({ runner, firewall, log });
   // The registry (etcd) is attached once it is open; until then only static overlays work.
   const cluster = new ClusterNetworks({ store, log });
-  const overlay = new OverlayManager({ runner, store, cluster, log, vxlanPort: o.vxlanPort, advertiseAddr: o.advertiseAddr });
+  const wireguard = new WireGuardHost({ runner, log, stateDir: store.dir, port: o.wgPort ?? DEFAULT_WG_PORT, vxlanPort: o.vxlanPort, ...(o.wgMtu !== undefined ? { mtu: o.wgMtu } : {}) });
+  const overlay = new OverlayManager({ runner, store, cluster, log, vxlanPort: o.vxlanPort, advertiseAddr: o.advertiseAddr, wireguard });
   const modes = new ModeRegistry({ runner, store, firewall, overlay, cluster, log });
   const driver = new NetworkDriverService({ store, ports, modes });
   const ipam = new IpamService({

@@ -18,7 +18,7 @@ import { blockKey, blockOf, blocksOf, firstFreeIn, parseBlockKey } from '../net/
 import { contains, formatIp, parseIp, parsePrefix, type Prefix } from '../net/cidr.js';
 import type { Store, StorePath } from '../store/store.js';
 import type { ClusterPoolRecord, ClusterRecord, NetworkRecord, PoolRecord } from '../store/schema.js';
-import type { ClusterKind, ClusterRegistry, NetworkInfo, NetworkView } from './registry.js';
+import type { ClusterKind, ClusterRegistry, MemberInfo, NetworkInfo, NetworkView } from './registry.js';
 
 /** What a mode runs on top of a followed network. */
 export interface ClusterHooks {
@@ -26,6 +26,8 @@ export interface ClusterHooks {
   onView?(view: NetworkView): Promise<void>;
   /** this host's membership was (re-)written: publish what the mode keeps under the lease */
   onJoin?(): Promise<void>;
+  /** what this host publishes as a member, when not just its VTEP (an encrypted overlay's WireGuard peer) */
+  member?(): Promise<MemberInfo>;
 }
 
 interface Followed {
@@ -111,7 +113,7 @@ export class ClusterNetworks {
    * others must name the same kind, gateway, ranges (and VNI for overlays).
    * Changes nothing locally.
    */
-  async plan(args: { kind: ClusterKind; pools: PoolRecord[]; gateway?: string | undefined; vni?: number | undefined }): Promise<ClusterPlan> {
+  async plan(args: { kind: ClusterKind; pools: PoolRecord[]; gateway?: string | undefined; vni?: number | undefined; encrypted?: boolean }): Promise<ClusterPlan> {
     const registry = this.#registry;
     if (!registry) throw new TsnetError('TSNET_ERR_INTERNAL', 'no cluster registry');
     const dynamic = args.pools.find((p) => p.dynamic);
@@ -122,7 +124,7 @@ export class ClusterNetworks {
     const subnet = args.pools[0]!.pool;
     const ranges = args.pools.map((p) => p.subPool ?? p.pool);
     const info = await registry
-      .ensureNetwork(subnet, { kind: args.kind, ranges, ...(args.vni !== undefined ? { vni: args.vni } : {}), ...(args.gateway ? { gateway: args.gateway } : {}) })
+      .ensureNetwork(subnet, { kind: args.kind, ranges, ...(args.vni !== undefined ? { vni: args.vni } : {}), ...(args.gateway ? { gateway: args.gateway } : {}), ...(args.encrypted ? { encrypted: true } : {}) })
       .catch((err: unknown) => {
         if (err instanceof TsnetError && err.code !== 'TSNET_ERR_CLUSTER') throw err;
         throw new TsnetError('TSNET_ERR_CLUSTER', `cannot create ${subnet} in the cluster: ${(err as Error).message}`, { cause: err });
@@ -167,14 +169,22 @@ export class ClusterNetworks {
     f.busy = f.busy.then(() => f.hooks.onView?.(view)).catch((err: unknown) => this.#log.error({ err, networkId }, 'cluster re-programming failed'));
   }
 
-  async #join(f: Followed): Promise<void> {
-    if (!this.#registry || !f.net.cluster) return;
+  async #join(f: Followed): Promise<boolean> {
+    if (!this.#registry || !f.net.cluster) return false;
     try {
-      await this.#registry.join(f.net.cluster.subnet);
+      await this.#registry.join(f.net.cluster.subnet, await f.hooks.member?.());
       await f.hooks.onJoin?.();
+      return true;
     } catch (err) {
       this.#log.warn({ networkId: f.net.id, err: (err as Error).message }, 'cannot join the network in etcd yet; will retry when etcd answers');
+      return false;
     }
+  }
+
+  /** Write this host's membership again now (what it publishes changed: a new WireGuard key); false if etcd did not take it yet. */
+  async rejoin(networkId: string): Promise<boolean> {
+    const f = this.#followed.get(networkId);
+    return f ? this.#join(f) : false;
   }
 
   /** Stop following; with `leave`, this host's membership, endpoints, blocks and claims go from etcd. */

@@ -4,7 +4,7 @@
 //     hosts/<host>                                {vtep}            under the host lease
 //     overlays/<subnet>                           {subnet, kind, vni, gateway, ranges}
 //     vnis/<vni>                                  <subnet>
-//     overlays/<subnet>/members/<host>            {vtep}            under the host lease
+//     overlays/<subnet>/members/<host>            {vtep, wg?}       under the host lease
 //     overlays/<subnet>/blocks/<block>            {host}            leased address blocks
 //     overlays/<subnet>/claims/<ip>               {host, state}     static addresses
 //     overlays/<subnet>/endpoints/<host>/<ep>     {ip, mac, vtep, ip6?, names?}   under the host lease
@@ -57,11 +57,23 @@ export interface NetworkInfo {
   gateway?: string;
   /** the dynamic ranges blocks are carved from, one per pool; absent in older records */
   ranges?: string[];
+  /** overlays: tsnet.encrypt, fixed by the host that creates it (absent: not encrypted) */
+  encrypted?: boolean;
+}
+
+/**
+ * A member host as its network's peers see it. An encrypted overlay's
+ * members publish their tunnel address as vtep, and wg: the WireGuard peer
+ * the other hosts add (key, port, underlay address, when the key was made).
+ */
+export interface MemberInfo {
+  vtep: string;
+  wg?: { key: string; port: number; underlay: string; since?: number };
 }
 
 export interface NetworkView {
   revision: number;
-  members: Map<string, { vtep: string }>;
+  members: Map<string, MemberInfo>;
   endpoints: Map<string, { host: string; ip: string; mac: string; vtep: string; ip6?: string; names?: string[] }>;
   blocks: Map<string, { host: string }>;
   claims: Map<string, Claim>;
@@ -80,12 +92,15 @@ export function subnetKey(subnet: string): string {
 const CALL_TIMEOUT_MS = 3000;
 
 /** Refuse what disagrees with the cluster's record of a subnet, naming the option. */
-export type NetworkWant = { kind: ClusterKind; vni?: number; gateway?: string; ranges?: string[] };
+export type NetworkWant = { kind: ClusterKind; vni?: number; gateway?: string; ranges?: string[]; encrypted?: boolean };
 
 export function checkAgreement(subnet: string, info: NetworkInfo, want: NetworkWant): void {
   const kind = info.kind ?? 'overlay';
   if (kind !== want.kind) {
     throw new TsnetError('TSNET_ERR_INVALID_OPTION', `tsnet.mode: ${want.kind} disagrees with the cluster, where ${subnet} is a ${kind} network`);
+  }
+  if ((want.encrypted ?? false) !== (info.encrypted ?? false)) {
+    throw new TsnetError('TSNET_ERR_INVALID_OPTION', `tsnet.encrypt: ${want.encrypted ?? false} disagrees with the cluster, where ${subnet} is ${info.encrypted ? '' : 'not '}encrypted`);
   }
   if (want.vni !== undefined && want.vni !== info.vni) {
     throw new TsnetError('TSNET_ERR_INVALID_OPTION', `tsnet.vni: ${want.vni} disagrees with the cluster, where ${subnet} is VNI ${info.vni}`);
@@ -263,7 +278,7 @@ export class ClusterRegistry extends EventEmitter {
         return info;
       }
       const vni = want.kind === 'overlay' ? (want.vni ?? (await this.#freeVni(subnet, attempt))) : undefined;
-      const info: NetworkInfo = { subnet, kind: want.kind, ...(vni !== undefined ? { vni } : {}), ...(want.gateway ? { gateway: want.gateway } : {}), ...(want.ranges ? { ranges: want.ranges } : {}) };
+      const info: NetworkInfo = { subnet, kind: want.kind, ...(vni !== undefined ? { vni } : {}), ...(want.gateway ? { gateway: want.gateway } : {}), ...(want.ranges ? { ranges: want.ranges } : {}), ...(want.encrypted ? { encrypted: true } : {}) };
       const txn = this.#client.if(key, 'Version', '==', 0);
       if (vni !== undefined) txn.and(`${ROOT}/vnis/${vni}`, 'Version', '==', 0);
       const puts = [this.#client.put(key).value(JSON.stringify(info)), ...(vni !== undefined ? [this.#client.put(`${ROOT}/vnis/${vni}`).value(sk)] : [])];
@@ -295,8 +310,8 @@ export class ClusterRegistry extends EventEmitter {
     throw new TsnetError('TSNET_ERR_CLUSTER', 'no free VNI found');
   }
 
-  async join(subnet: string): Promise<void> {
-    await this.#putLeased(`${ROOT}/overlays/${subnetKey(subnet)}/members/${this.hostId}`, JSON.stringify({ vtep: this.vtep }));
+  async join(subnet: string, member: MemberInfo = { vtep: this.vtep }): Promise<void> {
+    await this.#putLeased(`${ROOT}/overlays/${subnetKey(subnet)}/members/${this.hostId}`, JSON.stringify(member));
   }
 
   /**
@@ -409,8 +424,8 @@ export class ClusterRegistry extends EventEmitter {
     await withTimeout(this.#client.delete().key(`${ROOT}/overlays/${subnetKey(subnet)}/claims/${ip}`).exec(), 'release claim');
   }
 
-  async publishEndpoint(subnet: string, endpointId: string, ep: { ip: string; mac: string; ip6?: string; names?: string[] }): Promise<void> {
-    await this.#putLeased(`${ROOT}/overlays/${subnetKey(subnet)}/endpoints/${this.hostId}/${endpointId}`, JSON.stringify({ ...ep, vtep: this.vtep }));
+  async publishEndpoint(subnet: string, endpointId: string, ep: { ip: string; mac: string; ip6?: string; names?: string[] }, vtep = this.vtep): Promise<void> {
+    await this.#putLeased(`${ROOT}/overlays/${subnetKey(subnet)}/endpoints/${this.hostId}/${endpointId}`, JSON.stringify({ ...ep, vtep }));
   }
 
   async unpublishEndpoint(subnet: string, endpointId: string): Promise<void> {

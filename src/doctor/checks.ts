@@ -4,6 +4,7 @@
 // these are tested without a kernel.
 import type { LinkInfo } from '../kernel/ip.js';
 import { ALIAS_PREFIX, overlayNames, shortId } from '../kernel/names.js';
+import { WG_IFACE } from '../wireguard/host.js';
 import { chainNames, NETWORK_CHAIN } from '../firewall/nft.js';
 import { CHAIN as TSNET_FORWARD } from '../firewall/iptables.js';
 import type { NetworkRecord, State } from '../store/schema.js';
@@ -169,6 +170,11 @@ export function judgeLinks(state: State, links: LinkInfo[]): Finding[] {
       const vx = byName.get(n.overlay.vxlan);
       if (!vx) out.push(fail('links', `${label(n)}: VXLAN port ${n.overlay.vxlan} is missing; no traffic reaches other hosts`, 'tsnetctl reconcile re-creates it'));
       else if (vx.master !== n.bridge) out.push(fail('links', `${label(n)}: VXLAN port ${n.overlay.vxlan} is not on the bridge`, 'tsnetctl reconcile attaches it'));
+      if (n.overlay.encrypted) {
+        // The host's one WireGuard interface carries every encrypted overlay.
+        if (!explained.has(WG_IFACE) && !byName.has(WG_IFACE)) out.push(fail('links', `${label(n)}: the WireGuard interface ${WG_IFACE} is missing (wireguard-go gone?); the overlay reaches no other host`, 'tsnetctl reconcile makes it again'));
+        explained.add(WG_IFACE);
+      }
     }
   }
   for (const e of Object.values(state.endpoints)) {
@@ -192,6 +198,8 @@ export function judgeMtu(state: State, underlay: { dev: string; mtu: number; ove
   if (typeof underlay === 'string' || underlay === undefined) return [fail('mtu', `cannot tell the underlay: ${underlay ?? 'unknown'}`, 'set TSNET_ADVERTISE_ADDR to this host\'s underlay address')];
   const out: Finding[] = [];
   for (const n of overlays) {
+    // An encrypted overlay's VXLAN runs inside WireGuard, whose MTU (TSNET_WG_MTU) may exceed the underlay's on purpose.
+    if (n.overlay?.encrypted) continue;
     if (n.mtu + underlay.overhead > underlay.mtu) {
       out.push(fail('mtu', `${label(n)}: MTU ${n.mtu} + ${underlay.overhead} bytes of VXLAN headers exceeds the underlay ${underlay.dev}'s ${underlay.mtu}: full-size packets between hosts are dropped`, `re-create the network with -o com.docker.network.driver.mtu=${underlay.mtu - underlay.overhead}`));
     }

@@ -18,6 +18,7 @@ export const OPT = {
   mode: 'tsnet.mode',
   vni: 'tsnet.vni',
   peers: 'tsnet.peers',
+  encrypt: 'tsnet.encrypt',
 } as const;
 
 const TRUE = new Set(['1', 't', 'T', 'TRUE', 'true', 'True']);

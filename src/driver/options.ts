@@ -6,6 +6,7 @@
 // namespaces are kept and ignored, as Docker's bridge driver does.
 import { TsnetError, quote } from '../errors.js';
 import { parseIp } from '../net/cidr.js';
+import { parsePublicKey } from '../wireguard/keys.js';
 import { assertIfName } from '../kernel/names.js';
 import type { ModeName } from './modes/mode.js';
 import { OPT, parseBool } from './opt.js';
@@ -31,6 +32,10 @@ export interface NetworkConfig {
   trustedHostInterfaces: string[];
   vni: number | undefined;
   peers: string[] | undefined;
+  /** WireGuard public keys of static peers (tsnet.peers=ADDR=KEY), by address */
+  peerKeys: Record<string, string> | undefined;
+  /** tsnet.encrypt: the overlay's traffic between hosts goes through WireGuard */
+  encrypt: boolean;
   internal: boolean;
   enableIpv4: boolean;
   enableIpv6: boolean;
@@ -132,10 +137,21 @@ export function parseNetworkOptions(options: Record<string, unknown> | null | un
   let vni: number | undefined;
   let peers: string[] | undefined;
   if (g[OPT.vni] !== undefined) vni = parseIntRange(OPT.vni, g[OPT.vni]!, 1, 16777215);
+  const encrypt = g[OPT.encrypt] !== undefined ? parseBool(OPT.encrypt, g[OPT.encrypt]!) : false;
+  let peerKeys: Record<string, string> | undefined;
   if (g[OPT.peers] !== undefined) {
-    peers = g[OPT.peers]!.split(',').map((s) => s.trim()).filter((s) => s !== '');
-    for (const p of peers) {
+    const entries = g[OPT.peers]!.split(',').map((s) => s.trim()).filter((s) => s !== '');
+    peers = [];
+    for (const entry of entries) {
+      // ADDR, or ADDR=PUBKEY for encrypted overlays (base64 keys end in '=' too: split at the first).
+      const eq = entry.indexOf('=');
+      const p = eq < 0 ? entry : entry.slice(0, eq);
       if (!parseIp(p)) throw new TsnetError('TSNET_ERR_INVALID_OPTION', `${OPT.peers}: ${quote(p)} is not an IP address`);
+      if (eq >= 0) {
+        if (!encrypt) throw new TsnetError('TSNET_ERR_INVALID_OPTION', `${OPT.peers}: ${quote(entry)} names a WireGuard key, which only an encrypted overlay uses (${OPT.encrypt}=true)`);
+        (peerKeys ??= {})[p] = parsePublicKey(entry.slice(eq + 1), `${OPT.peers} (${p})`);
+      }
+      peers.push(p);
     }
     if (peers.length === 0) throw new TsnetError('TSNET_ERR_INVALID_OPTION', `${OPT.peers}: the list is empty`);
   }
@@ -160,6 +176,8 @@ export function parseNetworkOptions(options: Record<string, unknown> | null | un
     trustedHostInterfaces,
     vni,
     peers,
+    peerKeys,
+    encrypt,
     internal,
     enableIpv4,
     enableIpv6,

@@ -10,9 +10,17 @@
 // - Static-peers mode has no control plane: the VXLAN device floods to the
 //   listed peers and learns MACs from traffic; IPAM stays per host (split the
 //   range with --ip-range per host).
+// - Encrypted overlays (tsnet.encrypt) run the same VXLAN inside this host's
+//   WireGuard tunnel (wireguard/host.ts): the port sends from this host's
+//   tunnel address, its entries point at peers' tunnel addresses, and each
+//   member publishes its WireGuard key and endpoint beside its VTEP, so the
+//   watch that programs forwarding also programs the peers.
 import type { Logger } from 'pino';
 import { TsnetError, quote } from '../errors.js';
-import type { NetworkView } from '../cluster/registry.js';
+import type { MemberInfo, NetworkView } from '../cluster/registry.js';
+import { tunnelAddress } from '../net/tunnel.js';
+import { decodeKey } from '../wireguard/keys.js';
+import type { PeerCandidate, WireGuardHost } from '../wireguard/host.js';
 import type { ClusterNetworks, ClusterPlan } from '../cluster/networks.js';
 import { ipFamily, parseIp } from '../net/cidr.js';
 import type { Runner } from '../kernel/exec.js';
@@ -28,6 +36,21 @@ import type { EndpointRecord, NetworkRecord, OverlayRecord, PoolRecord } from '.
 /** Outer IP + UDP + VXLAN + inner Ethernet headers: 50 bytes over IPv4, 70 over IPv6. */
 export function vxlanOverhead(local: string): number {
   return ipFamily(local) === 6 ? 70 : 50;
+}
+
+/** The address the overlay's VXLAN port sends from: the underlay's, or for an encrypted overlay the tunnel's. */
+export function vtepOf(o: Pick<OverlayRecord, 'local' | 'encrypted'>): string {
+  return o.encrypted ? tunnelAddress(o.local) : o.local;
+}
+
+/** Where a static overlay floods: the peers' VTEPs (their tunnel addresses when encrypted). */
+export function staticFlood(o: Pick<OverlayRecord, 'peers' | 'encrypted'>): string[] {
+  return o.encrypted ? o.peers.map(tunnelAddress) : o.peers;
+}
+
+/** A static encrypted overlay's WireGuard peers. */
+export function staticPeers(o: OverlayRecord, port: number): PeerCandidate[] {
+  return o.peers.filter((p) => o.peerKeys?.[p]).map((p) => ({ underlay: p, publicKey: o.peerKeys![p]!, port }));
 }
 
 /** Forwarding entries come from etcd (cluster), not from a fixed peer list (static). */
@@ -48,6 +71,8 @@ export interface OverlayDeps {
   log: Logger;
   vxlanPort: number;
   advertiseAddr: string | undefined;
+  /** this host's WireGuard tunnel, for encrypted overlays */
+  wireguard?: WireGuardHost;
 }
 
 interface Runtime {
@@ -67,6 +92,7 @@ export class OverlayManager {
   readonly #log: Logger;
   readonly port: number;
   readonly #advertise: string | undefined;
+  readonly wireguard: WireGuardHost | undefined;
   readonly #nets = new Map<string, Runtime>();
   /** told when other hosts' VTEPs join or leave an overlay's flood list (the event stream); must not throw */
   onPeers: ((networkId: string, joined: string[], left: string[]) => void) | undefined;
@@ -78,6 +104,7 @@ export class OverlayManager {
     this.#log = deps.log.child({ component: 'overlay' });
     this.port = deps.vxlanPort;
     this.#advertise = deps.advertiseAddr;
+    this.wireguard = deps.wireguard;
   }
 
   #overlays(): NetworkRecord[] {
@@ -94,8 +121,9 @@ export class OverlayManager {
    * (agreed in etcd), underlay, cluster-wide addressing. Throws clear errors
    * for overlays that cannot work here.
    */
-  async plan(args: { subnet: string | undefined; pools: PoolRecord[] | undefined; gateway: string | undefined; vni: number | undefined; peers: string[] | undefined; vxlan: string }): Promise<{ overlay: OverlayRecord; underlay: Underlay; cluster?: ClusterPlan }> {
+  async plan(args: { id?: string; subnet: string | undefined; pools: PoolRecord[] | undefined; gateway: string | undefined; vni: number | undefined; peers: string[] | undefined; peerKeys?: Record<string, string> | undefined; encrypt?: boolean; vxlan: string }): Promise<{ overlay: OverlayRecord; underlay: Underlay; cluster?: ClusterPlan }> {
     if (!args.subnet) throw new TsnetError('TSNET_ERR_INVALID_REQUEST', 'an overlay network needs an IPv4 subnet (--subnet)');
+    if (args.encrypt && !this.wireguard) throw new TsnetError('TSNET_ERR_UNSUPPORTED', 'tsnet.encrypt: this tsnet has no WireGuard set up');
     // Everything that can be refused is refused before asking the kernel or etcd anything.
     if (args.peers) {
       for (const p of args.peers) {
@@ -116,11 +144,67 @@ export class OverlayManager {
         throw new TsnetError('TSNET_ERR_INVALID_OPTION', `tsnet.peers: ${quote(args.peers[0]!)} is IPv${ipFamily(args.peers[0]!)} but this host's VTEP address ${underlay.local} is IPv${ipFamily(underlay.local)} (TSNET_ADVERTISE_ADDR)`);
       }
       const peers = args.peers.filter((p) => p !== underlay.local);
-      return { overlay: { mode: 'static', vni: args.vni ?? derivedVni(args.subnet), peers, ...base }, underlay };
+      if (!args.encrypt) return { overlay: { mode: 'static', vni: args.vni ?? derivedVni(args.subnet), peers, ...base }, underlay };
+      const peerKeys = await this.#checkStaticKeys(args.id, underlay.local, args.peers, args.peerKeys ?? {});
+      return { overlay: { mode: 'static', vni: args.vni ?? derivedVni(args.subnet), peers, ...base, encrypted: true, peerKeys }, underlay };
     }
     const gw = args.gateway ? args.gateway.slice(0, args.gateway.indexOf('/')) : undefined;
-    const cluster = await this.#cluster.plan({ kind: 'overlay', pools: args.pools!, gateway: gw, vni: args.vni });
-    return { overlay: { mode: 'cluster', vni: cluster.info.vni!, peers: [], ...base }, underlay, cluster };
+    const cluster = await this.#cluster.plan({ kind: 'overlay', pools: args.pools!, gateway: gw, vni: args.vni, ...(args.encrypt ? { encrypted: true } : {}) });
+    return { overlay: { mode: 'cluster', vni: cluster.info.vni!, peers: [], ...base, ...(args.encrypt ? { encrypted: true } : {}) }, underlay, cluster };
+  }
+
+  /**
+   * A static encrypted overlay names every peer with its key (ADDR=KEY), the
+   * same list on every host. This host's own entry, if keyed, must carry
+   * this host's key; another network must not know a peer by another key.
+   */
+  async #checkStaticKeys(id: string | undefined, self: string, peers: string[], keys: Record<string, string>): Promise<Record<string, string>> {
+    const out: Record<string, string> = {};
+    for (const p of peers) {
+      const key = keys[p];
+      if (p === self) {
+        const mine = (await this.wireguard!.publicKey()).publicKey;
+        if (key && key !== mine) throw new TsnetError('TSNET_ERR_INVALID_OPTION', `tsnet.peers: ${p} is this host, whose WireGuard public key is ${mine}, not ${key}`);
+        continue;
+      }
+      if (!key) throw new TsnetError('TSNET_ERR_INVALID_OPTION', `tsnet.peers: ${quote(p)} has no WireGuard key; an encrypted overlay names every peer as ADDR=PUBKEY (this host's key: tsnetctl wg-pubkey)`);
+      for (const other of this.#overlays()) {
+        const known = other.id !== id ? other.overlay!.peerKeys?.[p] : undefined;
+        if (known && known !== key) throw new TsnetError('TSNET_ERR_INVALID_OPTION', `tsnet.peers: ${p} is already a WireGuard peer with key ${known} (network ${other.id.slice(0, 12)}), not ${key}`);
+      }
+      out[p] = key;
+    }
+    return out;
+  }
+
+  /** What this host publishes as a member of an encrypted overlay: its tunnel address and WireGuard peer. */
+  async #member(): Promise<MemberInfo> {
+    const registry = this.#cluster.registry!;
+    const { publicKey, since } = await this.wireguard!.publicKey();
+    return { vtep: tunnelAddress(registry.vtep), wg: { key: publicKey, port: this.wireguard!.port, underlay: registry.vtep, since } };
+  }
+
+  /**
+   * A new WireGuard key: in use here at once, then published in every
+   * encrypted overlay this host is a member of; the other hosts replace the
+   * peer when their watch sees it. Static peers name keys in their network
+   * options: those networks are listed, as their peers must be told by hand.
+   */
+  async rotateKey(): Promise<{ publicKey: string; previous: string; published: string[]; pending: string[]; staticNetworks: string[] }> {
+    if (!this.wireguard) throw new TsnetError('TSNET_ERR_UNSUPPORTED', 'this tsnet has no WireGuard set up');
+    const { publicKey, previous } = await this.wireguard.rotate();
+    const published: string[] = [];
+    const pending: string[] = [];
+    const staticNetworks: string[] = [];
+    for (const net of this.#overlays()) {
+      const o = net.overlay!;
+      if (!o.encrypted) continue;
+      if (o.mode === 'static') staticNetworks.push(net.id);
+      // Not taken now: the registry writes it when etcd answers.
+      else if (net.cluster) ((await this.#cluster.rejoin(net.id)) ? published : pending).push(net.cluster.subnet);
+    }
+    if (staticNetworks.length > 0) this.#log.warn({ networks: staticNetworks, publicKey }, "static-peer encrypted networks name this host's old key on their other hosts: re-create them there with the new key");
+    return { publicKey, previous, published, pending, staticNetworks };
   }
 
   /** Kernel rules that exist while overlays do; `extra` is a network not yet in the store. */
@@ -135,11 +219,12 @@ export class OverlayManager {
     }
     const peers = new Set<string>();
     for (const net of overlays) {
-      for (const p of net.overlay!.peers) peers.add(p);
+      for (const p of staticFlood(net.overlay!)) peers.add(p);
       for (const m of this.#cluster.view(net.id)?.members.values() ?? []) peers.add(m.vtep);
     }
     const self = overlays[0]!.overlay!.local;
     peers.delete(self);
+    peers.delete(tunnelAddress(self));
     await applyOverlayRules(this.#runner, renderVxlanGuard(this.port, [...peers]));
   }
 
@@ -150,12 +235,13 @@ export class OverlayManager {
     this.#nets.set(net.id, rt);
     const o = net.overlay!;
     if (o.mode === 'static') {
-      rt.converging = this.#program(net, rt, [], o.peers).catch((err: unknown) => this.#log.error({ err, networkId: net.id }, 'cannot program static peers'));
+      rt.converging = this.#program(net, rt, [], staticFlood(o)).catch((err: unknown) => this.#log.error({ err, networkId: net.id }, 'cannot program static peers'));
       return;
     }
     this.#cluster.follow(net, {
       onView: (view) => this.#converge(net, rt, view),
       onJoin: () => this.#publishAll(net),
+      ...(o.encrypted && this.wireguard ? { member: () => this.#member() } : {}),
     });
   }
 
@@ -177,8 +263,9 @@ export class OverlayManager {
     if (!this.#store.state.networks[net.id] || this.#nets.get(net.id) !== rt) return;
     const me = this.#cluster.hostId;
     // A VTEP of the other IP family cannot be reached over this underlay.
+    const local = vtepOf(net.overlay!);
     const reachable = (vtep: string): boolean => {
-      if (ipFamily(vtep) === ipFamily(net.overlay!.local)) return true;
+      if (ipFamily(vtep) === ipFamily(local)) return true;
       if (!rt.unreachable.has(vtep)) {
         rt.unreachable.add(vtep);
         this.#log.warn({ networkId: net.id, vtep, local: net.overlay!.local }, 'a member host\'s VTEP is of another IP family than this host\'s; its endpoints are unreachable from here (set TSNET_ADVERTISE_ADDR alike on every host)');
@@ -188,8 +275,26 @@ export class OverlayManager {
     const remote: RemoteEndpoint[] = [];
     for (const e of view.endpoints.values()) if (e.host !== me && e.vtep && reachable(e.vtep)) remote.push({ ip: e.ip, mac: e.mac, vtep: e.vtep });
     const flood = [...view.members.entries()].filter(([h, m]) => h !== me && reachable(m.vtep)).map(([, m]) => m.vtep);
+    // The tunnel's peers first: forwarding entries point at their tunnel addresses.
+    if (net.overlay!.encrypted && this.wireguard) await this.wireguard.setPeers(net.id, this.#wgPeers(net, view));
     await this.#program(net, rt, remote, flood);
     await this.syncRules();
+  }
+
+  /** An encrypted overlay's members as WireGuard peers; a malformed entry is skipped and reported. */
+  #wgPeers(net: NetworkRecord, view: NetworkView): PeerCandidate[] {
+    const me = this.#cluster.hostId;
+    const out: PeerCandidate[] = [];
+    for (const [host, m] of view.members) {
+      if (host === me) continue;
+      const wg = m.wg;
+      if (!wg || !decodeKey(wg.key) || !parseIp(wg.underlay) || !Number.isInteger(wg.port) || tunnelAddress(wg.underlay) !== m.vtep) {
+        this.#log.warn({ networkId: net.id, host }, 'a member of an encrypted overlay publishes no usable WireGuard peer; its endpoints are unreachable from here');
+        continue;
+      }
+      out.push({ underlay: wg.underlay, publicKey: wg.key, port: wg.port, ...(wg.since !== undefined ? { since: wg.since } : {}) });
+    }
+    return out;
   }
 
   /** Diff the wanted remote state against what is programmed, and apply the difference in one go. */
@@ -252,7 +357,7 @@ export class OverlayManager {
       const registry = this.#cluster.registry;
       const ep = this.#store.state.endpoints[id];
       if (!registry || !net.cluster || !ep?.address || this.#withdrawn.has(id)) return;
-      await registry.publishEndpoint(net.cluster.subnet, id, endpointValue(ep));
+      await registry.publishEndpoint(net.cluster.subnet, id, endpointValue(ep), vtepOf({ local: registry.vtep, encrypted: net.overlay?.encrypted }));
     });
   }
 
@@ -288,7 +393,7 @@ export class OverlayManager {
     rt.programmed = new Map();
     rt.flood = new Set();
     if (net.overlay!.mode === 'static') {
-      rt.converging = rt.converging.then(() => this.#program(net, rt, [], net.overlay!.peers)).catch((err: unknown) => this.#log.error({ err, networkId: net.id }, 'overlay re-programming failed'));
+      rt.converging = rt.converging.then(() => this.#program(net, rt, [], staticFlood(net.overlay!))).catch((err: unknown) => this.#log.error({ err, networkId: net.id }, 'overlay re-programming failed'));
     } else this.#cluster.refresh(net.id);
   }
 

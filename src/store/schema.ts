@@ -35,6 +35,10 @@ export const OverlaySchema = Type.Object({
   peers: Type.Array(Type.String()),
   local: Type.String(),
   underlay: IfName,
+  /** tsnet.encrypt: VXLAN between hosts runs inside WireGuard (absent in older records: false) */
+  encrypted: Type.Optional(Type.Boolean()),
+  /** static peers' WireGuard public keys, by underlay address */
+  peerKeys: Type.Optional(Type.Record(Type.String(), Type.String())),
 });
 export type OverlayRecord = Static<typeof OverlaySchema>;
 

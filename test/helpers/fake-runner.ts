@@ -9,6 +9,7 @@
 // reads to see its writes: `link add name X ... type T` adds X (and the peer
 // of a veth), `link set dev X alias A` tags it, `link del dev X` removes it.
 import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -103,7 +104,9 @@ export class FakeRunner implements Runner {
   }
 
   async run(cmd: string, args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
-    const call: RecordedCall = { cmd, args: [...args], input: opts.input, line: [cmd, ...args].join(' ') };
+    // `wg syncconf IFACE FILE` reads its file: record what it would have read as the input.
+    const input = cmd === 'wg' && args[0] === 'syncconf' ? readFileSync(args[2]!, 'utf8') : opts.input;
+    const call: RecordedCall = { cmd, args: [...args], input, line: [cmd, ...args].join(' ') };
     this.calls.push(call);
     for (const rule of this.#fail) {
       if (rule.cmd !== cmd) continue;
@@ -136,6 +139,10 @@ export class FakeRunner implements Runner {
         if (text.includes('-X TSNET-FORWARD')) m.chain = false;
         return ok();
       }
+      case 'wireguard-go':
+        // The TUN device wireguard-go makes before it detaches.
+        this.addLink(args[args.length - 1]!, { linkinfo: { info_kind: 'tun' } });
+        return ok();
       default:
         return ok();
     }
@@ -180,6 +187,10 @@ export class FakeRunner implements Runner {
       if (rest[0] === 'link') return ok(JSON.stringify([...this.links.values()]));
       if (rest[0] === 'addr') return ok(JSON.stringify(rest[2] === 'dev' ? this.addrs.filter((a) => a.ifname === rest[3]) : this.addrs));
       return ok('[]');
+    }
+    if (a[0] === 'link' && a[1] === 'add' && a[2] === 'name') {
+      this.#applyBatchLine([...a]);
+      return ok();
     }
     if (a[0] === 'link' && a[1] === 'del') {
       const name = a[3]!;

@@ -225,8 +225,11 @@ export class LabHost {
     await sh('ip', ['-n', this.netns, 'route', 'add', 'default', 'via', '10.99.0.1']);
     await sh('ip', ['-n', this.netns, '-6', 'route', 'add', 'default', 'via', LAN_ROUTER6]);
     // A private mount namespace holding a tmpfs on /run/docker/plugins.
+    // /run/wireguard too: wireguard-go's UAPI socket is /run/wireguard/<iface>.sock,
+    // and every lab host's tunnel has the same name.
     await fs.mkdir('/run/docker/plugins', { recursive: true });
-    const holder = spawn('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', 'mount -t tmpfs -o mode=0755 tmpfs /run/docker/plugins && echo ready && exec sleep 1000000'], {
+    await fs.mkdir('/run/wireguard', { recursive: true, mode: 0o700 });
+    const holder = spawn('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', 'mount -t tmpfs -o mode=0755 tmpfs /run/docker/plugins && mount -t tmpfs -o mode=0700 tmpfs /run/wireguard && echo ready && exec sleep 1000000'], {
       stdio: ['ignore', 'pipe', 'inherit'],
       detached: false,
     });

@@ -97,6 +97,21 @@ t.test('links against the store', async (t) => {
   t.match(orphan.find((x) => x.level === 'warn')?.message, /tsbr-zzzz/);
 });
 
+t.test('an encrypted overlay explains tswg0, and misses it when it is gone', async (t) => {
+  const link = (ifname: string, extra: Partial<LinkInfo> = {}): LinkInfo => ({ ifname, ifindex: 1, mtu: 1500, flags: ['UP'], ...extra });
+  const s = state({ overlay: true });
+  s.networks[NET]!.overlay!.encrypted = true;
+  const vx = s.networks[NET]!.overlay!.vxlan;
+  const base = [link('tsbr-aaaa'), link('tsv-bbbb', { master: 'tsbr-aaaa' }), link(vx, { master: 'tsbr-aaaa', ifalias: `tsnet:net:${NET}` })];
+  const withWg = judgeLinks(s, [...base, link('tswg0', { ifalias: 'tsnet:wg' })]);
+  t.same(withWg.filter((f) => f.level !== 'ok'), [], 'tswg0 is no orphan while an encrypted overlay exists');
+  t.match(fails(judgeLinks(s, base))[0]?.message, /the WireGuard interface tswg0 is missing/);
+  const plain = judgeLinks(state({ overlay: true }), [...base, link('tswg0', { ifalias: 'tsnet:wg' })]);
+  t.match(plain.find((f) => f.level === 'warn')?.message, /tswg0/, 'and is one without');
+  s.networks[NET]!.mtu = 64930;
+  t.same(fails(judgeMtu(s, { dev: 'eth0', mtu: 1500, overhead: 50 })), [], 'a large MTU inside WireGuard is not the underlay\'s business');
+});
+
 t.test('overlays: MTU, VXLAN port and guard, peers', async (t) => {
   const s = state({ overlay: true });
   t.same(fails(judgeMtu(s, { dev: 'eth0', mtu: 1550, overhead: 50 })), []);

@@ -47,6 +47,8 @@ t.test('src/driver/options.ts parseNetworkOptions', async (t) => {
           trustedHostInterfaces: [],
           vni: undefined,
           peers: undefined,
+          peerKeys: undefined,
+          encrypt: false,
           internal: false,
           enableIpv4: true,
           enableIpv6: false,

@@ -6,7 +6,10 @@
 // the VXLAN port, out of reach of the host's netfilter. A veth pair joins the
 // two. The control plane (VNI agreement, forwarding entries, cluster-wide
 // addresses) is the OverlayManager's; this module builds the devices and
-// hands the network to the manager once it exists.
+// hands the network to the manager once it exists. An encrypted overlay
+// (tsnet.encrypt) also needs the host's WireGuard tunnel: it is brought up
+// (or joined) before the VXLAN port, which sends from the tunnel address
+// through it, and left with the network (the last one takes it down).
 import type { Logger } from 'pino';
 import { TsnetError } from '../../errors.js';
 import type { FirewallNetwork } from '../../firewall/firewall.js';
@@ -18,7 +21,7 @@ import { withLinkRollback } from '../../kernel/link.js';
 import { ALIAS_PREFIX, OVERLAY_NETNS, PREFIX, bridgeMac, endpointAlias, hostVethName, networkAlias, overlayNames, peerVethName, shortId, vxlanName } from '../../kernel/names.js';
 import { connectedNetns, gatewayFdb, gatewayHostLines, gatewayPortLines, listNetns, nsBridgeLines, nsLinks, overlayRunner, setupOverlayNs, teardownOverlayNs, type OverlayNsSpec } from '../../kernel/overlay-ns.js';
 import { createVxlan, vxlanPortLines } from '../../kernel/vxlan.js';
-import { hasControlPlane, vxlanOverhead, type Underlay } from '../../overlay/manager.js';
+import { hasControlPlane, staticPeers, vtepOf, vxlanOverhead, type Underlay } from '../../overlay/manager.js';
 import type { EndpointRecord, NetworkRecord, OverlayRecord, SubnetRecord } from '../../store/schema.js';
 import type { NetworkConfig } from '../options.js';
 import type { Step } from '../steps.js';
@@ -54,13 +57,17 @@ export class OverlayMode implements NetworkMode {
     const first = ipv4[0];
     const pools = first ? cluster.poolsOf([{ space: req.IPv4Data?.[0]?.AddressSpace ?? '', pool: first.pool }]) : undefined;
     const { overlay, underlay, cluster: clustered } = await manager.plan({
+      id,
       subnet: first?.pool,
       pools,
       gateway: first?.gateway,
       vni: cfg.vni,
       peers: cfg.peers,
+      peerKeys: cfg.peerKeys,
+      encrypt: cfg.encrypt,
       vxlan: vxlanName(id),
     });
+    const wg = manager.wireguard;
     const names = overlayNames(id);
     if ((await listNetns(runner)).includes(names.netns)) {
       // A namespace of this very network: a create interrupted before its record was written.
@@ -69,8 +76,9 @@ export class OverlayMode implements NetworkMode {
     const plan = await this.#bridge.planBridge(draft, {
       name: this.name,
       record: { overlay, ...(clustered ? { cluster: clustered.record } : {}) },
-      defaultMtu: underlay.mtu - vxlanOverhead(underlay.local),
+      defaultMtu: overlay.encrypted && wg ? wg.networkMtu(underlay) : underlay.mtu - vxlanOverhead(underlay.local),
       afterBridge: (record) => [
+        ...this.#tunnelSteps(record, underlay),
         {
           name: 'overlay-netns',
           do: async () => {
@@ -113,6 +121,7 @@ export class OverlayMode implements NetworkMode {
     await teardownOverlayNs(runner, overlayNames(net.id), o.vxlan).catch((err) => errors.push(err));
     // A VXLAN device of the layout before namespaces, still in the host's.
     await deleteLink(runner, o.vxlan).catch((err) => errors.push(err));
+    if (o.encrypted) await manager.wireguard?.detach(net.id).catch((err) => errors.push(err));
     this.#seen.delete(net.id);
     return [...errors, ...(await this.#bridge.deleteNetwork(net))];
   }
@@ -239,17 +248,22 @@ export class OverlayMode implements NetworkMode {
     }
 
     const underlay = await run.once('underlay', () => manager.underlay().catch((err: unknown) => err as Error));
+    if (o.encrypted) {
+      // The tunnel first (made again if wireguard-go died; found and kept if it runs).
+      if (underlay instanceof Error) throw underlay;
+      await this.#attachTunnel(net, underlay);
+    }
     const vx = links.get(o.vxlan);
     const data = vx?.linkinfo?.info_data;
     const sendsFrom = (data?.local ?? data?.local6) as string | undefined;
-    const moved = !(underlay instanceof Error) && sendsFrom !== undefined && sendsFrom !== underlay.local;
+    const moved = !(underlay instanceof Error) && sendsFrom !== undefined && sendsFrom !== vtepOf({ local: underlay.local, encrypted: o.encrypted });
     // The layout before namespaces: the VXLAN port in the host's namespace.
     const legacy = run.links.get(o.vxlan);
     if (!vx || moved) {
       if (underlay instanceof Error) throw underlay;
       const u: Underlay = underlay;
       if (moved) {
-        log.warn({ networkId: net.id, vxlan: o.vxlan, from: sendsFrom, to: u.local }, "this host's VTEP address changed; re-creating the VXLAN port");
+        log.warn({ networkId: net.id, vxlan: o.vxlan, from: sendsFrom, to: vtepOf({ local: u.local, encrypted: o.encrypted }) }, "this host's VTEP address changed; re-creating the VXLAN port");
         await ns.run('ip', ['link', 'del', 'dev', o.vxlan]);
       } else if (legacy) log.info({ networkId: net.id, vxlan: o.vxlan, netns: names.netns }, "moving the overlay's VXLAN port into its own namespace");
       else log.warn({ networkId: net.id, vxlan: o.vxlan }, 'VXLAN device was missing; re-created it');
@@ -260,7 +274,8 @@ export class OverlayMode implements NetworkMode {
         o.underlay = u.dev;
         run.markChanged();
       }
-      if (net.mtu + vxlanOverhead(u.local) > u.mtu) {
+      const room = o.encrypted && manager.wireguard ? manager.wireguard.networkMtu(u) : u.mtu - vxlanOverhead(u.local);
+      if (net.mtu > room) {
         log.warn({ networkId: net.id, mtu: net.mtu, underlayMtu: u.mtu }, "the network's MTU no longer fits the underlay with VXLAN headers; large packets will be dropped until the network is re-created");
       }
       report.bridgesFixed.push(o.vxlan);
@@ -322,6 +337,8 @@ export class OverlayMode implements NetworkMode {
   async reconcileHost(run: ReconcileRun): Promise<void> {
     const { runner, overlay: manager, store } = this.#deps;
     await manager.syncRules();
+    // The tunnel goes with the last encrypted overlay (a network removed while tsnet was away).
+    if (!Object.values(store.state.networks).some((n) => n.overlay?.encrypted)) await manager.wireguard?.cleanup();
     await nftApply(runner, renderLegacyGatewayGuardRemoval()).catch((err: unknown) => run.log.debug({ err }, 'no bridge-family table to remove'));
     const wanted = new Set(Object.values(store.state.networks).filter((n) => n.overlay).map((n) => overlayNames(n.id).netns));
     // Only namespaces this one has links into: on a machine where several
@@ -338,7 +355,26 @@ export class OverlayMode implements NetworkMode {
 
   status(net: NetworkRecord): Record<string, unknown> {
     const o = this.#record(net);
-    return { ...this.#bridge.status(net), vni: o.vni, vxlan: o.vxlan, netns: overlayNames(net.id).netns, control: o.mode, local: o.local, peers: o.peers };
+    return { ...this.#bridge.status(net), vni: o.vni, vxlan: o.vxlan, netns: overlayNames(net.id).netns, control: o.mode, local: o.local, peers: o.peers, encrypted: o.encrypted ?? false, ...(o.encrypted ? { vtep: vtepOf(o) } : {}) };
+  }
+
+  /** An encrypted overlay's first step: the host's tunnel up with this network's peers (static) or theirs to come (etcd). */
+  #tunnelSteps(net: NetworkRecord, u: Underlay): Step[] {
+    const wg = this.#deps.overlay.wireguard;
+    if (!net.overlay?.encrypted || !wg) return [];
+    return [
+      {
+        name: 'wireguard',
+        do: () => this.#attachTunnel(net, u),
+        undo: async () => void (await wg.detach(net.id)),
+      },
+    ];
+  }
+
+  #attachTunnel(net: NetworkRecord, u: Underlay): Promise<void> {
+    const o = net.overlay!;
+    const wg = this.#deps.overlay.wireguard!;
+    return wg.attach(net.id, o.vni, u, o.mode === 'static' ? staticPeers(o, wg.port) : undefined);
   }
 
   #nsSpec(net: NetworkRecord): OverlayNsSpec {
@@ -358,7 +394,8 @@ export class OverlayMode implements NetworkMode {
 
   /** Static overlays have no control plane to program forwarding entries: their port learns. */
   #createPort(net: NetworkRecord, o: OverlayRecord, u: Underlay): Promise<void> {
-    const spec = { name: o.vxlan, vni: o.vni, port: this.#deps.overlay.port, local: u.local, dev: u.dev, mtu: net.mtu, bridge: net.bridge, alias: networkAlias(net.id), learning: !hasControlPlane(o), netns: overlayNames(net.id).netns };
+    const wg = o.encrypted ? this.#deps.overlay.wireguard : undefined;
+    const spec = { name: o.vxlan, vni: o.vni, port: this.#deps.overlay.port, local: vtepOf({ local: u.local, encrypted: o.encrypted }), dev: wg ? wg.iface : u.dev, mtu: net.mtu, bridge: net.bridge, alias: networkAlias(net.id), learning: !hasControlPlane(o), netns: overlayNames(net.id).netns };
     return createVxlan(this.#deps.runner, spec);
   }
 

@@ -18,7 +18,7 @@ interface ModeEntry {
 
 const MODES: Record<ModeName, ModeEntry> = {
   bridge: { options: [], build: (_deps, built) => built.bridge },
-  overlay: { options: ['tsnet.vni', 'tsnet.peers'], build: (deps, built) => new OverlayMode(deps, built.bridge) },
+  overlay: { options: ['tsnet.vni', 'tsnet.peers', 'tsnet.encrypt'], build: (deps, built) => new OverlayMode(deps, built.bridge) },
   macvlan: { options: [HOST_ACCESS], build: (deps) => new MacvlanMode(deps) },
   ipvlan: { options: [HOST_ACCESS], build: (deps) => new IpvlanMode(deps) },
 };
