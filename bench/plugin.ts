@@ -25,7 +25,8 @@ function log(msg: string): void {
 
 async function main(): Promise<void> {
   log('bench:plugin: starting a lab and building the plugin (no registry)');
-  const lab = await Lab.start({ hosts: 1, tsnet: false });
+  // A /run of its own, as a real host has: the plugin's run mount then propagates.
+  const lab = await Lab.start({ hosts: 1, tsnet: false, ownRun: true });
   const h = lab.host;
   const out: string[] = [];
   try {

@@ -69,7 +69,11 @@ for f in /etc/iproute2 /usr/share/iproute2 /etc/protocols /etc/services /etc/eth
 done
 printf 'root:x:0:0:root:/root:/bin/sh\n' >"$out/etc/passwd"
 printf 'root:x:0:\n' >"$out/etc/group"
-mkdir -p "$out/tmp" "$out/root" "$out/run/docker/plugins" "$out/var/lib/tsnet" "$out/host/proc/sys/net" "$out/app"
+mkdir -p "$out/tmp" "$out/root" "$out/run/docker/plugins" "$out/var/lib/tsnet" "$out/host/proc/sys/net" "$out/host/run" "$out/host/propagated" "$out/app"
+# ip netns knows only /run/netns: here it leads into the host's /run (the
+# manifest's run mount), where tsnet makes the directory at start-up
+# (TSNET_NETNS_DIR), so the host's /run/netns need not exist at enable.
+ln -s /host/run/netns "$out/run/netns"
 chmod 1777 "$out/tmp"
 chmod 700 "$out/root"
 

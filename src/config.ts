@@ -22,6 +22,12 @@ export interface Config {
   reconcileInterval: number;
   /** where the (writable) host /proc/sys is: /proc/sys, or a bind mount of it in the managed plugin */
   procSys: string;
+  /**
+   * where /run/netns leads (TSNET_NETNS_DIR): the managed plugin's is the
+   * host's, through the run mount, and tsnet makes it at start-up;
+   * undefined: /run/netns is the host's own (tsnet runs on the host)
+   */
+  netnsDir: string | undefined;
   /** extra TCP listener (host:port), off unless asked */
   tcpListen: string | undefined;
   /** etcd client URLs; empty = no cluster (bridge and static-peer overlays only) */
@@ -110,6 +116,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (!/^\d{1,6}$/.test(ri)) throw new TsnetError('TSNET_ERR_INVALID_CONFIG', `TSNET_RECONCILE_INTERVAL: ${quote(ri)} must be a number of seconds (0 = off)`);
   const procSys = env.TSNET_PROC_SYS || DEFAULTS.procSys;
   if (!path.isAbsolute(procSys)) throw new TsnetError('TSNET_ERR_INVALID_CONFIG', `TSNET_PROC_SYS: ${quote(procSys)} must be an absolute path`);
+  const netnsText = env.TSNET_NETNS_DIR || undefined;
+  const netnsDir = netnsText?.replace(/\/+$/, '');
+  if (netnsText !== undefined && (!path.isAbsolute(netnsText) || !netnsDir || path.normalize(netnsDir) !== netnsDir)) {
+    throw new TsnetError('TSNET_ERR_INVALID_CONFIG', `TSNET_NETNS_DIR: ${quote(netnsText)} must be an absolute path to a directory other than /, without . or .. (e.g. /host/run/netns)`);
+  }
   const tcpListen = env.TSNET_TCP_LISTEN || undefined;
   if (tcpListen !== undefined && !/^(127\.0\.0\.1|\[::1\]|localhost):\d{1,5}$/.test(tcpListen)) {
     throw new TsnetError('TSNET_ERR_INVALID_CONFIG', `TSNET_TCP_LISTEN: ${quote(tcpListen)} must be 127.0.0.1:PORT (the protocol has no authentication; never expose it)`);
@@ -160,6 +171,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     defaultPools,
     reconcileInterval: Number(ri),
     procSys,
+    netnsDir,
     tcpListen,
     etcdEndpoints,
     advertiseAddr,

@@ -23,6 +23,8 @@ import { listenMetrics } from './metrics/server.js';
 import { EventBus, reconcileFixes } from './events.js';
 import { observeAnswers } from './observe.js';
 import { runDoctor } from './doctor/doctor.js';
+import { judgeNetnsDir } from './doctor/checks.js';
+import { prepareNetnsDir, readNetnsDir } from './kernel/netns-dir.js';
 import type { NamesService } from './dns/service.js';
 
 /** Remove a stale socket file; refuse to take over one a live process still serves. */
@@ -77,8 +79,24 @@ async function openRegistry(config: Config, id: { hostId: string; vtep: string }
   return new ClusterRegistry({ endpoints: config.etcdEndpoints, hostId: id.hostId, vtep: id.vtep, leaseTtl: config.etcdLeaseTtl, log });
 }
 
+/**
+ * A /run/netns whose mounts do not reach the host's works until the plugin
+ * stops, then every overlay namespace ends with it: said at every start,
+ * not only when someone runs tsnetctl doctor.
+ */
+async function reportNetnsDir(dir: string, overlays: number, log: Logger): Promise<void> {
+  const reading = await readNetnsDir(dir);
+  for (const f of judgeNetnsDir(reading, overlays)) {
+    if (f.level === 'ok') log.debug({ netnsDir: dir, mount: reading.mount }, f.message);
+    else log.error({ netnsDir: dir, mount: reading.mount }, `${f.message} -> ${f.fix}`);
+  }
+}
+
 export async function start(config: Config, log: Logger): Promise<{ stop: () => Promise<void>; reconcileNow: () => Promise<void> }> {
   const t0 = performance.now();
+  // The managed plugin: the host's /run/netns, made if this boot has none
+  // yet; a rootfs that does not lead there is fatal, before anything else.
+  if (config.netnsDir) await prepareNetnsDir(config.netnsDir);
   const store = new Store({ dir: config.stateDir, log });
   let registry: ClusterRegistry | undefined;
   let overlay: OverlayManager | undefined;
@@ -94,6 +112,7 @@ export async function start(config: Config, log: Logger): Promise<{ stop: () => 
   });
   const runner = createRunner(log, undefined, { procSys: config.procSys, onCommand: (cmd, ok) => metrics.command(cmd, ok) });
   const loaded = await store.open();
+  if (config.netnsDir) await reportNetnsDir(config.netnsDir, Object.values(store.state.networks).filter((n) => n.overlay).length, log);
   const hold = new AllocationHold();
   if (loaded.source === 'previous') {
     // One generation may be lost: addresses handed out in it are unknown, so
@@ -149,6 +168,7 @@ export async function start(config: Config, log: Logger): Promise<{ stop: () => 
       loaded,
       hold: () => hold.reason,
       names: async () => names?.status(),
+      netnsDir: config.netnsDir,
     });
   const observe = observeAnswers(metrics, events, store);
   const app = buildApp({

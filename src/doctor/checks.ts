@@ -7,13 +7,14 @@ import { ALIAS_PREFIX, overlayNames, shortId } from '../kernel/names.js';
 import { WG_IFACE } from '../wireguard/host.js';
 import { chainNames, NETWORK_CHAIN } from '../firewall/nft.js';
 import { CHAIN as TSNET_FORWARD } from '../firewall/iptables.js';
+import type { NetnsDirReading } from '../kernel/netns-dir.js';
 import type { NetworkRecord, State } from '../store/schema.js';
 
 export type Level = 'ok' | 'warn' | 'fail';
 
 export interface Finding {
   level: Level;
-  /** which check: sysctl, forward, nftables, links, etcd, vxlan, mtu, store */
+  /** which check: sysctl, forward, nftables, links, etcd, vxlan, mtu, names, netns, store */
   check: string;
   message: string;
   /** what to do about it (absent when nothing needs doing) */
@@ -276,4 +277,29 @@ export function judgeStore(s: { source: string; problems: string[]; hold: string
   if (s.source === 'recovered') out.push(warn('store', `state.json was damaged at start-up and rebuilt with nothing lost (${s.problems.join('; ')})`, 'look at the .bad file beside it and the disk it is on'));
   if (out.length === 0) out.push(ok('store', `${s.source === 'empty' ? 'started with an empty store' : 'state loaded intact'}; writes succeed`));
   return out;
+}
+
+/**
+ * The managed plugin's /run/netns (TSNET_NETNS_DIR): it must lead into the
+ * host's /run, on a mount that sends its mounts to the host's. Anything
+ * else names overlay namespaces in the plugin's own mount namespace, and
+ * they end with it: a disable, an upgrade or a dockerd restart then takes
+ * every overlay container's link. "shared" is all that can be seen from
+ * inside; the host's side of it is shared on systemd hosts.
+ */
+export function judgeNetnsDir(r: NetnsDirReading, overlays: number): Finding[] {
+  const bad = overlays > 0 ? fail : warn;
+  const stake = overlays > 0 ? `, taking the links of ${overlays} overlay network(s)' containers with them` : '';
+  if (r.leadsTo !== r.dir) {
+    return [bad('netns', `/run/netns leads to ${r.leadsTo ?? 'nothing'}, not to ${r.dir} (TSNET_NETNS_DIR)`, "create the plugin again from its bundle: the rootfs's /run/netns and config.json's TSNET_NETNS_DIR must agree")];
+  }
+  if (!r.mount) return [bad('netns', `no mount holds ${r.dir} in /proc/self/mountinfo`, 'see tsnet\'s log')];
+  const where = `${r.dir} is on ${r.mount.mountPoint}`;
+  if (r.mount.propagation === 'slave') {
+    return [bad('netns', `${where}, a slave mount: namespaces named there stay in the plugin's mount namespace and end when the plugin stops${stake}`, 'dockerd gives a plugin rshared root propagation only when its manifest has a propagatedmount: use config.json of this version')];
+  }
+  if (r.mount.propagation === 'private') {
+    return [bad('netns', `${where}, a private mount: namespaces named there end when the plugin stops${stake}`, "make the host's /run a shared mount of its own (mount --make-rshared /run; systemd does so at boot), then disable and enable the plugin")];
+  }
+  return [ok('netns', `${where}, a shared mount: overlay namespaces named there reach the host's /run/netns and outlive the plugin`)];
 }

@@ -6,12 +6,13 @@ import { CommandError, type Runner } from '../kernel/exec.js';
 import { getLink, listLinks } from '../kernel/ip.js';
 import { overlayNames } from '../kernel/names.js';
 import { nsLinks, overlayRunner } from '../kernel/overlay-ns.js';
+import { readNetnsDir } from '../kernel/netns-dir.js';
 import type { Store } from '../store/store.js';
 import { vxlanOverhead, type OverlayManager } from '../overlay/manager.js';
 import type { ClusterRegistry } from '../cluster/registry.js';
 import { CHAIN as TSNET_FORWARD } from '../firewall/iptables.js';
 import { TABLE } from '../firewall/nft.js';
-import { judgeEtcd, judgeNames, judgeForward, judgeLinks, judgeMtu, judgeNft, judgeStore, judgeSysctls, judgeVxlan, parseNftJson, type Finding, type PeerProbe } from './checks.js';
+import { judgeEtcd, judgeNames, judgeNetnsDir, judgeForward, judgeLinks, judgeMtu, judgeNft, judgeStore, judgeSysctls, judgeVxlan, parseNftJson, type Finding, type PeerProbe } from './checks.js';
 
 export interface DoctorDeps {
   runner: Runner;
@@ -24,6 +25,8 @@ export interface DoctorDeps {
   hold: () => string | undefined;
   /** names across hosts (dns/service.ts status); undefined: not loaded or both off */
   names?: () => Promise<Parameters<typeof judgeNames>[0]>;
+  /** TSNET_NETNS_DIR (the managed plugin): where /run/netns must lead, on a shared mount */
+  netnsDir?: string | undefined;
 }
 
 async function text(runner: Runner, cmd: string, args: string[]): Promise<string | undefined> {
@@ -113,6 +116,8 @@ export async function runDoctor(deps: DoctorDeps): Promise<Finding[]> {
       return judgeVxlan(state, deps.vxlanPort, ports, nft !== undefined && 'vxlan_in' in nft.rules, probes);
     });
   }
+  const netnsDir = deps.netnsDir;
+  if (netnsDir) await attempt('netns', async () => judgeNetnsDir(await readNetnsDir(netnsDir), overlays.length));
   await attempt('etcd', async () => {
     const reg = deps.registry();
     return judgeEtcd(deps.etcdConfigured, reg ? await reg.health() : undefined);

@@ -22,7 +22,7 @@
 //   switches frames.
 // - The namespace is named (ip netns add) so it outlives tsnet, and is found
 //   again by name: tsov- and a hash of the network ID.
-import { isNotFound, netnsRunner, type Runner } from './exec.js';
+import { CommandError, isNotFound, netnsRunner, type Runner } from './exec.js';
 import { ipBatch, type LinkInfo } from './ip.js';
 
 export const NETNS_DIR = '/run/netns';
@@ -73,6 +73,16 @@ export async function deleteNetns(runner: Runner, name: string): Promise<void> {
   } catch (err) {
     if (!isNotFound(err)) throw err;
   }
+}
+
+/**
+ * A name whose namespace has ended: the file in /run/netns is there, but
+ * nothing is mounted on it in this mount namespace, so it cannot be
+ * entered. What a namespace named by a plugin whose mounts never reached
+ * the host's leaves after the plugin stopped (see netns-dir.ts).
+ */
+export function isStaleNetns(err: unknown): boolean {
+  return err instanceof CommandError && /reassociate to namespace '?ns\/net'? failed: Invalid argument/.test(err.stderr);
 }
 
 /** Links inside the namespace, by name; undefined when the namespace is gone. */
@@ -166,7 +176,7 @@ export async function teardownOverlayNs(runner: Runner, s: Pick<OverlayNsSpec, '
   // returns (a namespace's own clean-up runs later, in the kernel's workqueue).
   const ns = overlayRunner(runner, s.netns);
   await ns.run('ip', ['link', 'del', 'dev', vxlan]).catch((err: unknown) => {
-    if (!isNotFound(err)) throw err;
+    if (!isNotFound(err) && !isStaleNetns(err)) throw err;
   });
   await deleteNetns(runner, s.netns);
   await runner.run('ip', ['link', 'del', 'dev', s.gatewayHost]).catch((err: unknown) => {

@@ -3,17 +3,24 @@
 // the host's npm cache), created and enabled as tsnet:latest, and driven
 // through docker plugin set / disable / enable, a dockerd restart, a
 // re-create from the bundle (the upgrade path) and bad settings; then the
-// same bundle on a second host, the two forming an overlay through etcd.
+// same bundle on a second host, the two forming an overlay through etcd,
+// whose namespace must be the host's: it stays through disable/enable and a
+// dockerd restart while the containers keep reaching each other, and a host
+// whose /run/netns is gone (a reboot) still gets the plugin started.
+// The lab hosts have a /run of their own, empty as after a boot, and mount
+// namespaces shared inside as on a systemd host (lab.ts), so what the
+// plugin's container mounts with rshared propagation reaches them.
 import { existsSync, promises as fs } from 'node:fs';
 import path from 'node:path';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { buildPlugin, LOCAL_BASE, type BuildResult } from '../../plugin/build.js';
+import { overlayNames } from '../../src/kernel/names.js';
 import { canPing, containerIp, runContainer } from '../helpers/docker.js';
-import { DOCKER, ETCD_URL, Lab, canConnect, cleanEnv, cliEnv, waitFor, type LabHost } from '../helpers/lab.js';
+import { DOCKER, ETCD_URL, Lab, REPO, canConnect, cleanEnv, cliEnv, waitFor, type LabHost } from '../helpers/lab.js';
 import { Scrape } from '../helpers/prom.js';
 
 const PLUGIN = 'tsnet:latest';
-const lab = await Lab.start({ hosts: 2, etcd: true, tsnet: false });
+const lab = await Lab.start({ hosts: 2, etcd: true, tsnet: false, ownRun: true });
 const [h, h2] = lab.hosts as [LabHost, LabHost];
 const stateDir = path.join(h.dir, 'plugin-state');
 const dockerdLog = path.join(h.dir, 'dockerd.log');
@@ -28,8 +35,28 @@ t.teardown(async () => {
   await lab.stop();
 });
 
-const pluginId = async (): Promise<string> => (await h.docker(['plugin', 'inspect', '-f', '{{.Id}}', PLUGIN])).stdout.trim();
-const enabled = async (): Promise<boolean> => (await h.docker(['plugin', 'inspect', '-f', '{{.Enabled}}', PLUGIN])).stdout.trim() === 'true';
+const pluginId = async (host: LabHost = h): Promise<string> => (await host.docker(['plugin', 'inspect', '-f', '{{.Id}}', PLUGIN])).stdout.trim();
+const enabled = async (host: LabHost = h): Promise<boolean> => (await host.docker(['plugin', 'inspect', '-f', '{{.Enabled}}', PLUGIN], { check: false })).stdout.trim() === 'true';
+
+/**
+ * A named namespace as the lab host's own mount namespace sees it: the
+ * inode of the namespace mounted on /run/netns/NAME there (a namespace made
+ * anew has another), or why there is none.
+ */
+async function hostNetns(host: LabHost, name: string): Promise<string> {
+  const list = (await host.exec('ip', ['netns', 'list'], { check: false })).stdout;
+  if (!list.split('\n').some((l) => l.split(' ')[0] === name)) return `not listed (ip netns list: ${list.trim().replace(/\n/g, ', ') || 'nothing'})`;
+  const fsType = (await host.exec('stat', ['-f', '-c', '%T', `/run/netns/${name}`], { check: false })).stdout.trim();
+  if (fsType !== 'nsfs') return `listed, but no namespace mounted on it in the host's mount namespace (${fsType})`;
+  return `nsfs inode ${(await host.exec('stat', ['-L', '-c', '%i', `/run/netns/${name}`])).stdout.trim()}`;
+}
+
+/** tsnetctl doctor against a host's managed plugin: its netns line. */
+async function doctorNetns(host: LabHost): Promise<string> {
+  const sock = `/run/docker/plugins/${await pluginId(host)}/tsnet.sock`;
+  const r = await host.exec(process.execPath, [`${REPO}/dist/cli.js`, '--socket', sock, 'doctor'], { check: false });
+  return r.stdout.split('\n').find((l) => / netns: /.test(l)) ?? `no netns line (exit ${r.exitCode}): ${r.stdout}${r.stderr}`;
+}
 /**
  * The plugin's socket as seen from outside the host's mount namespace
  * (dockerd puts it in /run/docker/plugins/<id>/), through a symlink: the
@@ -107,11 +134,16 @@ t.test('the plugin bundle builds with no registry and is created as tsnet:latest
     Interface: { Types: string[]; Socket: string };
     Linux: { Capabilities: string[] };
     Network: { Type: string };
+    PropagatedMount: string;
+    Mounts: Array<{ Name: string; Source: string; Destination: string; Options: string[] }>;
   };
   t.same(cfg.Interface.Types, ['docker.networkdriver/1.0', 'docker.ipamdriver/1.0']);
   t.equal(cfg.Interface.Socket, 'tsnet.sock');
   t.equal(cfg.Network.Type, 'host');
   t.same(cfg.Linux.Capabilities, ['CAP_NET_ADMIN', 'CAP_SYS_ADMIN']);
+  t.equal(cfg.PropagatedMount, '/host/propagated', 'a propagated mount: dockerd then gives the plugin rshared root propagation');
+  t.same(cfg.Mounts.map((m) => `${m.Source} ${m.Destination}`), ['/var/lib/tsnet /var/lib/tsnet', '/var/run/docker.sock /run/docker.sock', '/run /host/run', '/proc/sys/net /host/proc/sys/net'], 'no mount source that a boot removes');
+  t.equal((await fs.readlink(path.join(built.bundleDir, 'rootfs', 'run', 'netns'))), '/host/run/netns', "the rootfs's /run/netns leads into the host's /run");
 });
 
 t.test('enable; a network on tsnet:latest; two containers ping each other by name', async (t) => {
@@ -119,6 +151,7 @@ t.test('enable; a network on tsnet:latest; two containers ping each other by nam
   // The state directory must exist; the default /var/lib/tsnet would be this machine's.
   // And dockerd's socket (for names) is where this lab host's dockerd listens.
   await h.docker(['plugin', 'set', PLUGIN, `state.source=${stateDir}`, `docker.source=${h.dockerSock}`]);
+  t.not((await h.exec('test', ['-e', '/run/netns'], { check: false })).exitCode, 0, "the host's /run is as after a boot: no /run/netns");
   const sock = await socketOf(await pluginId());
   const t0 = performance.now();
   let listening = 0;
@@ -128,6 +161,7 @@ t.test('enable; a network on tsnet:latest; two containers ping each other by nam
   await poll;
   t.comment(`enable returned after ${enableMs.toFixed(0)} ms; socket listening after ${listening.toFixed(0)} ms`);
   t.ok(await enabled());
+  t.equal((await h.exec('test', ['-d', '/run/netns'], { check: false })).exitCode, 0, "the plugin made the host's /run/netns");
 
   const refused = await h.docker(['network', 'create', '-d', 'tsnet', 'untagged'], { check: false });
   t.not(refused.exitCode, 0, '-d tsnet (no tag) does not name the managed plugin');
@@ -262,7 +296,10 @@ t.test('the same bundle on a second host: an overlay through etcd between two ma
     await host.docker(['network', 'create', '-d', PLUGIN, '--ipam-driver', PLUGIN, '-o', 'tsnet.mode=overlay', '--subnet', '10.201.0.0/16', 'movl']);
   }
   await runContainer(h, 'o1', 'movl', ['--network-alias', 'o1-alias']);
-  await runContainer(h2, 'o2', 'movl', ['--dns', '10.201.0.1']);
+  // A MAC of its own: o2 is started again after the dockerd restart below, and
+  // without one tsnet gives the new endpoint a new MAC for the same address,
+  // which o1's ARP cache on the other host keeps the old one of for ~30 s.
+  await runContainer(h2, 'o2', 'movl', ['--dns', '10.201.0.1', '--mac-address', '02:74:73:00:00:02']);
   const ip1 = await containerIp(h, 'o1', 'movl');
   const ip2 = await containerIp(h2, 'o2', 'movl');
   t.not(ip1, ip2, `addresses unique across hosts (${ip1}, ${ip2})`);
@@ -282,10 +319,99 @@ t.test('the same bundle on a second host: an overlay through etcd between two ma
   const gw = links.filter((l) => l.ifname.startsWith('tsgh-'));
   t.equal(gw.length, 1, 'one gateway port');
   t.ok(gw[0]?.master?.startsWith('tsbr-') && gw[0]?.link_netnsid !== undefined, "on the network's bridge, its peer in the overlay's namespace");
+  // And that namespace is the host's: mounted on the host's /run/netns by the plugin's container.
+  for (const host of [h, h2]) {
+    const name = overlayNames((await host.docker(['network', 'inspect', '-f', '{{.Id}}', 'movl'])).stdout.trim()).netns;
+    t.match(await hostNetns(host, name), /^nsfs inode \d+$/, `host ${host.index}: ${name} is mounted in the host's own /run/netns`);
+    t.match(await doctorNetns(host), /^ok +netns: \/host\/run\/netns is on \/host\/run(\/netns)?, a shared mount/, `host ${host.index}: tsnetctl doctor agrees`);
+  }
+});
+
+/** Each host's overlay namespace for movl, and the inode it has now. */
+async function overlayNetns(): Promise<Array<{ host: LabHost; name: string; inode: string }>> {
+  const out = [];
+  for (const host of [h, h2]) {
+    const name = overlayNames((await host.docker(['network', 'inspect', '-f', '{{.Id}}', 'movl'])).stdout.trim()).netns;
+    out.push({ host, name, inode: await hostNetns(host, name) });
+  }
+  return out;
+}
+
+/** o1 (host 1) and o2 (host 2) reach each other over movl, waiting a little for the control plane. */
+async function acrossHosts(t: Test, when: string): Promise<void> {
+  const ip1 = await containerIp(h, 'o1', 'movl');
+  const ip2 = await containerIp(h2, 'o2', 'movl');
+  const there = await waitFor(`o1 -> o2 ${when}`, () => canPing(h, 'o1', ip2, 1), 10_000, 200).catch(() => false);
+  t.ok(there, `${when}: o1 (host 1) -> o2 (host 2, ${ip2})`);
+  t.ok(await canPing(h2, 'o2', ip1), `${when}: o2 (host 2) -> o1 (host 1, ${ip1})`);
+}
+
+t.test("disable and enable: the overlay's namespace stays the host's, and its containers keep their links", async (t) => {
+  const before = await overlayNetns();
+  for (const b of before) t.match(b.inode, /^nsfs inode/, `host ${b.host.index}: ${b.name} before`);
+  for (const host of [h2, h]) {
+    await host.docker(['plugin', 'disable', '-f', PLUGIN]);
+    t.notOk(await enabled(host), `host ${host.index}: plugin disabled`);
+    const mine = before.find((b) => b.host === host)!;
+    t.equal(await hostNetns(host, mine.name), mine.inode, `host ${host.index}: ${mine.name} is still there, the same namespace, with the plugin disabled`);
+    // Nothing of the data plane runs in the plugin: it forwards without it.
+    await acrossHosts(t, `host ${host.index}'s plugin disabled`);
+    await host.docker(['plugin', 'enable', PLUGIN]);
+    t.equal(await hostNetns(host, mine.name), mine.inode, `host ${host.index}: the same namespace after enable`);
+    await acrossHosts(t, `host ${host.index}'s plugin enabled again`);
+  }
+  t.same((await overlayNetns()).map((n) => n.inode), before.map((b) => b.inode), 'neither namespace was made anew');
+});
+
+t.test("dockerd restart with the plugin enabled: the overlay's namespace stays, containers come back on it", async (t) => {
+  const before = (await overlayNetns()).find((n) => n.host === h2)!;
+  await h2.stopDockerd();
+  t.equal(await hostNetns(h2, before.name), before.inode, `${before.name} stays while dockerd and the plugin are down`);
+  await h2.startDockerd();
+  await waitFor('plugin enabled after dockerd restart', () => enabled(h2), 30_000, 200);
+  t.equal(await hostNetns(h2, before.name), before.inode, 'the same namespace once dockerd started the plugin again');
+  // dockerd stopped o2 on its way down; started again, it joins the same namespace.
+  await h2.docker(['start', 'o2']);
+  await acrossHosts(t, 'after the dockerd restart');
+  t.equal(await hostNetns(h2, before.name), before.inode, 'still the same namespace');
+});
+
+t.test("network rm: no device of the overlay is left, and its namespace leaves the host's /run/netns", async (t) => {
+  const names = await overlayNetns();
   await removeContainers();
   await h2.docker(['rm', '-f', 'o2']);
   for (const host of [h, h2]) await host.docker(['network', 'rm', 'movl']);
   const after = JSON.parse((await h2.exec('ip', ['-json', 'link', 'show'])).stdout) as Array<{ ifname: string }>;
   t.same(after.filter((l) => /^ts(gh|br|vx)-/.test(l.ifname)).map((l) => l.ifname), [], 'network rm leaves no device of the overlay');
+  for (const n of names) t.match(await hostNetns(n.host, n.name), /^not listed/, `host ${n.host.index}: ${n.name} is gone from the host's /run/netns (the plugin's unmount reached it)`);
   t.equal((await lab.etcdctl(['get', '--prefix', '/tsnet/v1/overlays/10.201.0.0_16/endpoints/', '--keys-only'])).stdout.trim(), '', 'no endpoint left in etcd');
+});
+
+t.test('a host whose /run/netns is gone, as after a reboot: dockerd starts the enabled plugin, and overlays work', async (t) => {
+  t.ok(await enabled(h2), 'the plugin is enabled on host 2');
+  await h2.stopDockerd();
+  const left = (await h2.exec('ip', ['netns', 'list'], { check: false })).stdout.trim();
+  t.equal(left, '', 'no namespace is named on host 2, so nothing holds /run/netns');
+  // ip netns made /run/netns a mount of its own (the plugin's, propagated): a boot leaves neither.
+  if ((await h2.exec('mountpoint', ['-q', '/run/netns'], { check: false })).exitCode === 0) await h2.exec('umount', ['/run/netns']);
+  await h2.exec('rmdir', ['/run/netns']);
+  t.not((await h2.exec('test', ['-e', '/run/netns'], { check: false })).exitCode, 0, '/run/netns removed');
+  await h2.startDockerd();
+  const up = await waitFor('plugin enabled by dockerd at start-up', () => enabled(h2), 30_000, 200).catch(() => false);
+  t.ok(up, 'dockerd started the plugin: no mount source it needs was missing');
+  t.equal((await h2.exec('test', ['-d', '/run/netns'], { check: false })).exitCode, 0, 'the plugin made /run/netns again');
+  for (const host of [h, h2]) {
+    await host.docker(['network', 'create', '-d', PLUGIN, '--ipam-driver', PLUGIN, '-o', 'tsnet.mode=overlay', '--subnet', '10.202.0.0/16', 'movl2']);
+  }
+  await runContainer(h, 'p1', 'movl2');
+  await runContainer(h2, 'p2', 'movl2');
+  const ip1 = await containerIp(h, 'p1', 'movl2');
+  const ip2 = await containerIp(h2, 'p2', 'movl2');
+  t.ok(await waitFor('p2 -> p1', () => canPing(h2, 'p2', ip1, 1), 10_000, 200).catch(() => false), 'host 2 -> host 1 over the new overlay');
+  t.ok(await canPing(h, 'p1', ip2), 'host 1 -> host 2');
+  const name = overlayNames((await h2.docker(['network', 'inspect', '-f', '{{.Id}}', 'movl2'])).stdout.trim()).netns;
+  t.match(await hostNetns(h2, name), /^nsfs inode \d+$/, `${name} is mounted in host 2's fresh /run/netns`);
+  await removeContainers();
+  await h2.docker(['rm', '-f', 'p2']);
+  for (const host of [h, h2]) await host.docker(['network', 'rm', 'movl2']);
 });

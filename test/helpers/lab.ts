@@ -9,8 +9,13 @@
 //   tsl-<id>-hN    eth0 10.99.0.(10+N)/24, fd00:99::(10+N)/64, default routes
 //                  via the router; dockerd + tsnet
 //   tsl-<id>-out   eth0 10.99.0.100/24, fd00:99::100/64: the outside world
-// Each host also gets a private mount namespace with a tmpfs on
+// Each host also gets a mount namespace of its own with a tmpfs on
 // /run/docker/plugins, so every host's dockerd finds its own tsnet socket.
+// It is created private (nothing mounted in it reaches the machine's) and
+// then made shared inside, as / is on a systemd host: mounts that a managed
+// plugin's container makes with rshared propagation reach the lab host's
+// namespace, as they would reach a real host's. With `ownRun`, a host also
+// gets a /run of its own, empty like a host's /run just after boot.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createReadStream, existsSync, promises as fs } from 'node:fs';
@@ -161,6 +166,11 @@ export interface HostOptions {
   tsnet?: boolean;
   /** extra dockerd flags */
   dockerdArgs?: string[];
+  /**
+   * a tmpfs of the host's own on /run, empty as after a boot (no /run/netns
+   * until something makes it), instead of the machine's /run
+   */
+  ownRun?: boolean;
 }
 
 export class LabHost {
@@ -211,7 +221,7 @@ export class LabHost {
     return ['nsenter', `--mount=/proc/${this.mntPid}/ns/mnt`, `--net=${this.netnsPath}`, '--'];
   }
 
-  async createNamespaces(): Promise<void> {
+  async createNamespaces(opts: Pick<HostOptions, 'ownRun'> = {}): Promise<void> {
     await fs.mkdir(this.dir, { recursive: true });
     await sh('ip', ['netns', 'add', this.netns]);
     await sh('ip', ['-n', this.netns, 'link', 'set', 'lo', 'up']);
@@ -224,12 +234,21 @@ export class LabHost {
     await sh('ip', ['-n', this.netns, 'link', 'set', 'eth0', 'up']);
     await sh('ip', ['-n', this.netns, 'route', 'add', 'default', 'via', '10.99.0.1']);
     await sh('ip', ['-n', this.netns, '-6', 'route', 'add', 'default', 'via', LAN_ROUTER6]);
-    // A private mount namespace holding a tmpfs on /run/docker/plugins.
-    // /run/wireguard too: wireguard-go's UAPI socket is /run/wireguard/<iface>.sock,
-    // and every lab host's tunnel has the same name.
-    await fs.mkdir('/run/docker/plugins', { recursive: true });
-    await fs.mkdir('/run/wireguard', { recursive: true, mode: 0o700 });
-    const holder = spawn('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', 'mount -t tmpfs -o mode=0755 tmpfs /run/docker/plugins && mount -t tmpfs -o mode=0700 tmpfs /run/wireguard && echo ready && exec sleep 1000000'], {
+    // A mount namespace created private, holding a tmpfs on
+    // /run/docker/plugins and one on /run/wireguard (wireguard-go's UAPI
+    // socket is /run/wireguard/<iface>.sock, and every lab host's tunnel has
+    // the same name), or one tmpfs on /run with ownRun; then made shared
+    // inside: `--make-rshared /` gives its mounts peer groups of their own,
+    // which no mount of the machine's belongs to, so propagation stays among
+    // this host's namespace and the ones made from it (dockerd's plugins).
+    const mounts = opts.ownRun
+      ? 'mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs /run && mkdir -p /run/docker/plugins && mkdir -m 0700 /run/wireguard'
+      : 'mount -t tmpfs -o mode=0755 tmpfs /run/docker/plugins && mount -t tmpfs -o mode=0700 tmpfs /run/wireguard';
+    if (!opts.ownRun) {
+      await fs.mkdir('/run/docker/plugins', { recursive: true });
+      await fs.mkdir('/run/wireguard', { recursive: true, mode: 0o700 });
+    }
+    const holder = spawn('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', `${mounts} && mount --make-rshared / && echo ready && exec sleep 1000000`], {
       stdio: ['ignore', 'pipe', 'inherit'],
       detached: false,
     });
@@ -389,8 +408,10 @@ export class LabHost {
     await attempt('stop dockerd', () => this.stopDockerd());
     // tsnet named its overlay namespaces from inside this host's mount
     // namespace: their mounts live there, and go with it, leaving empty
-    // files in the machine's /run/netns. Removed from in here, both go.
-    if (this.mntPid) await attempt('delete overlay namespaces', () => deleteOverlayNamespaces(this.netns, (args) => this.exec('ip', args, { check: false })));
+    // files in the machine's /run/netns (unless the host has a /run of its
+    // own). Removed from in here, both go. exec() is in the host's network
+    // namespace already, and with ownRun its /run/netns does not name it.
+    if (this.mntPid) await attempt('delete overlay namespaces', () => deleteOverlayNamespaces(undefined, (args) => this.exec('ip', args, { check: false })));
     // Anything still living in the host's mount namespace was started by this lab.
     if (this.#mntInode) {
       for (const pid of await pidsInMountNs(this.#mntInode)) {
@@ -496,7 +517,7 @@ export class Lab {
     for (let i = 1; i <= n; i++) {
       const h = new LabHost(this, i);
       this.hosts.push(h);
-      await h.createNamespaces();
+      await h.createNamespaces(opts);
       if (opts.resolvConf !== undefined) await h.setResolvConf(opts.resolvConf);
     }
     if (opts.dockerd !== false) {
@@ -580,9 +601,10 @@ export class Lab {
  * tsnet's overlay namespaces (tsov-…) are named, so they outlive the lab
  * host whose tsnet made them when a network was not removed. The host's
  * namespace numbers every namespace it has links into; those are its.
+ * `hostNetns` undefined: `ip` runs in the host's network namespace already.
  */
-export async function deleteOverlayNamespaces(hostNetns: string, ip: (args: string[]) => Promise<CmdResult> = (args) => sh('ip', args, { check: false })): Promise<void> {
-  const res = await ip(['-n', hostNetns, '-json', 'netns', 'list-id']);
+export async function deleteOverlayNamespaces(hostNetns: string | undefined, ip: (args: string[]) => Promise<CmdResult> = (args) => sh('ip', args, { check: false })): Promise<void> {
+  const res = await ip([...(hostNetns ? ['-n', hostNetns] : []), '-json', 'netns', 'list-id']);
   if (res.exitCode !== 0) return;
   for (const n of JSON.parse(res.stdout.trim() || '[]') as Array<{ name?: string }>) {
     if (n.name && /^tsov-[0-9a-f]{10}$/.test(n.name)) await ip(['netns', 'del', n.name]);

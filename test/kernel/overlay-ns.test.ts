@@ -2,11 +2,14 @@
 // a throwaway "host" namespace (static peers, so no etcd): the namespace of
 // its own, the bridge there with the VXLAN port and the endpoints' veths,
 // the gateway's one-port bridge in the host namespace, port isolation, ICC
-// off, and nothing left behind by DeleteNetwork or a failed create.
+// off, nothing left behind by DeleteNetwork or a failed create, and a name
+// whose namespace has ended (what a plugin whose mounts never reached the
+// host leaves) taken back.
 import t, { type Test } from 'tap';
 import { promises as fs } from 'node:fs';
+import path from 'node:path';
 import { Netns, dockerId, ping, plugInto, startPlugin, tmpDir, type PluginProcess } from '../helpers/netns.js';
-import { sh } from '../helpers/lab.js';
+import { sh, waitFor } from '../helpers/lab.js';
 import { overlayNames } from '../../src/kernel/names.js';
 
 interface Env {
@@ -137,4 +140,42 @@ t.test('a failed create leaves no namespace behind', async (t) => {
   t.notMatch((await sh('ip', ['-json', 'netns', 'list'])).stdout, names.netns, 'no namespace left');
   const left = JSON.parse((await e.host.exec('ip', ['-json', 'link', 'show'])).stdout) as Link[];
   t.same(left.map((l) => l.ifname).filter((n) => n.startsWith('tsbr-') || n.startsWith('tsgh-')), [], 'no bridge or gateway port left');
+});
+
+/**
+ * What a managed plugin whose mounts did not reach the host's mount
+ * namespace leaves once it stops: the name in /run/netns, an empty file,
+ * its namespace ended. Made here by unmounting the name.
+ */
+async function endNamespace(name: string): Promise<void> {
+  await sh('umount', [`/run/netns/${name}`]);
+  await waitFor(`${name} ended`, async () => (await sh('ip', ['-n', name, 'link', 'show'], { check: false })).exitCode !== 0, 5000);
+}
+
+t.test('a name whose namespace ended: start-up makes the namespace again, DeleteNetwork removes the name', async (t) => {
+  const e = await setup(t);
+  const id = dockerId();
+  const names = overlayNames(id);
+  // An ended namespace has no id in the host's list-id: setup's clean-up would miss its name.
+  t.teardown(() => sh('ip', ['netns', 'del', names.netns], { check: false }));
+  t.equal((await createOverlay(e.plugin, id, '10.123.0.0/24', '10.123.0.1/24')).status, 200);
+  await e.plugin.stop();
+  await endNamespace(names.netns);
+  t.match((await sh('ip', ['netns', 'list'])).stdout, names.netns, 'the name is left');
+
+  e.plugin = await startPlugin(e.host, { dir: path.dirname(e.plugin.stateDir) });
+  const again = await waitFor('the namespace made again', async () => {
+    const r = await sh('ip', ['-n', names.netns, '-json', '-details', 'link', 'show'], { check: false });
+    const links = r.exitCode === 0 ? (JSON.parse(r.stdout) as Link[]) : [];
+    return links.some((l) => l.linkinfo?.info_kind === 'vxlan') && links.some((l) => l.ifname === names.gatewayPort) ? links : undefined;
+  }, 15_000, 100).catch(() => [] as Link[]);
+  t.ok(again.some((l) => l.linkinfo?.info_kind === 'bridge'), 'start-up reconcile made the namespace again, with its bridge, VXLAN port and gateway port');
+  t.match(await fs.readFile(e.plugin.logFile, 'utf8'), /overlay namespace had ended, leaving its name/, 'and said so');
+  const c1 = await attach(e, id, '10.123.0.2/24', '10.123.0.1');
+  t.ok(await ping(c1, '10.123.0.1'), 'a new endpoint reaches the gateway through it');
+
+  await endNamespace(names.netns);
+  const del = await e.plugin.call('NetworkDriver.DeleteNetwork', { NetworkID: id });
+  t.equal(del.status, 200, `DeleteNetwork with the namespace ended: ${JSON.stringify(del.body)}`);
+  t.notMatch((await sh('ip', ['netns', 'list'])).stdout, names.netns, 'the name is gone');
 });

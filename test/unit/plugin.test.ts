@@ -4,6 +4,9 @@
 //   and written there. Default: /proc/sys, as before.
 // - a bad setting as PID 1 (the plugin's init) waits for SIGTERM rather than
 //   exiting, so dockerd's failed enable is clean (src/main.ts exitFatal).
+// - TSNET_NETNS_DIR: the rootfs's /run/netns leads into the host's /run (the
+//   run mount), where tsnet makes the directory at start-up; mountinfo says
+//   whether namespaces named there reach the host's mount namespace.
 import { spawn } from 'node:child_process';
 import { mkdtemp, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
@@ -14,6 +17,11 @@ import { DEFAULTS, loadConfig } from '../../src/config.js';
 import { TsnetError } from '../../src/errors.js';
 import { createRunner } from '../../src/kernel/exec.js';
 import { REPO, cleanEnv } from '../helpers/lab.js';
+import { mountOf, parseMountinfo, propagationOf } from '../../src/kernel/mountinfo.js';
+import { prepareNetnsDir, readNetnsDir } from '../../src/kernel/netns-dir.js';
+import { judgeNetnsDir } from '../../src/doctor/checks.js';
+import { isStaleNetns } from '../../src/kernel/overlay-ns.js';
+import { CommandError } from '../../src/kernel/exec.js';
 
 const log = pino({ level: 'silent' });
 
@@ -127,4 +135,80 @@ t.test('every way of starting tsnet passes the same node flags', async (t) => {
   t.equal(pkg.scripts.start, ['node', ...NODE_FLAGS, 'dist/main.js'].join(' '), 'npm start');
   t.match(await read('scripts/run.sh'), `\nexec ${['node', ...NODE_FLAGS, 'dist/main.js'].join(' ')}\n`, 'scripts/run.sh');
   t.match(await read('Dockerfile'), `\nENTRYPOINT ${JSON.stringify(['/usr/local/bin/node', ...NODE_FLAGS, '/app/bundle/main.mjs']).replaceAll(',', ', ')}\n`, 'Dockerfile');
+});
+
+t.test('TSNET_NETNS_DIR in the configuration', async (t) => {
+  t.equal(loadConfig({}).netnsDir, undefined, 'unset: /run/netns is the host\'s own');
+  t.equal(loadConfig({ TSNET_NETNS_DIR: '/host/run/netns' }).netnsDir, '/host/run/netns');
+  t.equal(loadConfig({ TSNET_NETNS_DIR: '/host/run/netns/' }).netnsDir, '/host/run/netns', 'a trailing slash is dropped');
+  for (const bad of ['host/run/netns', '/', '/host/../run/netns', '/host/./run']) {
+    t.throws(() => loadConfig({ TSNET_NETNS_DIR: bad }), { message: new RegExp(`^TSNET_NETNS_DIR: "${bad.replace(/[.\/]/g, '\\$&')}" must be an absolute path`) }, bad);
+  }
+});
+
+t.test('config.json and the rootfs agree on where /run/netns leads', async (t) => {
+  const cfg = JSON.parse(await readFile(path.join(REPO, 'config.json'), 'utf8')) as {
+    propagatedmount?: string;
+    mounts: Array<{ name: string; source: string; destination: string; options: string[] }>;
+    env: Array<{ name: string; value: string; settable?: string[] }>;
+  };
+  const dir = cfg.env.find((e) => e.name === 'TSNET_NETNS_DIR');
+  t.ok(dir && !dir.settable, 'TSNET_NETNS_DIR is fixed by the manifest');
+  const run = cfg.mounts.find((m) => m.name === 'run')!;
+  t.same([run.source, run.destination, run.options], ['/run', '/host/run', ['rbind', 'rw', 'rshared']], "the host's /run, recursive and shared");
+  t.equal(dir?.value, `${run.destination}/netns`, 'TSNET_NETNS_DIR is netns under the run mount');
+  t.match(await readFile(path.join(REPO, 'plugin', 'rootfs.sh'), 'utf8'), new RegExp(`\\nln -s ${dir?.value} "\\$out/run/netns"\\n`), 'rootfs.sh links /run/netns there');
+  t.ok(cfg.propagatedmount, 'a propagated mount, so dockerd gives the plugin rshared root propagation (runc\'s default, rslave, would keep its mounts from the host)');
+  for (const m of cfg.mounts.filter((x) => x !== run)) t.ok(m.options.includes('rslave'), `mount ${m.name}: rslave, only the run mount sends mounts to the host`);
+  t.notOk(cfg.mounts.some((m) => m.source.startsWith('/run/netns')), 'no mount source that a boot removes');
+});
+
+const MOUNTINFO = [
+  '22 1 254:0 / / rw,relatime - ext4 /dev/vda rw',
+  '330 22 0:45 / /host/run rw,nosuid,nodev shared:41 - tmpfs tmpfs rw,mode=755',
+  '331 330 0:45 /netns /host/run/netns rw shared:41 - tmpfs tmpfs rw',
+  '420 22 0:40 /netns /run/netns rw,nosuid,nodev shared:39 master:53 - tmpfs tmpfs rw,mode=755',
+  '421 22 0:21 /sys/net /host/proc/sys/net rw,relatime master:19 - proc proc rw',
+  '500 22 0:50 / /mnt/with\\040space rw - tmpfs tmpfs rw',
+].join('\n');
+
+t.test('mountinfo: the mount a path lies on, and where its mounts go', async (t) => {
+  const m = parseMountinfo(MOUNTINFO);
+  t.equal(m.length, 6);
+  t.same(m[3], { id: 420, parent: 22, root: '/netns', mountPoint: '/run/netns', shared: 39, master: 53, fsType: 'tmpfs' });
+  t.equal(m[5]?.mountPoint, '/mnt/with space', 'octal escapes undone');
+  t.equal(mountOf(m, '/host/run/netns/tsov-0123456789')?.id, 331, 'the deepest mount above a path');
+  t.equal(mountOf(m, '/host/run/netnsx')?.id, 330, 'a path component, not a string prefix');
+  t.equal(mountOf(m, '/srv')?.id, 22, '/ holds the rest');
+  t.same(['/host/run', '/run/netns', '/host/proc/sys/net', '/'].map((p) => propagationOf(mountOf(m, p)!)), ['shared', 'slave', 'slave', 'private'], 'a shared slave sends nothing to its master');
+  const stacked = parseMountinfo(`${MOUNTINFO}\n600 331 0:46 / /host/run/netns rw - tmpfs tmpfs rw`);
+  t.equal(mountOf(stacked, '/host/run/netns')?.id, 600, 'of mounts stacked on one point, the one on top');
+});
+
+t.test('judgeNetnsDir: only a shared mount keeps overlay namespaces past the plugin', async (t) => {
+  const reading = (propagation: 'shared' | 'slave' | 'private', leadsTo = '/host/run/netns') => ({ dir: '/host/run/netns', leadsTo, mount: { mountPoint: '/host/run', propagation } });
+  t.same(judgeNetnsDir(reading('shared'), 2).map((f) => f.level), ['ok']);
+  const slave = judgeNetnsDir(reading('slave'), 2)[0]!;
+  t.equal(slave.level, 'fail');
+  t.match(slave.message, /a slave mount: .* end when the plugin stops, taking the links of 2 overlay/);
+  t.match(slave.fix, /propagatedmount/);
+  t.equal(judgeNetnsDir(reading('slave'), 0)[0]?.level, 'warn', 'no overlay yet: a warning');
+  t.match(judgeNetnsDir(reading('private'), 1)[0]?.fix, /mount --make-rshared \/run/);
+  t.match(judgeNetnsDir(reading('shared', '/run/netns'), 1)[0]?.message, /^\/run\/netns leads to \/run\/netns, not to \/host\/run\/netns/);
+  t.match(judgeNetnsDir({ dir: '/host/run/netns', leadsTo: undefined, mount: undefined }, 1)[0]?.message, /leads to nothing/);
+});
+
+t.test('prepareNetnsDir makes the directory and refuses a /run/netns that leads elsewhere', async (t) => {
+  const root = await mkdtemp(path.join(os.tmpdir(), 'tsnet-netns-'));
+  t.teardown(() => rm(root, { recursive: true, force: true }));
+  const dir = path.join(root, 'host', 'run', 'netns');
+  // This machine's /run/netns is its own, never the temporary directory.
+  await t.rejects(prepareNetnsDir(dir), { message: /^TSNET_NETNS_DIR: \/run\/netns leads to .*, not to ".*\/host\/run\/netns": the plugin's rootfs needs \/run\/netns -> / });
+  t.ok((await readNetnsDir(dir, async () => MOUNTINFO)).mount, 'made, and found on a mount');
+});
+
+t.test('isStaleNetns: a name nsenter cannot enter', async (t) => {
+  t.ok(isStaleNetns(new CommandError('nsenter', ['--net=/run/netns/tsov-0123456789'], 1, "nsenter: reassociate to namespace 'ns/net' failed: Invalid argument\n")));
+  t.notOk(isStaleNetns(new CommandError('nsenter', ['--net=/run/netns/tsov-0123456789'], 1, "nsenter: cannot open /run/netns/tsov-0123456789: No such file or directory\n")));
+  t.notOk(isStaleNetns(new Error('Invalid argument')));
 });

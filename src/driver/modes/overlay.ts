@@ -19,7 +19,7 @@ import { isExists, type Runner } from '../../kernel/exec.js';
 import { deleteLink, deleteLinks, getLink, ipBatch, type LinkInfo } from '../../kernel/ip.js';
 import { withLinkRollback } from '../../kernel/link.js';
 import { ALIAS_PREFIX, OVERLAY_NETNS, PREFIX, bridgeMac, endpointAlias, hostVethName, networkAlias, overlayNames, peerVethName, shortId, vxlanName } from '../../kernel/names.js';
-import { connectedNetns, gatewayFdb, gatewayHostLines, gatewayPortLines, listNetns, nsBridgeLines, nsLinks, overlayRunner, setupOverlayNs, teardownOverlayNs, type OverlayNsSpec } from '../../kernel/overlay-ns.js';
+import { connectedNetns, deleteNetns, gatewayFdb, gatewayHostLines, gatewayPortLines, isStaleNetns, listNetns, nsBridgeLines, nsLinks, overlayRunner, setupOverlayNs, teardownOverlayNs, type OverlayNsSpec } from '../../kernel/overlay-ns.js';
 import { createVxlan, vxlanPortLines } from '../../kernel/vxlan.js';
 import { hasControlPlane, staticPeers, vtepOf, vxlanOverhead, type Underlay } from '../../overlay/manager.js';
 import type { EndpointRecord, NetworkRecord, OverlayRecord, SubnetRecord } from '../../store/schema.js';
@@ -222,8 +222,21 @@ export class OverlayMode implements NetworkMode {
     const names = overlayNames(net.id);
     const spec = this.#nsSpec(net);
     const ns = this.#ns(net);
-    let links = (await nsLinks(runner, names.netns)) ?? new Map<string, LinkInfo>();
-    if (!(await run.once('netns', () => listNetns(runner))).includes(names.netns)) {
+    let stale = false;
+    let links =
+      (await nsLinks(runner, names.netns).catch((err: unknown) => {
+        if (!isStaleNetns(err)) throw err;
+        stale = true;
+        return undefined;
+      })) ?? new Map<string, LinkInfo>();
+    if (stale) {
+      // Its containers' links ended with it; new ones need the namespace back.
+      log.error({ networkId: net.id, netns: names.netns }, "overlay namespace had ended, leaving its name (it was mounted where the host's /run/netns never saw it; tsnetctl doctor, check netns); re-created it");
+      await deleteNetns(runner, names.netns);
+      await setupOverlayNs(runner, spec, net.bridge, process.pid);
+      report.bridgesCreated.push(`${names.netns}/${net.bridge}`);
+      links = (await nsLinks(runner, names.netns)) ?? new Map();
+    } else if (!(await run.once('netns', () => listNetns(runner))).includes(names.netns)) {
       log.warn({ networkId: net.id, netns: names.netns }, 'overlay namespace was missing; re-created it');
       await setupOverlayNs(runner, spec, net.bridge, process.pid);
       report.bridgesCreated.push(`${names.netns}/${net.bridge}`);
