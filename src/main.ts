@@ -144,6 +144,7 @@ export async function start(config: Config, log: Logger): Promise<{ stop: () => 
       runner: doctorRunner,
       store,
       overlay: overlay!,
+      routed: services.routed,
       registry: () => registry,
       etcdConfigured: config.etcdEndpoints.length > 0,
       vxlanPort: config.vxlanPort,

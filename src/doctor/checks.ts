@@ -8,6 +8,7 @@ import { WG_IFACE } from '../wireguard/host.js';
 import { chainNames, NETWORK_CHAIN } from '../firewall/nft.js';
 import { CHAIN as TSNET_FORWARD } from '../firewall/iptables.js';
 import type { NetworkRecord, State } from '../store/schema.js';
+import { peerWarning, type PeerReport } from '../routed/routes.js';
 
 export type Level = 'ok' | 'warn' | 'fail';
 
@@ -275,5 +276,47 @@ export function judgeStore(s: { source: string; problems: string[]; hold: string
   else if (s.writeFailures > 0) out.push(warn('store', `${s.writeFailures} state write(s) failed since start-up; the last one succeeded`, 'check the state directory\'s disk'));
   if (s.source === 'recovered') out.push(warn('store', `state.json was damaged at start-up and rebuilt with nothing lost (${s.problems.join('; ')})`, 'look at the .bad file beside it and the disk it is on'));
   if (out.length === 0) out.push(ok('store', `${s.source === 'empty' ? 'started with an empty store' : 'state loaded intact'}; writes succeed`));
+  return out;
+}
+
+export interface RoutedReading {
+  net: NetworkRecord;
+  /** the bridge's proxy_arp / proxy_ndp, and forwarding of each family, as read */
+  proxyArp: string | undefined;
+  proxyNdp: string | undefined;
+  ipForward: string | undefined;
+  ipv6Forwarding: string | undefined;
+  /** the runtime's view of the other hosts; undefined until it had one (etcd not answered yet) */
+  peers: PeerReport[] | undefined;
+}
+
+/**
+ * Networks routed across hosts (tsnet.mode=routed, overlays with
+ * tsnet.backend=auto): the bridge must answer for other hosts' containers,
+ * forwarding must be on (also for --internal), and every peer should be
+ * routable; one that is not (off the LAN, no address of the family) is
+ * reported with what to do.
+ */
+export function judgeRouted(readings: readonly RoutedReading[]): Finding[] {
+  const out: Finding[] = [];
+  for (const r of readings) {
+    const n = r.net;
+    if (n.ipv4.length > 0 && (r.proxyArp !== '1' || r.ipForward !== '1')) {
+      out.push(fail('routed', `${label(n)}: proxy_arp ${r.proxyArp ?? '?'}, ip_forward ${r.ipForward ?? '?'}: containers cannot reach the other hosts' containers`, 'tsnetctl reconcile sets them again'));
+    }
+    if (n.ipv6.length > 0 && (r.proxyNdp !== '1' || r.ipv6Forwarding !== '1')) {
+      out.push(fail('routed', `${label(n)}: proxy_ndp ${r.proxyNdp ?? '?'}, IPv6 forwarding ${r.ipv6Forwarding ?? '?'}: IPv6 to the other hosts' containers fails`, 'tsnetctl reconcile sets them again'));
+    }
+    if (r.peers === undefined) {
+      out.push(warn('routed', `${label(n)}: no view of the other hosts yet`, 'check etcd (tsnetctl doctor\'s etcd line); routes in place are kept meanwhile'));
+      continue;
+    }
+    const skipped = r.peers.filter((p) => p.status !== 'routed');
+    for (const p of skipped) {
+      out.push(warn('routed', `${label(n)}: ${peerWarning(p)}`, p.status === 'off-lan' ? 'put the host on this LAN, or use an overlay with -o tsnet.backend=auto for hosts beyond it' : 'give the host\'s LAN interface an address of that family'));
+    }
+    const routed = r.peers.filter((p) => p.status === 'routed');
+    if (skipped.length === 0) out.push(ok('routed', `${label(n)}: ${routed.length} peer route set(s) in place, the bridge answers for them`));
+  }
   return out;
 }

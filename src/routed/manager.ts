@@ -30,7 +30,7 @@ import { containsPrefix, formatIp, parseIp, parsePrefix, type Prefix } from '../
 import { findUnderlay, type Underlay } from '../overlay/manager.js';
 import type { Store } from '../store/store.js';
 import type { NetworkRecord } from '../store/schema.js';
-import { connectedPrefixes, desiredState, onLink, peersFromView, routeLines, ROUTE_PROTO, type ConnectedPrefix, type Desired, type PeerReport, type RoutedPeer, type RouteValue } from './routes.js';
+import { connectedPrefixes, desiredState, onLink, peersFromView, peerWarning, routeLines, ROUTE_PROTO, type ConnectedPrefix, type Desired, type PeerReport, type RoutedPeer, type RouteValue } from './routes.js';
 
 export interface RoutedDeps {
   runner: Runner;
@@ -77,6 +77,8 @@ export class RoutedManager {
   readonly #log: Logger;
   readonly #advertise: string | undefined;
   readonly #nets = new Map<string, Runtime>();
+  /** networks stopped: a view still in flight for one must not bring its routes back (IDs are never reused) */
+  readonly #stopped = new Set<string>();
 
   constructor(deps: RoutedDeps) {
     this.#runner = deps.runner;
@@ -120,7 +122,7 @@ export class RoutedManager {
 
   /** Start a routed network (after create, and at start-up). Never throws: etcd may be away. */
   start(net: NetworkRecord): void {
-    if (this.#nets.has(net.id) || !net.routed) return;
+    if (this.#nets.has(net.id) || !net.routed || this.#stopped.has(net.id)) return;
     const rt = this.#runtime(net);
     if (net.routed.mode === 'static') {
       const peers: RoutedPeer[] = net.routed.peers.map((p) => {
@@ -145,6 +147,7 @@ export class RoutedManager {
    * Their claims inside a direct member's block stay on the bridge (VXLAN).
    */
   async direct(net: NetworkRecord, view: NetworkView): Promise<Set<string>> {
+    if (this.#stopped.has(net.id)) return new Set();
     const rt = this.#runtime(net);
     const me = this.#cluster.hostId;
     const { peers, ownClaims } = peersFromView(view, me, subnetsOf(net, 4));
@@ -239,6 +242,7 @@ export class RoutedManager {
   async stop(net: NetworkRecord): Promise<void> {
     const rt = this.#nets.get(net.id);
     this.#nets.delete(net.id);
+    this.#stopped.add(net.id);
     await rt?.busy;
     const have = await this.#read(net);
     const lines = routeLines(net.bridge, have, { routes: new Map(), proxy6: new Set() });
@@ -284,9 +288,10 @@ export class RoutedManager {
   }
 
   /** What `tsnetctl status` shows: each peer and whether it is routed, and why not. */
-  status(net: NetworkRecord): { peers: PeerReport[]; warnings: string[] } {
-    const peers = this.#nets.get(net.id)?.desired?.peers ?? [];
-    return { peers, warnings: peers.filter((p) => p.status !== 'routed').map(peerWarning) };
+  status(net: NetworkRecord): { peers: PeerReport[]; warnings: string[]; known: boolean } {
+    const desired = this.#nets.get(net.id)?.desired;
+    const peers = desired?.peers ?? [];
+    return { peers, warnings: peers.filter((p) => p.status !== 'routed').map(peerWarning), known: desired !== undefined };
   }
 
   /** Wait for pending programming (tests and shutdown). */
@@ -297,12 +302,6 @@ export class RoutedManager {
   close(): void {
     this.#nets.clear();
   }
-}
-
-export function peerWarning(p: PeerReport): string {
-  const what = `${p.prefixes.join(', ')} of host ${p.host}`;
-  if (p.status === 'no-address') return `${what} not routed: the host publishes no IPv${p.family} address to route them through (is its LAN interface dual-stack?)`;
-  return `${what} not routed: ${p.address} is not on a directly connected subnet of this host, and routed networks reach only hosts on the same LAN (an overlay with tsnet.backend=auto reaches the others over VXLAN)`;
 }
 
 /** `ip -force -batch`: deleting what is already gone (a repeat, a restart) is fine; anything else fails. */

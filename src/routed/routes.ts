@@ -229,3 +229,10 @@ export function routeLines(bridge: string, have: { routes: ReadonlyMap<string, R
   for (const a of want.proxy6) if (!have.proxy6.has(a)) lines.push(['neigh', 'replace', 'proxy', a, 'dev', bridge]);
   return lines.map(batchLine);
 }
+
+/** Why a peer's blocks are not routed, for the log, tsnetctl status and doctor. */
+export function peerWarning(p: PeerReport): string {
+  const what = `${p.prefixes.join(', ')} of host ${p.host}`;
+  if (p.status === 'no-address') return `${what} not routed: the host publishes no IPv${p.family} address to route them through (is its LAN interface dual-stack?)`;
+  return `${what} not routed: ${p.address} is not on a directly connected subnet of this host, and routed networks reach only hosts on the same LAN (an overlay with tsnet.backend=auto reaches the others over VXLAN)`;
+}

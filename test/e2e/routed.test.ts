@@ -230,6 +230,8 @@ t.test('a host off the LAN is reported and skipped, never routed through a route
   t.ok(n.warnings?.some((w) => w.includes(h4.lanIp) && /not on a directly connected subnet/.test(w)), `tsnetctl status says why: ${n.warnings?.join(' / ')}`);
   t.notOk((await routes(h1)).some((r) => b4.includes(r.dst)), 'no route to host 4\'s block');
   t.match(await fs.readFile(h1.tsnetLog, 'utf8'), /not on a directly connected subnet of this host/, 'and the log says so');
+  const doctor = await h1.tsnetctl('doctor');
+  t.match(doctor.stdout, new RegExp(`WARN routed: .*${h4.lanIp.replace(/\./g, '\\.')} is not on a directly connected subnet.* -> .*tsnet\\.backend=auto`), 'and tsnetctl doctor, with what to do');
   const c4 = await containerIp(h4, 'c4', 'routed');
   t.notOk(await canPing(h1, 'c1', c4, 1), 'host 4\'s container is not reachable (no silent black hole: ARP goes unanswered)');
   t.same((await status(h4)).peers?.filter((p) => p.status === 'routed'), [], 'host 4 routes to none of the others either');

@@ -286,3 +286,15 @@ t.test('the runtime: each view becomes the minimal batch; a restart diffs agains
   await m2.stop(net);
   t.match(runner2.callsOf('ip', (c) => c.args.includes('-batch')).map((c) => c.input).join(''), /route del 10\.202\.0\.64\/26 proto 116/, 'network removed: its routes go');
 });
+
+t.test('doctor: a routed bridge that stopped answering, and peers that are not routed', async (t) => {
+  const { judgeRouted } = await import('../../src/doctor/checks.js');
+  const net = { id: 'a'.repeat(64), bridge: 'tsbr-r', ipv4: V4, ipv6: V6 } as NetworkRecord;
+  const good = { net, proxyArp: '1', proxyNdp: '1', ipForward: '1', ipv6Forwarding: '1', peers: [{ host: 'h2', family: 4 as const, address: '10.99.0.12', prefixes: ['10.202.0.64/26'], status: 'routed' as const }] };
+  t.same(judgeRouted([good]).map((f) => f.level), ['ok'], 'all well');
+  const broken = judgeRouted([{ ...good, proxyArp: '0' }]);
+  t.match(broken[0], { level: 'fail', message: /proxy_arp 0/, fix: /tsnetctl reconcile/ });
+  const off = judgeRouted([{ ...good, peers: [...good.peers, { host: 'h4', family: 4 as const, address: '10.98.0.14', prefixes: ['10.202.0.192/26'], status: 'off-lan' as const }] }]);
+  t.match(off, [{ level: 'warn', message: /10\.98\.0\.14 is not on a directly connected subnet/, fix: /tsnet\.backend=auto/ }]);
+  t.match(judgeRouted([{ ...good, peers: undefined }]), [{ level: 'warn', message: /no view of the other hosts yet/ }], 'etcd never answered: said so, routes kept');
+});
