@@ -172,3 +172,16 @@ t.test('reconcile: routes of no routed network go, the peer sets are written aga
   t.match(nft, `add element inet tsnet r-${shortId(id)}-4 { 10.202.2.0/24 }`, 'the peer set written again after the firewall rewrite');
   t.match(nft, /add chain inet tsnet routed_guard/, 'the guard with it');
 });
+
+t.test("static form on Docker's own IPAM: no etcd, no tsnet pools, the same routes", async (t) => {
+  const h = await lanHarness(t);
+  const id = dockerId();
+  const res = await h.call('NetworkDriver.CreateNetwork', {
+    ...body(id, { 'tsnet.mode': 'routed', 'tsnet.peers': '192.168.100.202=10.202.2.0/24' }),
+    IPv4Data: [{ AddressSpace: 'LocalDefault', Pool: '10.202.0.0/16', Gateway: '10.202.0.1/16' }],
+  });
+  t.equal(res.status, 200, res.raw);
+  await h.services.routed.settle();
+  t.equal(routeBatches(h), 'route replace 10.202.2.0/24 via 192.168.100.202 dev eth0 proto 116\n', "routed, although the driver cannot see this host's --ip-range to check it");
+  t.same(h.store.state.networks[id]!.cluster, undefined, 'nothing cluster-wide');
+});
