@@ -9,7 +9,7 @@
 import t from 'tap';
 import { promises as fs } from 'node:fs';
 import { Lab, ETCD_URL, IMAGE, waitFor, type LabHost } from '../helpers/lab.js';
-import { canPing, containerIp, runContainer, tsnetTraces } from '../helpers/docker.js';
+import { canPing, containerIp, overlayNetns, runContainer, tsnetTraces } from '../helpers/docker.js';
 
 const LEASE_TTL = 4;
 const lab = await Lab.start({ hosts: 4, etcd: true, offLan: [4], tsnetEnv: { TSNET_ETCD_ENDPOINTS: ETCD_URL, TSNET_ETCD_LEASE_TTL: String(LEASE_TTL) } });
@@ -249,13 +249,15 @@ t.test('an overlay with tsnet.backend=auto: same-LAN members routed directly, a 
   const a4 = await containerIp(h4, 'a4', 'auto');
   const b2 = (await blocksOf(h2, '10.205.0.0/16'))[0]!;
   await waitFor('host 1 routes host 2\'s block', async () => (await routes(h1)).some((r) => r.dst === b2 && r.gateway === h2.lanIp), 10_000, 200);
-  const vx = (JSON.parse((await h1.exec('ip', ['-json', 'link', 'show', 'type', 'vxlan'])).stdout) as Array<{ ifname: string }>)[0]!.ifname;
-  await waitFor('host 1 learns host 4\'s endpoint over VXLAN', async () => (await h1.exec('ip', ['neigh', 'show', 'dev', vx])).stdout.includes(a4), 10_000, 200);
+  // The overlay switches in a namespace of its own; its VXLAN port is there.
+  const ns = await overlayNetns(h1, 'auto');
+  const vx = (JSON.parse((await h1.exec('ip', ['-n', ns, '-json', 'link', 'show', 'type', 'vxlan'])).stdout) as Array<{ ifname: string }>)[0]!.ifname;
+  await waitFor('host 1 learns host 4\'s endpoint over VXLAN', async () => (await h1.exec('ip', ['-n', ns, 'neigh', 'show', 'dev', vx])).stdout.includes(a4), 10_000, 200);
   t.ok(await canPing(h1, 'a1', a2), 'host 1 -> host 2, routed');
   t.ok(await canPing(h1, 'a1', a4), 'host 1 -> host 4, over VXLAN through the router');
   t.ok(await canPing(h4, 'a4', a2), 'host 4 -> host 2, over VXLAN');
-  const fdb = (await h1.exec('bridge', ['fdb', 'show', 'dev', vx])).stdout;
-  t.match(fdb, new RegExp(`dst ${h4.lanIp.replace(/\./g, '\\.')} self permanent`), 'VXLAN entries for host 4');
+  const fdb = (await h1.exec('bridge', ['-n', ns, 'fdb', 'show', 'dev', vx])).stdout;
+  t.match(fdb, new RegExp(`dst ${h4.lanIp.replace(/\./g, '\\.')} (link-netnsid \\d+ )?self permanent`), 'VXLAN entries for host 4');
   t.notMatch(fdb, new RegExp(`dst ${h2.lanIp.replace(/\./g, '\\.')} `), 'none for host 2');
   const seen = await peersSeenBy(h1, 'a1', 7002, [nc(h2, 'a2', await containerIp(h1, 'a1', 'auto'), 7002)]);
   t.same(seen, [a2], 'host 2\'s container arrives with its own address');
@@ -266,6 +268,7 @@ t.test('an overlay with tsnet.backend=auto: same-LAN members routed directly, a 
     await h.docker(['network', 'rm', 'auto']);
   }
   t.notOk((await routes(h1)).some((r) => r.dst.startsWith('10.205.')), 'its direct routes go with it');
+  t.same((await tsnetTraces(h1)).namespaces, [], 'and its namespace');
 });
 
 t.test('the static form between two hosts, no etcd', async (t) => {
@@ -312,6 +315,7 @@ t.test('network rm on every host leaves nothing: no link, route, proxy entry, ru
     t.same(traces.links, [], `${h.netns}: no tsnet link`);
     t.notOk(traces.nftTable, `${h.netns}: no nftables table`);
     t.same(traces.iptRules, [], `${h.netns}: no iptables rule`);
+    t.same(traces.namespaces, [], `${h.netns}: no overlay namespace`);
     t.same([...(await routes(h, 4)), ...(await routes(h, 6))], [], `${h.netns}: no route tagged 116`);
     t.equal((await h.exec('ip', ['-6', 'neigh', 'show', 'proxy'])).stdout.trim(), '', `${h.netns}: no proxy-NDP entry`);
   }
