@@ -461,21 +461,22 @@ What each factor costs, and what was done:
 /** What the routed figures mean against their targets; measured while building routed networks, kept with the tables. */
 const ROUTED_NOTE = `Against the issue's targets (TCP at least 0.95 of the underlay, round trip at most 1.1 times it,
 \`docker run\` no slower than on a tsnet bridge): \`docker run\` is the bridge's own path (same veth and
-bridge, addresses from blocks the host already holds, nothing sent to etcd per container); it measured
-1.05× here and 1.06× in a run a few minutes earlier, both with spreads of several hundred ms, so the
-1.0 target is neither shown met nor shown missed by this machine. The data-path targets are not met, and cannot be with containers on a bridge: the
-underlay row is host namespace to host namespace, while a container's packet crosses two more veth
-pairs, two bridges and two IP forwards. Measured in scratch namespaces with nothing else in them (two
-"hosts" on a LAN bridge, a bridge and a container each, the routes tsnet writes, 2,000 flood pings):
-12 µs against the underlay's 7 (1.7×) with no firewall at all; with conntrack on (as dockerd's rules turn
-it on in every host namespace) 14-15 against 8-9; with tsnet's table added 16-18 against 9-10. One
-iperf3 stream in the same namespaces reached 0.73-0.98 of the underlay (median 0.91) with no rules. In
-the lab the routed network's round trip is where Docker's overlay's is (1.72× and 1.68× here), below
-tsnet's overlay's; its throughput was 0.75 of the underlay here (Docker's overlay 0.80, tsnet's 0.74)
-and 0.85 in the earlier run (0.84 and 0.68), at the full MTU. The gap to the host is the container's
-own hops. This run
-was taken with other helpers' test labs loading the 2-vCPU machine (see the load above), which widens
-every spread; the ratios are from one run, rounds interleaved.
+bridge, addresses from blocks the host already holds, nothing sent to etcd per container); 0.97× here,
+1.05× and 1.06× in two earlier runs under a load average of 12-13, within their spreads. The data-path
+targets are not met, and cannot be with containers on a bridge: the underlay row is host namespace to
+host namespace, while a container's packet crosses two more veth pairs, two bridges and two IP
+forwards. Measured in scratch namespaces with nothing else in them (two "hosts" on a LAN bridge, a
+bridge and a container each, the routes tsnet writes, 2,000 flood pings): 12 µs against the underlay's
+7 (1.7×) with no firewall at all; with conntrack on (dockerd's rules turn it on in every host
+namespace) 14-15 against 8-9; with tsnet's table as well 16-18 against 9-10. One iperf3 stream in the
+same namespaces reached 0.73-0.98 of the underlay (median 0.91) with no rules. bench/dataplane.ts's
+"routed, no bridge" layout (flannel's) lands at 0.86 of the underlay's CPU per byte and 1.73× its
+round trip, the same wall. In the lab, routed and tsnet's overlay now measure alike (0.81× and 0.84×
+TCP, 1.70× round trip each; earlier, loaded runs gave routed 0.75-0.85× against the previous overlay's
+0.68-0.74×): the overlay saves the host's netfilter by switching in a namespace of its own, the routed
+network saves the encapsulation and keeps the LAN's full MTU, but its packets are forwarded by the
+host's IP stack, conntrack and dockerd's FORWARD chain included. What routed gives over the overlay is
+the full MTU, the containers' own addresses on the LAN, and no VXLAN to secure.
 `;
 
 async function version(cmd: string, a: string[]): Promise<string> {
