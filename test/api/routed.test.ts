@@ -139,6 +139,7 @@ t.test('bad input: 500 naming the option and the value, nothing run, nothing sto
     ['no etcd, no peers', { 'tsnet.mode': 'routed' }, /tsnet\.mode=routed needs a cluster \(TSNET_ETCD_ENDPOINTS\) or a static peer list \(-o tsnet\.peers=ADDR=BLOCK,…\)/],
     ['an overlay given blocks', { 'tsnet.mode': 'overlay', 'tsnet.peers': '192.168.100.202=10.202.2.0/24' }, /tsnet\.peers: "192\.168\.100\.202=10\.202\.2\.0\/24": an overlay's peers are addresses \(ADDR,ADDR\); ADDR=BLOCK is for tsnet\.mode=routed/],
     ['auto with static peers', { 'tsnet.mode': 'overlay', 'tsnet.backend': 'auto', 'tsnet.peers': '192.168.100.202' }, /tsnet\.backend: auto routes to the address blocks other hosts lease from etcd/],
+    ['auto on an encrypted overlay', { 'tsnet.mode': 'overlay', 'tsnet.backend': 'auto', 'tsnet.encrypt': 'true' }, /tsnet\.backend: auto routes same-LAN members' traffic outside the tunnel; an encrypted overlay \(tsnet\.encrypt=true\) keeps every member on WireGuard/],
     ['an unknown backend', { 'tsnet.mode': 'overlay', 'tsnet.backend': 'host-gw' }, /tsnet\.backend: "host-gw" is not a backend \(use vxlan or auto\)/],
     ['backend on a routed network', { 'tsnet.mode': 'routed', 'tsnet.backend': 'auto' }, /tsnet\.backend only applies with tsnet\.mode=overlay/],
   ];
