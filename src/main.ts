@@ -15,7 +15,8 @@ import { createRunner } from './kernel/exec.js';
 import { createLogger } from './log.js';
 import { Store } from './store/store.js';
 import { buildServices } from './services.js';
-import type { ClusterRegistry } from './cluster/registry.js';
+import type { ClusterRegistry, MemberAddrs } from './cluster/registry.js';
+import { lanAddresses } from './routed/lan.js';
 import { findUnderlay, type OverlayManager } from './overlay/manager.js';
 import { randomBytes } from 'node:crypto';
 import { Metrics } from './metrics/registry.js';
@@ -58,15 +59,15 @@ export async function prepareSocket(socketPath: string, log: Logger): Promise<vo
  * made once and kept in the state directory, so a restarted tsnet takes its
  * own etcd keys over rather than appearing as a new host.
  */
-async function clusterIdentity(config: Config, store: Store, runner: ReturnType<typeof createRunner>): Promise<{ hostId: string; vtep: string }> {
+async function clusterIdentity(config: Config, store: Store, runner: ReturnType<typeof createRunner>): Promise<{ hostId: string; vtep: string; addrs: MemberAddrs }> {
   const idFile = path.join(store.dir, 'host-id');
   let hostId = (await fs.readFile(idFile, 'utf8').catch(() => '')).trim();
   if (!/^[0-9a-f]{16}$/.test(hostId)) {
     hostId = randomBytes(8).toString('hex');
     await fs.writeFile(idFile, `${hostId}\n`, { mode: 0o600 });
   }
-  const { local } = await findUnderlay(runner, config.advertiseAddr);
-  return { hostId, vtep: local };
+  const underlay = await findUnderlay(runner, config.advertiseAddr);
+  return { hostId, vtep: underlay.local, addrs: await lanAddresses(runner, underlay) };
 }
 
 /**
@@ -74,9 +75,9 @@ async function clusterIdentity(config: Config, store: Store, runner: ReturnType<
  * listen within dockerd's first 500 ms: it is loaded after the socket
  * listens, inside the start-up reconcile that requests wait for.
  */
-async function openRegistry(config: Config, id: { hostId: string; vtep: string }, log: Logger): Promise<ClusterRegistry> {
+async function openRegistry(config: Config, id: { hostId: string; vtep: string; addrs: MemberAddrs }, log: Logger): Promise<ClusterRegistry> {
   const { ClusterRegistry } = await import('./cluster/registry.js');
-  return new ClusterRegistry({ endpoints: config.etcdEndpoints, hostId: id.hostId, vtep: id.vtep, leaseTtl: config.etcdLeaseTtl, log });
+  return new ClusterRegistry({ endpoints: config.etcdEndpoints, hostId: id.hostId, vtep: id.vtep, addrs: id.addrs, leaseTtl: config.etcdLeaseTtl, log });
 }
 
 /**
@@ -162,6 +163,7 @@ export async function start(config: Config, log: Logger): Promise<{ stop: () => 
       runner: doctorRunner,
       store,
       overlay: overlay!,
+      routed: services.routed,
       registry: () => registry,
       etcdConfigured: config.etcdEndpoints.length > 0,
       vxlanPort: config.vxlanPort,

@@ -11,6 +11,7 @@ import { IpamService } from './ipam/ipam.js';
 import type { Runner } from './kernel/exec.js';
 import { listRoutes } from './kernel/ip.js';
 import { OverlayManager } from './overlay/manager.js';
+import { RoutedManager } from './routed/manager.js';
 import { PortPublisher } from './ports/publisher.js';
 import { DEFAULT_WG_PORT, WireGuardHost } from './wireguard/host.js';
 import type { Store } from './store/store.js';
@@ -38,7 +39,10 @@ export function buildServices(o: ServiceOptions) {
   const cluster = new ClusterNetworks({ store, log });
   const wireguard = new WireGuardHost({ runner, log, stateDir: store.dir, port: o.wgPort ?? DEFAULT_WG_PORT, vxlanPort: o.vxlanPort, ...(o.wgMtu !== undefined ? { mtu: o.wgMtu } : {}) });
   const overlay = new OverlayManager({ runner, store, cluster, log, vxlanPort: o.vxlanPort, advertiseAddr: o.advertiseAddr, wireguard });
-  const modes = new ModeRegistry({ runner, store, firewall, overlay, cluster, log });
+  const routed = new RoutedManager({ runner, store, cluster, log, advertiseAddr: o.advertiseAddr });
+  // Overlays with tsnet.backend=auto: same-LAN members are routed to, the rest stay on VXLAN.
+  overlay.directRoutes = (net, view) => routed.direct(net, view);
+  const modes = new ModeRegistry({ runner, store, firewall, overlay, routed, cluster, log });
   const driver = new NetworkDriverService({ store, ports, modes });
   const ipam = new IpamService({
     store,
@@ -48,5 +52,5 @@ export function buildServices(o: ServiceOptions) {
     ...(o.readOnlyReason ? { readOnlyReason: o.readOnlyReason } : {}),
     cluster,
   });
-  return { firewall, ports, cluster, overlay, modes, driver, ipam };
+  return { firewall, ports, cluster, overlay, routed, modes, driver, ipam };
 }

@@ -113,7 +113,7 @@ export class ClusterNetworks {
    * others must name the same kind, gateway, ranges (and VNI for overlays).
    * Changes nothing locally.
    */
-  async plan(args: { kind: ClusterKind; pools: PoolRecord[]; gateway?: string | undefined; vni?: number | undefined; encrypted?: boolean }): Promise<ClusterPlan> {
+  async plan(args: { kind: ClusterKind; pools: PoolRecord[]; gateway?: string | undefined; vni?: number | undefined; encrypted?: boolean; backend?: 'vxlan' | 'auto' | undefined }): Promise<ClusterPlan> {
     const registry = this.#registry;
     if (!registry) throw new TsnetError('TSNET_ERR_INTERNAL', 'no cluster registry');
     const dynamic = args.pools.find((p) => p.dynamic);
@@ -124,7 +124,14 @@ export class ClusterNetworks {
     const subnet = args.pools[0]!.pool;
     const ranges = args.pools.map((p) => p.subPool ?? p.pool);
     const info = await registry
-      .ensureNetwork(subnet, { kind: args.kind, ranges, ...(args.vni !== undefined ? { vni: args.vni } : {}), ...(args.gateway ? { gateway: args.gateway } : {}), ...(args.encrypted ? { encrypted: true } : {}) })
+      .ensureNetwork(subnet, {
+        kind: args.kind,
+        ranges,
+        ...(args.vni !== undefined ? { vni: args.vni } : {}),
+        ...(args.gateway ? { gateway: args.gateway } : {}),
+        ...(args.encrypted ? { encrypted: true } : {}),
+        ...(args.backend !== undefined ? { backend: args.backend } : {}),
+      })
       .catch((err: unknown) => {
         if (err instanceof TsnetError && err.code !== 'TSNET_ERR_CLUSTER') throw err;
         throw new TsnetError('TSNET_ERR_CLUSTER', `cannot create ${subnet} in the cluster: ${(err as Error).message}`, { cause: err });

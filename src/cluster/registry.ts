@@ -2,9 +2,9 @@
 // and macvlan networks whose addresses are allocated cluster-wide). Design notes:
 // - Key layout (prefix /tsnet/v1):
 //     hosts/<host>                                {vtep}            under the host lease
-//     overlays/<subnet>                           {subnet, kind, vni, gateway, ranges}
+//     overlays/<subnet>                           {subnet, kind, vni, gateway, ranges, backend?}
 //     vnis/<vni>                                  <subnet>
-//     overlays/<subnet>/members/<host>            {vtep, wg?}       under the host lease
+//     overlays/<subnet>/members/<host>            {vtep, wg?, addr4?, addr6?}  under the host lease
 //     overlays/<subnet>/blocks/<block>            {host}            leased address blocks
 //     overlays/<subnet>/claims/<ip>               {host, state}     static addresses
 //     overlays/<subnet>/endpoints/<host>/<ep>     {ip, mac, vtep, ip6?, names?}   under the host lease
@@ -13,7 +13,9 @@
 //   <subnet> and <block> are CIDRs with '/' replaced by '_'. The prefix says
 //   "overlays" because overlays came first; every cluster network lives there
 //   (`kind` tells them apart, absent meaning overlay), so hosts of an older
-//   tsnet keep finding their overlays.
+//   tsnet keep finding their overlays. A member's addr4/addr6 are its LAN
+//   addresses of each family (routed networks route IPv6 blocks through
+//   addr6); tsnet before routed networks wrote and reads {vtep} alone.
 // - A subnet is one network cluster-wide: its kind, VNI, gateway and dynamic
 //   ranges (one per address family) are agreed when the first host creates
 //   it, and every other host must name the same (differing ranges would
@@ -41,12 +43,19 @@ export interface ClusterOptions {
   endpoints: string[];
   hostId: string;
   vtep: string;
+  /** this host's LAN addresses of each family, published beside the VTEP */
+  addrs?: MemberAddrs;
   leaseTtl: number;
   log: Logger;
 }
 
 /** What kind of network a cluster subnet is; fixed by the host that creates it. */
 export type ClusterKind = 'overlay' | 'macvlan' | 'ipvlan' | 'routed';
+
+export interface MemberAddrs {
+  addr4?: string;
+  addr6?: string;
+}
 
 export interface NetworkInfo {
   subnet: string;
@@ -59,14 +68,18 @@ export interface NetworkInfo {
   ranges?: string[];
   /** overlays: tsnet.encrypt, fixed by the host that creates it (absent: not encrypted) */
   encrypted?: boolean;
+  /** overlays: 'auto' routes same-LAN members directly; absent means VXLAN to every member */
+  backend?: 'vxlan' | 'auto';
 }
 
 /**
  * A member host as its network's peers see it. An encrypted overlay's
  * members publish their tunnel address as vtep, and wg: the WireGuard peer
  * the other hosts add (key, port, underlay address, when the key was made).
+ * Every member also names its LAN address of each family (addr4, addr6),
+ * which routed networks route the host's blocks through.
  */
-export interface MemberInfo {
+export interface MemberInfo extends MemberAddrs {
   vtep: string;
   wg?: { key: string; port: number; underlay: string; since?: number };
 }
@@ -92,7 +105,7 @@ export function subnetKey(subnet: string): string {
 const CALL_TIMEOUT_MS = 3000;
 
 /** Refuse what disagrees with the cluster's record of a subnet, naming the option. */
-export type NetworkWant = { kind: ClusterKind; vni?: number; gateway?: string; ranges?: string[]; encrypted?: boolean };
+export type NetworkWant = { kind: ClusterKind; vni?: number; gateway?: string; ranges?: string[]; encrypted?: boolean; backend?: 'vxlan' | 'auto' };
 
 export function checkAgreement(subnet: string, info: NetworkInfo, want: NetworkWant): void {
   const kind = info.kind ?? 'overlay';
@@ -104,6 +117,10 @@ export function checkAgreement(subnet: string, info: NetworkInfo, want: NetworkW
   }
   if (want.vni !== undefined && want.vni !== info.vni) {
     throw new TsnetError('TSNET_ERR_INVALID_OPTION', `tsnet.vni: ${want.vni} disagrees with the cluster, where ${subnet} is VNI ${info.vni}`);
+  }
+  if (want.backend !== undefined && want.backend !== (info.backend ?? 'vxlan')) {
+    // A host routing directly to one that still sends over VXLAN (or back) is half a network.
+    throw new TsnetError('TSNET_ERR_INVALID_OPTION', `tsnet.backend: ${want.backend} disagrees with the cluster, where ${subnet} uses ${info.backend ?? 'vxlan'}`);
   }
   if (want.gateway && info.gateway && want.gateway !== info.gateway) {
     throw new TsnetError('TSNET_ERR_INVALID_OPTION', `gateway ${want.gateway} disagrees with the cluster, where ${subnet} uses ${info.gateway}`);
@@ -139,6 +156,7 @@ function withTimeout<T>(p: Promise<T>, what: string): Promise<T> {
 export class ClusterRegistry extends EventEmitter {
   readonly hostId: string;
   readonly vtep: string;
+  readonly #addrs: MemberAddrs;
   readonly #client: Etcd3;
   readonly #ttl: number;
   readonly #log: Logger;
@@ -155,6 +173,7 @@ export class ClusterRegistry extends EventEmitter {
     super();
     this.hostId = opts.hostId;
     this.vtep = opts.vtep;
+    this.#addrs = opts.addrs ?? {};
     this.#ttl = opts.leaseTtl;
     this.#log = opts.log.child({ component: 'cluster' });
     this.#client = new Etcd3({
@@ -201,7 +220,7 @@ export class ClusterRegistry extends EventEmitter {
             void this.#regrant();
           });
           this.#lease = lease;
-          this.#leased.set(`${ROOT}/hosts/${this.hostId}`, JSON.stringify({ vtep: this.vtep }));
+          this.#leased.set(`${ROOT}/hosts/${this.hostId}`, JSON.stringify({ vtep: this.vtep, ...this.#addrs }));
           await this.flush();
           this.#log.info({ hostId: this.hostId, vtep: this.vtep, keys: this.#leased.size }, 'registered with etcd');
           this.emit('available');
@@ -278,7 +297,15 @@ export class ClusterRegistry extends EventEmitter {
         return info;
       }
       const vni = want.kind === 'overlay' ? (want.vni ?? (await this.#freeVni(subnet, attempt))) : undefined;
-      const info: NetworkInfo = { subnet, kind: want.kind, ...(vni !== undefined ? { vni } : {}), ...(want.gateway ? { gateway: want.gateway } : {}), ...(want.ranges ? { ranges: want.ranges } : {}), ...(want.encrypted ? { encrypted: true } : {}) };
+      const info: NetworkInfo = {
+        subnet,
+        kind: want.kind,
+        ...(vni !== undefined ? { vni } : {}),
+        ...(want.gateway ? { gateway: want.gateway } : {}),
+        ...(want.ranges ? { ranges: want.ranges } : {}),
+        ...(want.encrypted ? { encrypted: true } : {}),
+        ...(want.backend === 'auto' ? { backend: want.backend } : {}),
+      };
       const txn = this.#client.if(key, 'Version', '==', 0);
       if (vni !== undefined) txn.and(`${ROOT}/vnis/${vni}`, 'Version', '==', 0);
       const puts = [this.#client.put(key).value(JSON.stringify(info)), ...(vni !== undefined ? [this.#client.put(`${ROOT}/vnis/${vni}`).value(sk)] : [])];
@@ -311,7 +338,8 @@ export class ClusterRegistry extends EventEmitter {
   }
 
   async join(subnet: string, member: MemberInfo = { vtep: this.vtep }): Promise<void> {
-    await this.#putLeased(`${ROOT}/overlays/${subnetKey(subnet)}/members/${this.hostId}`, JSON.stringify(member));
+    // The LAN addresses go beside whatever the mode publishes (routed networks route through them).
+    await this.#putLeased(`${ROOT}/overlays/${subnetKey(subnet)}/members/${this.hostId}`, JSON.stringify({ ...this.#addrs, ...member }));
   }
 
   /**

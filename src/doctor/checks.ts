@@ -9,6 +9,7 @@ import { chainNames, NETWORK_CHAIN } from '../firewall/nft.js';
 import { CHAIN as TSNET_FORWARD } from '../firewall/iptables.js';
 import type { NetnsDirReading } from '../kernel/netns-dir.js';
 import type { NetworkRecord, State } from '../store/schema.js';
+import { peerWarning, type PeerReport } from '../routed/routes.js';
 
 export type Level = 'ok' | 'warn' | 'fail';
 
@@ -302,4 +303,46 @@ export function judgeNetnsDir(r: NetnsDirReading, overlays: number): Finding[] {
     return [bad('netns', `${where}, a private mount: namespaces named there end when the plugin stops${stake}`, "make the host's /run a shared mount of its own (mount --make-rshared /run; systemd does so at boot), then disable and enable the plugin")];
   }
   return [ok('netns', `${where}, a shared mount: overlay namespaces named there reach the host's /run/netns and outlive the plugin`)];
+}
+
+export interface RoutedReading {
+  net: NetworkRecord;
+  /** the bridge's proxy_arp / proxy_ndp, and forwarding of each family, as read */
+  proxyArp: string | undefined;
+  proxyNdp: string | undefined;
+  ipForward: string | undefined;
+  ipv6Forwarding: string | undefined;
+  /** the runtime's view of the other hosts; undefined until it had one (etcd not answered yet) */
+  peers: PeerReport[] | undefined;
+}
+
+/**
+ * Networks routed across hosts (tsnet.mode=routed, overlays with
+ * tsnet.backend=auto): the bridge must answer for other hosts' containers,
+ * forwarding must be on (also for --internal), and every peer should be
+ * routable; one that is not (off the LAN, no address of the family) is
+ * reported with what to do.
+ */
+export function judgeRouted(readings: readonly RoutedReading[]): Finding[] {
+  const out: Finding[] = [];
+  for (const r of readings) {
+    const n = r.net;
+    if (n.ipv4.length > 0 && (r.proxyArp !== '1' || r.ipForward !== '1')) {
+      out.push(fail('routed', `${label(n)}: proxy_arp ${r.proxyArp ?? '?'}, ip_forward ${r.ipForward ?? '?'}: containers cannot reach the other hosts' containers`, 'tsnetctl reconcile sets them again'));
+    }
+    if (n.ipv6.length > 0 && (r.proxyNdp !== '1' || r.ipv6Forwarding !== '1')) {
+      out.push(fail('routed', `${label(n)}: proxy_ndp ${r.proxyNdp ?? '?'}, IPv6 forwarding ${r.ipv6Forwarding ?? '?'}: IPv6 to the other hosts' containers fails`, 'tsnetctl reconcile sets them again'));
+    }
+    if (r.peers === undefined) {
+      out.push(warn('routed', `${label(n)}: no view of the other hosts yet`, 'check etcd (tsnetctl doctor\'s etcd line); routes in place are kept meanwhile'));
+      continue;
+    }
+    const skipped = r.peers.filter((p) => p.status !== 'routed');
+    for (const p of skipped) {
+      out.push(warn('routed', `${label(n)}: ${peerWarning(p)}`, p.status === 'off-lan' ? 'put the host on this LAN, or use an overlay with -o tsnet.backend=auto for hosts beyond it' : 'give the host\'s LAN interface an address of that family'));
+    }
+    const routed = r.peers.filter((p) => p.status === 'routed');
+    if (skipped.length === 0) out.push(ok('routed', `${label(n)}: ${routed.length} peer route set(s) in place, the bridge answers for them`));
+  }
+  return out;
 }

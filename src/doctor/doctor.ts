@@ -12,12 +12,16 @@ import { vxlanOverhead, type OverlayManager } from '../overlay/manager.js';
 import type { ClusterRegistry } from '../cluster/registry.js';
 import { CHAIN as TSNET_FORWARD } from '../firewall/iptables.js';
 import { TABLE } from '../firewall/nft.js';
-import { judgeEtcd, judgeNames, judgeNetnsDir, judgeForward, judgeLinks, judgeMtu, judgeNft, judgeStore, judgeSysctls, judgeVxlan, parseNftJson, type Finding, type PeerProbe } from './checks.js';
+import { judgeEtcd, judgeNames, judgeNetnsDir, judgeForward, judgeLinks, judgeMtu, judgeNft, judgeRouted, judgeStore, judgeSysctls, judgeVxlan, parseNftJson, type Finding, type PeerProbe } from './checks.js';
+import { isRouted, type RoutedManager } from '../routed/manager.js';
+import { ifSysctl } from '../kernel/exec.js';
 
 export interface DoctorDeps {
   runner: Runner;
   store: Store;
   overlay: OverlayManager;
+  /** routed networks' runtime (their peers as it last saw them) */
+  routed?: RoutedManager;
   registry: () => ClusterRegistry | undefined;
   etcdConfigured: boolean;
   vxlanPort: number;
@@ -118,6 +122,27 @@ export async function runDoctor(deps: DoctorDeps): Promise<Finding[]> {
   }
   const netnsDir = deps.netnsDir;
   if (netnsDir) await attempt('netns', async () => judgeNetnsDir(await readNetnsDir(netnsDir), overlays.length));
+  const routed = Object.values(state.networks).filter(isRouted);
+  const runtime = deps.routed;
+  if (routed.length > 0 && runtime) {
+    await attempt('routed', async () =>
+      judgeRouted(
+        await Promise.all(
+          routed.map(async (net) => {
+            const { peers, known } = runtime.status(net);
+            return {
+              net,
+              proxyArp: await runner.readSysctl(ifSysctl('ipv4', net.bridge, 'proxy_arp')),
+              proxyNdp: await runner.readSysctl(ifSysctl('ipv6', net.bridge, 'proxy_ndp')),
+              ipForward: await runner.readSysctl('net/ipv4/ip_forward'),
+              ipv6Forwarding: await runner.readSysctl('net/ipv6/conf/all/forwarding'),
+              peers: known ? peers : undefined,
+            };
+          }),
+        ),
+      ),
+    );
+  }
   await attempt('etcd', async () => {
     const reg = deps.registry();
     return judgeEtcd(deps.etcdConfigured, reg ? await reg.health() : undefined);

@@ -19,6 +19,7 @@ export const OPT = {
   vni: 'tsnet.vni',
   peers: 'tsnet.peers',
   encrypt: 'tsnet.encrypt',
+  backend: 'tsnet.backend',
 } as const;
 
 const TRUE = new Set(['1', 't', 'T', 'TRUE', 'true', 'True']);

@@ -5,7 +5,7 @@
 // must not silently give a different network); unknown keys of other
 // namespaces are kept and ignored, as Docker's bridge driver does.
 import { TsnetError, quote } from '../errors.js';
-import { parseIp } from '../net/cidr.js';
+import { parseIp, parsePrefix } from '../net/cidr.js';
 import { parsePublicKey } from '../wireguard/keys.js';
 import { assertIfName } from '../kernel/names.js';
 import type { ModeName } from './modes/mode.js';
@@ -31,6 +31,7 @@ export interface NetworkConfig {
   ifacePrefix: string;
   trustedHostInterfaces: string[];
   vni: number | undefined;
+  /** tsnet.peers entries: ADDR (overlay) or ADDR=BLOCK (routed) */
   peers: string[] | undefined;
   /** WireGuard public keys of static peers (tsnet.peers=ADDR=KEY), by address */
   peerKeys: Record<string, string> | undefined;
@@ -143,10 +144,16 @@ export function parseNetworkOptions(options: Record<string, unknown> | null | un
     const entries = g[OPT.peers]!.split(',').map((s) => s.trim()).filter((s) => s !== '');
     peers = [];
     for (const entry of entries) {
-      // ADDR, or ADDR=PUBKEY for encrypted overlays (base64 keys end in '=' too: split at the first).
+      // ADDR, ADDR=BLOCK for routed networks, or ADDR=PUBKEY for encrypted
+      // overlays (base64 keys end in '=' too: split at the first).
       const eq = entry.indexOf('=');
-      const p = eq < 0 ? entry : entry.slice(0, eq);
+      const p = (eq < 0 ? entry : entry.slice(0, eq)).trim();
       if (!parseIp(p)) throw new TsnetError('TSNET_ERR_INVALID_OPTION', `${OPT.peers}: ${quote(p)} is not an IP address`);
+      if (eq >= 0 && parsePrefix(entry.slice(eq + 1).trim(), false)) {
+        // A block: the routed mode checks it against the subnet (an overlay refuses it).
+        peers.push(entry);
+        continue;
+      }
       if (eq >= 0) {
         if (!encrypt) throw new TsnetError('TSNET_ERR_INVALID_OPTION', `${OPT.peers}: ${quote(entry)} names a WireGuard key, which only an encrypted overlay uses (${OPT.encrypt}=true)`);
         (peerKeys ??= {})[p] = parsePublicKey(entry.slice(eq + 1), `${OPT.peers} (${p})`);

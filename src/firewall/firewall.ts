@@ -6,7 +6,10 @@ import type { Logger } from 'pino';
 import type { Runner } from '../kernel/exec.js';
 import { isValidIfName } from '../kernel/names.js';
 import { IptablesGlue, type IptNetwork } from './iptables.js';
+import { renderRoutedGuard } from './routed-rules.js';
 import {
+  PEER_SET,
+  peerSets,
   nftApply,
   readTable,
   renderBase,
@@ -35,6 +38,8 @@ export class Firewall {
   /** bridge -> network, what TSNET-FORWARD must contain */
   readonly #networks = new Map<string, FirewallNetwork>();
   #ready = false;
+  /** the routed guard chain may exist (written by this process; syncAll, which start-up runs, also clears a stale one) */
+  #guard = false;
 
   constructor(runner: Runner, log: Logger) {
     this.#runner = runner;
@@ -57,15 +62,30 @@ export class Firewall {
     if (!this.#ready) await this.init();
   }
 
+  /** The routed guard as the networks now are; nothing when neither it nor routed networks exist. */
+  #guardScript(): string {
+    const routed = [...this.#networks.values()].some((n) => n.routed);
+    if (!routed && !this.#guard) return '';
+    this.#guard = routed;
+    return renderRoutedGuard([...this.#networks.values()]);
+  }
+
   async addNetwork(n: FirewallNetwork): Promise<void> {
     await this.#ensureReady();
-    await nftApply(this.#runner, renderNetwork(n));
+    const had = this.#guard;
     this.#networks.set(n.bridge, n);
+    try {
+      await nftApply(this.#runner, renderNetwork(n) + this.#guardScript());
+    } catch (err) {
+      this.#networks.delete(n.bridge);
+      this.#guard = had;
+      throw err;
+    }
     try {
       await this.#ipt.add(glueOf(n), this.#glue());
     } catch (err) {
       this.#networks.delete(n.bridge);
-      await nftApply(this.#runner, renderNetworkRemoval(n.sid, n.bridge)).catch(() => undefined);
+      await nftApply(this.#runner, renderNetworkRemoval(n.sid, n.bridge) + this.#guardScript()).catch(() => undefined);
       throw err;
     }
   }
@@ -79,7 +99,7 @@ export class Firewall {
       return;
     }
     await this.#ensureReady();
-    await nftApply(this.#runner, renderNetworkRemoval(sid, bridge));
+    await nftApply(this.#runner, renderNetworkRemoval(sid, bridge) + (had?.routed ? this.#guardScript() : ''));
     if (had) await this.#ipt.delete(glueOf(had), this.#glue());
   }
 
@@ -102,7 +122,8 @@ export class Firewall {
       // remove nothing (no stale chains, no port flush, no chain rewrite).
       for (const n of networks) this.#networks.set(n.bridge, n);
       if (networks.length > 0) {
-        await nftApply(this.#runner, renderBase() + networks.map(renderNetwork).join('') + renderPortsAdd(ports));
+        const guard = networks.some((n) => n.routed) ? this.#guardScript() : '';
+        await nftApply(this.#runner, renderBase() + networks.map(renderNetwork).join('') + renderPortsAdd(ports) + guard);
         await this.#ipt.ensure(this.#glue());
         this.#ready = true;
       }
@@ -115,7 +136,8 @@ export class Firewall {
     this.#networks.clear();
     for (const n of networks) this.#networks.set(n.bridge, n);
     // Skeleton, every network and every published port in one transaction.
-    await nftApply(this.#runner, renderBase() + networks.map(renderNetwork).join('') + renderPortsFlush() + renderPortsAdd(ports));
+    this.#guard = true;
+    await nftApply(this.#runner, renderBase() + networks.map(renderNetwork).join('') + renderPortsFlush() + renderPortsAdd(ports) + this.#guardScript());
     // Chains of networks tsnet no longer knows: leftovers of a crash.
     const view = await readTable(this.#runner);
     const wanted = new Set(networks.flatMap((n) => networkChains(n.sid)));
@@ -128,6 +150,10 @@ export class Firewall {
         for (const name of names) if (isValidIfName(name) && !wantedBridges.has(name)) lines.push(`delete element inet tsnet ${map} { "${name}" }`);
       }
       for (const c of stale) lines.push(`flush chain inet tsnet ${c}`, `delete chain inet tsnet ${c}`);
+      // Peer sets of networks no longer routed here (after their chains, which may refer to them).
+      const wantedSets = new Set(networks.filter((n) => n.routed).flatMap((n) => Object.values(peerSets(n.sid))));
+      const staleSets = view.sets.filter((s) => PEER_SET.test(s) && !wantedSets.has(s));
+      for (const s of staleSets) lines.push(`delete set inet tsnet ${s}`);
       if (lines.length > 0) {
         await nftApply(this.#runner, `${lines.join('\n')}\n`);
         removed.push(...stale);
@@ -145,5 +171,6 @@ export class Firewall {
     await this.#ipt.removeAll();
     this.#networks.clear();
     this.#ready = false;
+    this.#guard = false;
   }
 }

@@ -11,6 +11,15 @@
 //   to the uplink but never to another bridge, be it tsnet's or Docker's, in
 //   either direction. Docker's isolation chains only know Docker's bridges.
 // - Every change is one `nft -f -` transaction: it applies whole or not at all.
+// - Networks whose subnet spans hosts by routing (tsnet.mode=routed, overlays
+//   with tsnet.backend=auto) also accept traffic from the LAN side whose
+//   source is in another host's block of the subnet: a set per network and
+//   family (r-<sid>-4, r-<sid>-6), whose elements the routed runtime keeps
+//   in step with the cluster (routed-rules.ts). Declaring a network never
+//   flushes them, so a reconcile keeps the peers it does not know yet. The
+//   reverse-path check (fib saddr . iif) admits such a source only on the
+//   interface this host routes that block through, so no local bridge can
+//   pass for a peer host.
 import type { Runner } from '../kernel/exec.js';
 import { TsnetError } from '../errors.js';
 
@@ -30,6 +39,27 @@ export interface NftNetwork {
   directAccess6: boolean;
   subnets4: string[];
   subnets6: string[];
+  /**
+   * the subnet is one across hosts, each holding blocks routed to it: no
+   * masquerade within the subnet, and other hosts' blocks (r-<sid>-4/6)
+   * are admitted from the LAN side
+   */
+  routed?: boolean;
+}
+
+/** The sets of other hosts' blocks a routed network admits from the LAN side. */
+export function peerSets(sid: string): { v4: string; v6: string } {
+  safe(sid);
+  return { v4: `r-${sid}-4`, v6: `r-${sid}-6` };
+}
+
+export const PEER_SET = /^r-[0-9a-f]{12}-[46]$/;
+
+/** Declare a routed network's peer sets; keeps their elements. */
+export function renderPeerSetDecl(sid: string): string[] {
+  const t = `inet ${TABLE}`;
+  const s = peerSets(sid);
+  return [`add set ${t} ${s.v4} { type ipv4_addr; flags interval; }`, `add set ${t} ${s.v6} { type ipv6_addr; flags interval; }`];
 }
 
 const SAFE = /^[A-Za-z0-9_.:/-]+$/;
@@ -154,6 +184,8 @@ export function renderNetwork(n: NftNetwork): string {
   const c = chainNames(n.sid);
   const br = q(n.bridge);
   const lines: string[] = [];
+  const peers = n.routed ? peerSets(n.sid) : undefined;
+  if (n.routed) lines.push(...renderPeerSetDecl(n.sid));
   for (const name of networkChains(n.sid)) lines.push(`add chain ${t} ${name}`, `flush chain ${t} ${name}`);
 
   // Leaving the bridge (iif = bridge).
@@ -165,6 +197,14 @@ export function renderNetwork(n: NftNetwork): string {
     lines.push(`add rule ${t} ${c.out} oifname ${br} ct state established,related accept`);
     lines.push(`add rule ${t} ${c.out} oifname ${br} drop`);
   }
+  if (peers && n.icc && n.internal) {
+    // Internal means the cluster subnet only: the other hosts' blocks, nothing else.
+    lines.push(`add rule ${t} ${c.out} ip daddr @${peers.v4} accept`, `add rule ${t} ${c.out} ip6 daddr @${peers.v6} accept`);
+  }
+  if (peers && !n.icc && !n.internal) {
+    // ICC off holds across hosts too; replies (a published port's) still pass.
+    lines.push(`add rule ${t} ${c.out} ip daddr @${peers.v4} ct state new drop`, `add rule ${t} ${c.out} ip6 daddr @${peers.v6} ct state new drop`);
+  }
   if (n.internal) lines.push(`add rule ${t} ${c.out} drop`);
   else {
     lines.push(`add rule ${t} ${c.out} ct status dnat accept`);
@@ -173,10 +213,12 @@ export function renderNetwork(n: NftNetwork): string {
   }
 
   // Entering the bridge from elsewhere (oif = bridge, iif != bridge).
-  if (n.internal) lines.push(`add rule ${t} ${c.in} drop`);
+  const fromPeers = peers && n.icc ? [`add rule ${t} ${c.in} ip saddr @${peers.v4} fib saddr . iif oif exists accept`, `add rule ${t} ${c.in} ip6 saddr @${peers.v6} fib saddr . iif oif exists accept`] : [];
+  if (n.internal) lines.push(...fromPeers, `add rule ${t} ${c.in} drop`);
   else {
     lines.push(`add rule ${t} ${c.in} ct state established,related accept`);
     lines.push(`add rule ${t} ${c.in} ct status dnat accept`);
+    lines.push(...fromPeers);
     lines.push(`add rule ${t} ${c.in} meta iifkind "bridge" drop`);
     if (n.directAccess4) lines.push(`add rule ${t} ${c.in} meta nfproto ipv4 accept`);
     if (n.directAccess6) lines.push(`add rule ${t} ${c.in} meta nfproto ipv6 accept`);
@@ -185,8 +227,10 @@ export function renderNetwork(n: NftNetwork): string {
 
   // Source NAT for traffic leaving through the uplink.
   if (!n.internal) {
-    if (n.masquerade4) for (const s of n.subnets4) lines.push(`add rule ${t} ${c.post} oifname != ${br} ip saddr ${safe(s)} masquerade`);
-    if (n.masquerade6) for (const s of n.subnets6) lines.push(`add rule ${t} ${c.post} oifname != ${br} ip6 saddr ${safe(s)} masquerade`);
+    // Within a routed subnet containers keep their addresses: only what leaves it is masqueraded.
+    const within = (fam: 'ip' | 'ip6', s: string): string => (n.routed ? ` ${fam} daddr != ${safe(s)}` : '');
+    if (n.masquerade4) for (const s of n.subnets4) lines.push(`add rule ${t} ${c.post} oifname != ${br} ip saddr ${safe(s)}${within('ip', s)} masquerade`);
+    if (n.masquerade6) for (const s of n.subnets6) lines.push(`add rule ${t} ${c.post} oifname != ${br} ip6 saddr ${safe(s)}${within('ip6', s)} masquerade`);
   }
   // Hairpin: a container reaching a published port of its own network (or
   // its own) through the host address. Masquerading makes the reply come
@@ -223,6 +267,8 @@ export function renderNetworkRemoval(sid: string, bridge: string): string {
   for (const [m, chain] of maps) lines.push(`add element ${t} ${m} { ${br} : jump ${chain} }`);
   for (const [m] of maps) lines.push(`delete element ${t} ${m} { ${br} }`);
   for (const name of networkChains(sid)) lines.push(`flush chain ${t} ${name}`, `delete chain ${t} ${name}`);
+  // A routed network's peer sets, once no rule refers to them.
+  for (const decl of renderPeerSetDecl(sid)) lines.push(decl, decl.replace(/^add set (\S+ \S+ \S+) .*$/, 'delete set $1'));
   return `${lines.join('\n')}\n`;
 }
 
@@ -232,6 +278,7 @@ export async function nftApply(runner: Runner, script: string): Promise<void> {
 
 export interface NftTableView {
   chains: string[];
+  sets: string[];
   /** map name -> interface names with an element */
   elements: Record<string, string[]>;
 }
@@ -245,9 +292,10 @@ export async function readTable(runner: Runner): Promise<NftTableView | undefine
     return undefined;
   }
   const parsed = JSON.parse(stdout) as { nftables: Array<Record<string, { name?: string; elem?: unknown[] }>> };
-  const view: NftTableView = { chains: [], elements: {} };
+  const view: NftTableView = { chains: [], sets: [], elements: {} };
   for (const item of parsed.nftables) {
     if (item.chain?.name) view.chains.push(item.chain.name);
+    if (item.set?.name) view.sets.push(item.set.name);
     if (item.map?.name) {
       const names: string[] = [];
       for (const e of item.map.elem ?? []) {

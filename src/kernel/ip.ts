@@ -81,6 +81,26 @@ export async function listRoutes(runner: Runner, family: 4 | 6): Promise<RouteIn
   return parseJson<RouteInfo[]>(stdout, 'ip route');
 }
 
+/**
+ * Routes of the main table carrying a protocol tag (tsnet's own). A host
+ * route's dst comes without its length in ip's JSON: it gets /32 or /128.
+ */
+export async function listProtoRoutes(runner: Runner, family: 4 | 6, proto: number): Promise<RouteInfo[]> {
+  const { stdout } = await runner.run('ip', ['-json', `-${family}`, 'route', 'show', 'proto', String(proto)]);
+  return parseJson<RouteInfo[]>(stdout, 'ip route').map((r) => (r.dst.includes('/') || r.dst === 'default' ? r : { ...r, dst: `${r.dst}/${family === 4 ? 32 : 128}` }));
+}
+
+/** The IPv6 addresses a device answers neighbour solicitations for (proxy NDP entries). */
+export async function listProxyNeigh(runner: Runner, dev: string): Promise<string[]> {
+  try {
+    const { stdout } = await runner.run('ip', ['-json', '-6', 'neigh', 'show', 'proxy', 'dev', dev]);
+    return parseJson<Array<{ dst?: string }>>(stdout, 'ip neigh').flatMap((n) => (n.dst ? [n.dst] : []));
+  } catch (err) {
+    if (isNotFound(err)) return [];
+    throw err;
+  }
+}
+
 /** Source address of the default route, the usual "this host's address". */
 export async function defaultRouteInfo(runner: Runner, family: 4 | 6 = 4): Promise<RouteInfo | undefined> {
   const { stdout } = await runner.run('ip', ['-json', `-${family}`, 'route', 'show', 'default']);

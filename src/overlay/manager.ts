@@ -96,6 +96,12 @@ export class OverlayManager {
   readonly #nets = new Map<string, Runtime>();
   /** told when other hosts' VTEPs join or leave an overlay's flood list (the event stream); must not throw */
   onPeers: ((networkId: string, joined: string[], left: string[]) => void) | undefined;
+  /**
+   * Overlays with tsnet.backend=auto: routes the members on this host's LAN
+   * directly (routed/manager.ts) and returns them; they get no VXLAN
+   * forwarding entries. The others stay on VXLAN.
+   */
+  directRoutes: ((net: NetworkRecord, view: NetworkView) => Promise<Set<string>>) | undefined;
 
   constructor(deps: OverlayDeps) {
     this.#runner = deps.runner;
@@ -121,7 +127,7 @@ export class OverlayManager {
    * (agreed in etcd), underlay, cluster-wide addressing. Throws clear errors
    * for overlays that cannot work here.
    */
-  async plan(args: { id?: string; subnet: string | undefined; pools: PoolRecord[] | undefined; gateway: string | undefined; vni: number | undefined; peers: string[] | undefined; peerKeys?: Record<string, string> | undefined; encrypt?: boolean; vxlan: string }): Promise<{ overlay: OverlayRecord; underlay: Underlay; cluster?: ClusterPlan }> {
+  async plan(args: { id?: string; subnet: string | undefined; pools: PoolRecord[] | undefined; gateway: string | undefined; vni: number | undefined; peers: string[] | undefined; peerKeys?: Record<string, string> | undefined; encrypt?: boolean; vxlan: string; backend?: 'vxlan' | 'auto' }): Promise<{ overlay: OverlayRecord; underlay: Underlay; cluster?: ClusterPlan }> {
     if (!args.subnet) throw new TsnetError('TSNET_ERR_INVALID_REQUEST', 'an overlay network needs an IPv4 subnet (--subnet)');
     if (args.encrypt && !this.wireguard) throw new TsnetError('TSNET_ERR_UNSUPPORTED', 'tsnet.encrypt: this tsnet has no WireGuard set up');
     // Everything that can be refused is refused before asking the kernel or etcd anything.
@@ -149,8 +155,8 @@ export class OverlayManager {
       return { overlay: { mode: 'static', vni: args.vni ?? derivedVni(args.subnet), peers, ...base, encrypted: true, peerKeys }, underlay };
     }
     const gw = args.gateway ? args.gateway.slice(0, args.gateway.indexOf('/')) : undefined;
-    const cluster = await this.#cluster.plan({ kind: 'overlay', pools: args.pools!, gateway: gw, vni: args.vni, ...(args.encrypt ? { encrypted: true } : {}) });
-    return { overlay: { mode: 'cluster', vni: cluster.info.vni!, peers: [], ...base, ...(args.encrypt ? { encrypted: true } : {}) }, underlay, cluster };
+    const cluster = await this.#cluster.plan({ kind: 'overlay', pools: args.pools!, gateway: gw, vni: args.vni, ...(args.encrypt ? { encrypted: true } : {}), backend: args.backend });
+    return { overlay: { mode: 'cluster', vni: cluster.info.vni!, peers: [], ...base, ...(args.encrypt ? { encrypted: true } : {}), ...(args.backend === 'auto' ? { backend: 'auto' as const } : {}) }, underlay, cluster };
   }
 
   /**
@@ -272,9 +278,11 @@ export class OverlayManager {
       }
       return false;
     };
+    const direct = net.overlay!.backend === 'auto' ? await this.directRoutes?.(net, view) : undefined;
+    const viaVxlan = (host: string): boolean => host !== me && !direct?.has(host);
     const remote: RemoteEndpoint[] = [];
-    for (const e of view.endpoints.values()) if (e.host !== me && e.vtep && reachable(e.vtep)) remote.push({ ip: e.ip, mac: e.mac, vtep: e.vtep });
-    const flood = [...view.members.entries()].filter(([h, m]) => h !== me && reachable(m.vtep)).map(([, m]) => m.vtep);
+    for (const e of view.endpoints.values()) if (viaVxlan(e.host) && e.vtep && reachable(e.vtep)) remote.push({ ip: e.ip, mac: e.mac, vtep: e.vtep });
+    const flood = [...view.members.entries()].filter(([h, m]) => viaVxlan(h) && reachable(m.vtep)).map(([, m]) => m.vtep);
     // The tunnel's peers first: forwarding entries point at their tunnel addresses.
     if (net.overlay!.encrypted && this.wireguard) await this.wireguard.setPeers(net.id, this.#wgPeers(net, view));
     await this.#program(net, rt, remote, flood);

@@ -39,6 +39,8 @@ export const OverlaySchema = Type.Object({
   encrypted: Type.Optional(Type.Boolean()),
   /** static peers' WireGuard public keys, by underlay address */
   peerKeys: Type.Optional(Type.Record(Type.String(), Type.String())),
+  /** auto: member hosts on this host's LAN are reached by direct routes, the others over VXLAN; absent: VXLAN to all */
+  backend: Type.Optional(Type.Union([Type.Literal('vxlan'), Type.Literal('auto')])),
 });
 export type OverlayRecord = Static<typeof OverlaySchema>;
 
@@ -89,11 +91,27 @@ export const LanSchema = Type.Object({
 });
 export type LanRecord = Static<typeof LanSchema>;
 
+/** One static peer of a routed network: a host's LAN address and the block of the subnet it serves. */
+export const RoutedPeerSchema = Type.Object({
+  address: Type.String(),
+  block: Type.String(),
+});
+export type RoutedPeerRecord = Static<typeof RoutedPeerSchema>;
+
+/** tsnet.mode=routed: containers on a local bridge, other hosts' blocks routed through their LAN addresses */
+export const RoutedSchema = Type.Object({
+  /** cluster: blocks and hosts from etcd; static: the tsnet.peers list, no etcd */
+  mode: Type.Union([Type.Literal('cluster'), Type.Literal('static')]),
+  /** static mode's peers (this host's own entry left out) */
+  peers: Type.Array(RoutedPeerSchema),
+});
+export type RoutedRecord = Static<typeof RoutedSchema>;
+
 const GatewayModeSchema = Type.Union([Type.Literal('nat'), Type.Literal('nat-unprotected'), Type.Literal('routed'), Type.Literal('isolated')]);
 
 export const NetworkSchema = Type.Object({
   id: Id,
-  mode: Type.Union([Type.Literal('bridge'), Type.Literal('overlay'), Type.Literal('macvlan'), Type.Literal('ipvlan')]),
+  mode: Type.Union([Type.Literal('bridge'), Type.Literal('overlay'), Type.Literal('macvlan'), Type.Literal('ipvlan'), Type.Literal('routed')]),
   bridge: IfName,
   /** tsnet made the bridge (and deletes it); false when it adopted an existing one */
   createdBridge: Type.Boolean(),
@@ -116,6 +134,8 @@ export const NetworkSchema = Type.Object({
   overlay: Type.Optional(OverlaySchema),
   /** present for tsnet.mode=macvlan and ipvlan */
   lan: Type.Optional(LanSchema),
+  /** present for tsnet.mode=routed */
+  routed: Type.Optional(RoutedSchema),
   /** present when the network's addresses are allocated cluster-wide */
   cluster: Type.Optional(ClusterSchema),
   /** the -o map as dockerd sent it, for inspection and re-validation */

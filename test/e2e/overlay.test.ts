@@ -300,7 +300,9 @@ t.test('restart: the overlay namespace and its devices come back as the store sa
   await h1.exec('ip', ['netns', 'del', ns]);
   await h1.startTsnet();
   await waitFor('the namespace back', async () => (await overlayNamespaces(h1)).includes(ns), 10_000, 200);
-  t.match((await h1.exec('ip', ['-n', ns, '-d', 'link', 'show', 'type', 'vxlan'])).stdout, /tsvx-/, 'the VXLAN port re-created in it');
+  // The namespace shows before its VXLAN port (reconcile makes one, then the other, ~0.1 s apart).
+  const port = await waitFor('its VXLAN port', async () => (await h1.exec('ip', ['-n', ns, '-d', 'link', 'show', 'type', 'vxlan'], { check: false })).stdout || undefined, 5000, 100);
+  t.match(port, /tsvx-/, 'the VXLAN port re-created in it');
   await h1.docker(['run', '-d', '--name', 'i3', '--network', 'inov', IMAGE, 'sleep', '3600']);
   await waitFor('host 1 learns i2 again', async () => (await ov(h1, 'ip', ['neigh', 'show', 'dev', 'VX'], 'inov')).includes(i2), 10_000, 200);
   t.ok(await canPing(h1, 'i3', i2, 2), 'a container started after the repair reaches host 2');

@@ -48,6 +48,8 @@ export class FakeRunner implements Runner {
   routes6: RouteInfo[] = [];
   defaultRoutes4: RouteInfo[] = [];
   defaultRoutes6: RouteInfo[] = [];
+  /** routes with a protocol tag (`route replace … proto N` in a batch adds, `route del … proto N` removes), by dst */
+  readonly protoRoutes = new Map<string, RouteInfo & { proto: string }>();
   /** what `ip -json addr show` lists */
   addrs: Array<{ ifname: string; addr_info: AddrInfo[] }> = [];
   /** what `iptables -S FORWARD` prints (dockerd's FORWARD chain by default) */
@@ -172,13 +174,29 @@ export class FakeRunner implements Runner {
   #ip(args: readonly string[], input: string): RunResult {
     const a = args.filter((x) => x !== '-force');
     if (a[0] === '-batch') {
-      for (const raw of input.split('\n')) this.#applyBatchLine(raw.trim().split(/\s+/));
+      // -force keeps going past a failing line and fails at the end, as ip does.
+      const failed: CommandError[] = [];
+      for (const raw of input.split('\n')) {
+        try {
+          this.#applyBatchLine(raw.trim().split(/\s+/));
+        } catch (err) {
+          if (!args.includes('-force')) throw err;
+          failed.push(err as CommandError);
+        }
+      }
+      if (failed.length > 0) throw new CommandError('ip', args, 1, failed.map((e) => e.stderr).join(''));
       return ok();
     }
     if (a[0] === '-json') {
       const rest = a.slice(1).filter((x) => x !== '-details');
       if (rest[1] === 'route' && rest.includes('all')) return ok(JSON.stringify(rest[0] === '-6' ? this.routes6 : this.routes4));
       if (rest[1] === 'route' && rest.includes('default')) return ok(JSON.stringify(rest[0] === '-4' ? this.defaultRoutes4 : this.defaultRoutes6));
+      if (rest[1] === 'route' && rest[3] === 'proto') {
+        const v6 = rest[0] === '-6';
+        const list = [...this.protoRoutes.values()].filter((r) => r.proto === rest[4] && r.dst.includes(':') === v6);
+        // ip prints host routes without their length.
+        return ok(JSON.stringify(list.map(({ proto: _p, ...r }) => ({ ...r, dst: r.dst.replace(v6 ? /\/128$/ : /\/32$/, '') }))));
+      }
       if (rest[0] === 'link' && rest[2] === 'dev') {
         const link = this.links.get(rest[3]!);
         if (!link) throw new CommandError('ip', args, 1, NOT_FOUND(rest[3]!));
@@ -201,6 +219,16 @@ export class FakeRunner implements Runner {
   }
 
   #applyBatchLine(t: string[]): void {
+    if (t[0] === 'route' && t.includes('proto')) {
+      const proto = t[t.indexOf('proto') + 1]!;
+      if (t[1] === 'del') {
+        if (!this.protoRoutes.delete(t[2]!)) throw new CommandError('ip', ['-batch', '-'], 2, 'RTNETLINK answers: No such process\n');
+      } else if (t[1] === 'replace') {
+        const via = t.indexOf('via');
+        this.protoRoutes.set(t[2]!, { dst: t[2]!, dev: t[t.indexOf('dev') + 1]!, ...(via > 0 ? { gateway: t[via + 1]! } : {}), proto });
+      }
+      return;
+    }
     if (t[0] !== 'link') return;
     if (t[1] === 'add' && t[2] === 'name') {
       const name = t[3]!;

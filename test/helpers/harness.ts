@@ -8,7 +8,7 @@ import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { buildApp } from '../../src/app.js';
 import { parseDefaultPools } from '../../src/config.js';
-import { buildServices } from '../../src/services.js';
+import { buildServices, type Services } from '../../src/services.js';
 import type { OverlayManager } from '../../src/overlay/manager.js';
 import { Store, decodeFile } from '../../src/store/store.js';
 import type { State } from '../../src/store/schema.js';
@@ -26,6 +26,8 @@ export interface Harness {
   metrics: Metrics;
   events: EventBus;
   overlay: OverlayManager;
+  /** every service, as buildServices wired them (reconcile, the routed runtime) */
+  services: Services;
   /** POST /<method> the way dockerd does: JSON + "\n", no Content-Type. */
   call(method: string, body?: unknown): Promise<{ status: number; body: Record<string, unknown>; raw: string; contentType: string | undefined }>;
   /** The state as it is on disk now (decoded and checksum-verified). */
@@ -48,7 +50,7 @@ export async function buildHarness(t: TeardownHost, opts: { defaultPools?: strin
   const runner = opts.runner ?? new FakeRunner();
   const store = new Store({ dir: path.join(dir, 'state'), log, noSync: true });
   await store.open();
-  const { driver, ipam, overlay, ports } = buildServices({
+  const services = buildServices({
     runner,
     store,
     log,
@@ -56,6 +58,7 @@ export async function buildHarness(t: TeardownHost, opts: { defaultPools?: strin
     advertiseAddr: undefined,
     defaultPools: parseDefaultPools(opts.defaultPools ?? '10.210.0.0/16:24,fd74:736e:6574::/48:64'),
   });
+  const { driver, ipam, overlay, ports } = services;
   const events = new EventBus();
   const metrics = new Metrics({ store, overlayForwarding: () => overlay.forwarding().map((f) => ({ network: f.networkId, peers: f.peers, fdb: f.fdb })), eventSubscribers: () => events.subscribers });
   const app = buildApp({ driver, ipam, log, metrics, onAnswer: observeAnswers(metrics, events, store) });
@@ -82,6 +85,7 @@ export async function buildHarness(t: TeardownHost, opts: { defaultPools?: strin
     metrics,
     events,
     overlay,
+    services,
     async call(method, body) {
       const res = await app.inject({
         method: 'POST',

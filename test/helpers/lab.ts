@@ -9,6 +9,10 @@
 //   tsl-<id>-hN    eth0 10.99.0.(10+N)/24, fd00:99::(10+N)/64, default routes
 //                  via the router; dockerd + tsnet
 //   tsl-<id>-out   eth0 10.99.0.100/24, fd00:99::100/64: the outside world
+// With `offLan`, the hosts named there sit on a second LAN instead (bridge
+// lan1 in the LAN namespace, 10.98.0.1/24 and fd00:98::1/64; hosts
+// 10.98.0.(10+N), fd00:98::(10+N)), and the LAN namespace routes between
+// the two: a host that others reach, but only through a router.
 // Each host also gets a mount namespace of its own with a tmpfs on
 // /run/docker/plugins, so every host's dockerd finds its own tsnet socket.
 // It is created private (nothing mounted in it reaches the machine's) and
@@ -173,9 +177,17 @@ export interface HostOptions {
   ownRun?: boolean;
 }
 
+/** The lab's LAN segments: the main one, and the second one `offLan` hosts sit on. */
+const SEGMENTS = [
+  { bridge: 'lan0', net: '10.99.0', net6: 'fd00:99' },
+  { bridge: 'lan1', net: '10.98.0', net6: 'fd00:98' },
+] as const;
+
 export class LabHost {
   readonly lab: Lab;
   readonly index: number;
+  /** 0: the main LAN; 1: the second one, behind the LAN namespace's router */
+  readonly segment: 0 | 1;
   readonly netns: string;
   readonly dir: string;
   readonly lanIp: string;
@@ -186,13 +198,14 @@ export class LabHost {
   tsnet: ChildProcess | undefined;
   tsnetEnv: Record<string, string> = {};
 
-  constructor(lab: Lab, index: number) {
+  constructor(lab: Lab, index: number, segment: 0 | 1 = 0) {
     this.lab = lab;
     this.index = index;
+    this.segment = segment;
     this.netns = `${lab.prefix}-h${index}`;
     this.dir = path.join(lab.dir, `h${index}`);
-    this.lanIp = `10.99.0.${10 + index}`;
-    this.lanIp6 = `fd00:99::${10 + index}`;
+    this.lanIp = `${SEGMENTS[segment].net}.${10 + index}`;
+    this.lanIp6 = `${SEGMENTS[segment].net6}::${10 + index}`;
   }
 
   get netnsPath(): string {
@@ -227,13 +240,14 @@ export class LabHost {
     await sh('ip', ['-n', this.netns, 'link', 'set', 'lo', 'up']);
     // The host's leg on the LAN.
     await sh('ip', ['-n', this.lab.lanNs, 'link', 'add', `h${this.index}`, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', this.netns]);
-    await sh('ip', ['-n', this.lab.lanNs, 'link', 'set', `h${this.index}`, 'master', 'lan0', 'up']);
+    const seg = SEGMENTS[this.segment];
+    await sh('ip', ['-n', this.lab.lanNs, 'link', 'set', `h${this.index}`, 'master', seg.bridge, 'up']);
     await sh('ip', ['-n', this.netns, 'addr', 'add', `${this.lanIp}/24`, 'dev', 'eth0']);
     // nodad: usable at once, not after duplicate address detection's ~2 s.
     await sh('ip', ['-n', this.netns, 'addr', 'add', `${this.lanIp6}/64`, 'dev', 'eth0', 'nodad']);
     await sh('ip', ['-n', this.netns, 'link', 'set', 'eth0', 'up']);
-    await sh('ip', ['-n', this.netns, 'route', 'add', 'default', 'via', '10.99.0.1']);
-    await sh('ip', ['-n', this.netns, '-6', 'route', 'add', 'default', 'via', LAN_ROUTER6]);
+    await sh('ip', ['-n', this.netns, 'route', 'add', 'default', 'via', `${seg.net}.1`]);
+    await sh('ip', ['-n', this.netns, '-6', 'route', 'add', 'default', 'via', `${seg.net6}::1`]);
     // A mount namespace created private, holding a tmpfs on
     // /run/docker/plugins and one on /run/wireguard (wireguard-go's UAPI
     // socket is /run/wireguard/<iface>.sock, and every lab host's tunnel has
@@ -440,6 +454,8 @@ export interface LabOptions extends HostOptions {
   etcd?: boolean;
   /** every host's /etc/resolv.conf (LabHost.setResolvConf); default: the machine's */
   resolvConf?: string;
+  /** hosts (1-based) on a second LAN segment, routed to the first by the LAN namespace */
+  offLan?: number[];
 }
 
 export const ETCD_URL = 'http://10.99.0.5:2379';
@@ -452,6 +468,7 @@ export class Lab {
   readonly outNs: string;
   readonly hosts: LabHost[] = [];
   #stopped = false;
+  #offLan = false;
   #onSignal: (() => void) | undefined;
 
   constructor() {
@@ -497,6 +514,11 @@ export class Lab {
     await sh('ip', ['-n', ns, 'addr', 'add', `${address}/24`, 'dev', 'eth0']);
     if (address6) await sh('ip', ['-n', ns, 'addr', 'add', `${address6}/64`, 'dev', 'eth0', 'nodad']);
     await sh('ip', ['-n', ns, 'link', 'set', 'eth0', 'up']);
+    if (this.#offLan) {
+      // Only the second segment goes through the router: the outside host still has no way to container subnets.
+      await sh('ip', ['-n', ns, 'route', 'add', '10.98.0.0/24', 'via', '10.99.0.1']);
+      if (address6) await sh('ip', ['-n', ns, '-6', 'route', 'add', 'fd00:98::/64', 'via', LAN_ROUTER6]);
+    }
   }
 
   async #build(opts: LabOptions): Promise<void> {
@@ -508,6 +530,15 @@ export class Lab {
     await sh('ip', ['-n', this.lanNs, 'addr', 'add', '10.99.0.1/24', 'dev', 'lan0']);
     await sh('ip', ['-n', this.lanNs, 'addr', 'add', `${LAN_ROUTER6}/64`, 'dev', 'lan0', 'nodad']);
     await sh('ip', ['-n', this.lanNs, 'link', 'set', 'lan0', 'up']);
+    this.#offLan = (opts.offLan?.length ?? 0) > 0;
+    if (this.#offLan) {
+      // The LAN namespace becomes a router between two segments.
+      await sh('ip', ['-n', this.lanNs, 'link', 'add', 'lan1', 'type', 'bridge']);
+      await sh('ip', ['-n', this.lanNs, 'addr', 'add', '10.98.0.1/24', 'dev', 'lan1']);
+      await sh('ip', ['-n', this.lanNs, 'addr', 'add', 'fd00:98::1/64', 'dev', 'lan1', 'nodad']);
+      await sh('ip', ['-n', this.lanNs, 'link', 'set', 'lan1', 'up']);
+      await sh('ip', ['netns', 'exec', this.lanNs, 'sysctl', '-qw', 'net.ipv4.ip_forward=1', 'net.ipv6.conf.all.forwarding=1']);
+    }
     if (opts.outside !== false) await this.#lanStation(this.outNs, 'out', '10.99.0.100', OUTSIDE_IP6);
     if (opts.etcd) {
       await this.#lanStation(this.etcdNs, 'etcd', '10.99.0.5');
@@ -515,7 +546,7 @@ export class Lab {
     }
     const n = opts.hosts ?? 1;
     for (let i = 1; i <= n; i++) {
-      const h = new LabHost(this, i);
+      const h = new LabHost(this, i, opts.offLan?.includes(i) ? 1 : 0);
       this.hosts.push(h);
       await h.createNamespaces(opts);
       if (opts.resolvConf !== undefined) await h.setResolvConf(opts.resolvConf);

@@ -60,6 +60,8 @@ export interface BridgeExtension {
   afterBridge?(record: NetworkRecord): Step[];
   /** steps after the network's firewall rules are in */
   afterFirewall?(record: NetworkRecord): Step[];
+  /** the network's firewall, when the mode adds to the bridge's */
+  firewall?(record: NetworkRecord): FirewallNetwork;
 }
 
 export class BridgeMode implements NetworkMode {
@@ -155,7 +157,7 @@ export class BridgeMode implements NetworkMode {
       },
       {
         name: 'firewall',
-        do: () => firewall.addNetwork(firewallSpec(record)),
+        do: () => firewall.addNetwork(ext.firewall?.(record) ?? firewallSpec(record)),
         undo: () => firewall.removeNetwork(shortId(id), bridge),
       },
       ...(ext.afterFirewall?.(record) ?? []),

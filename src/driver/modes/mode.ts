@@ -12,6 +12,7 @@ import type { LinkInfo } from '../../kernel/ip.js';
 import type { Runner } from '../../kernel/exec.js';
 import type { ClusterNetworks } from '../../cluster/networks.js';
 import type { OverlayManager } from '../../overlay/manager.js';
+import type { RoutedManager } from '../../routed/manager.js';
 import type { Store, StorePath } from '../../store/store.js';
 import type { EndpointRecord, NetworkRecord, SubnetRecord } from '../../store/schema.js';
 import type { NetworkConfig } from '../options.js';
@@ -36,7 +37,7 @@ export function joinAnswer(net: NetworkRecord, ep: EndpointRecord, gw4: string |
 }
 
 /** The record fields every mode takes from the options as they are. */
-export function settingsOf(cfg: NetworkConfig, mtu: number): Omit<NetworkRecord, 'id' | 'mode' | 'bridge' | 'createdBridge' | 'ipv4' | 'ipv6' | 'overlay' | 'lan' | 'cluster'> {
+export function settingsOf(cfg: NetworkConfig, mtu: number): Omit<NetworkRecord, 'id' | 'mode' | 'bridge' | 'createdBridge' | 'ipv4' | 'ipv6' | 'overlay' | 'lan' | 'cluster' | 'routed'> {
   return {
     internal: cfg.internal,
     mtu,
@@ -59,6 +60,8 @@ export interface ModeDeps {
   store: Store;
   firewall: Firewall;
   overlay: OverlayManager;
+  /** routes to other hosts' blocks (routed networks, overlays with backend=auto) */
+  routed: RoutedManager;
   /** networks spanning hosts through etcd: agreement, cluster-wide addresses, the watch */
   cluster: ClusterNetworks;
   log: Logger;

@@ -10,8 +10,14 @@
 // (tsnet.encrypt) also needs the host's WireGuard tunnel: it is brought up
 // (or joined) before the VXLAN port, which sends from the tunnel address
 // through it, and left with the network (the last one takes it down).
+//
+// tsnet.backend=auto (flannel's DirectRouting): member hosts on this host's
+// LAN are reached by plain routes to their address blocks, as routed
+// networks do (routed/), and only the others over VXLAN. The gateway's
+// bridge (in the host's namespace) then answers ARP for the direct members'
+// containers, and the firewall admits their blocks from the LAN side.
 import type { Logger } from 'pino';
-import { TsnetError } from '../../errors.js';
+import { TsnetError, quote } from '../../errors.js';
 import type { FirewallNetwork } from '../../firewall/firewall.js';
 import { nftApply } from '../../firewall/nft.js';
 import { renderIccRemoval, renderIccRules, renderLegacyGatewayGuardRemoval } from '../../firewall/overlay-rules.js';
@@ -24,8 +30,10 @@ import { createVxlan, vxlanPortLines } from '../../kernel/vxlan.js';
 import { hasControlPlane, staticPeers, vtepOf, vxlanOverhead, type Underlay } from '../../overlay/manager.js';
 import type { EndpointRecord, NetworkRecord, OverlayRecord, SubnetRecord } from '../../store/schema.js';
 import type { NetworkConfig } from '../options.js';
+import { OPT } from '../opt.js';
 import type { Step } from '../steps.js';
 import type { BridgeMode } from './bridge.js';
+import { ensureRoutedSysctls, routedBridgeStep } from './routed.js';
 import type { EndpointDraft, EndpointPlan, EndpointPresence, ModeDeps, ModeName, NetworkDraft, NetworkMode, NetworkPlan, ReconcileRun } from './mode.js';
 
 export class OverlayMode implements NetworkMode {
@@ -48,11 +56,22 @@ export class OverlayMode implements NetworkMode {
 
   validate(cfg: NetworkConfig, ipv4: SubnetRecord[], ipv6: SubnetRecord[]): void {
     this.#bridge.validate(cfg, ipv4, ipv6);
+    const entry = cfg.peers?.find((p) => p.includes('='));
+    if (entry) throw new TsnetError('TSNET_ERR_INVALID_OPTION', `${OPT.peers}: ${quote(entry)}: an overlay's peers are addresses (ADDR,ADDR); ADDR=BLOCK is for ${OPT.mode}=routed`);
+    if (backendOf(cfg) === 'auto' && cfg.peers) {
+      throw new TsnetError('TSNET_ERR_INVALID_OPTION', `${OPT.backend}: auto routes to the address blocks other hosts lease from etcd; a static-peers overlay (${OPT.peers}) has none`);
+    }
+    if (backendOf(cfg) === 'auto' && cfg.encrypt) {
+      // Direct routes carry the containers' packets in the clear: not what an encrypted overlay promises.
+      throw new TsnetError('TSNET_ERR_INVALID_OPTION', `${OPT.backend}: auto routes same-LAN members' traffic outside the tunnel; an encrypted overlay (${OPT.encrypt}=true) keeps every member on WireGuard`);
+    }
   }
 
   async planNetwork(draft: NetworkDraft): Promise<NetworkPlan> {
     const { overlay: manager, cluster, runner } = this.#deps;
-    const { id, req, cfg, ipv4 } = draft;
+    const { id, req, cfg, ipv4, log } = draft;
+    const backend = backendOf(cfg);
+    const auto = backend === 'auto';
     // VNI agreed in the cluster and underlay found, before any kernel change.
     const first = ipv4[0];
     const pools = first ? cluster.poolsOf([{ space: req.IPv4Data?.[0]?.AddressSpace ?? '', pool: first.pool }]) : undefined;
@@ -66,6 +85,7 @@ export class OverlayMode implements NetworkMode {
       peerKeys: cfg.peerKeys,
       encrypt: cfg.encrypt,
       vxlan: vxlanName(id),
+      ...(cfg.peers ? {} : { backend }),
     });
     const wg = manager.wireguard;
     const names = overlayNames(id);
@@ -92,7 +112,9 @@ export class OverlayMode implements NetworkMode {
           },
           undo: () => teardownOverlayNs(runner, names, overlay.vxlan),
         },
+        ...(auto ? [routedBridgeStep(runner, record, log)] : []),
       ],
+      firewall: (record) => this.firewall(record),
       afterFirewall: (record) => [
         {
           name: 'overlay-rules',
@@ -118,6 +140,7 @@ export class OverlayMode implements NetworkMode {
     const errors: unknown[] = [];
     const o = this.#record(net);
     await manager.stop(net, { leave: true });
+    if (o.backend === 'auto') await this.#deps.routed.stop(net).catch((err) => errors.push(err));
     await teardownOverlayNs(runner, overlayNames(net.id), o.vxlan).catch((err) => errors.push(err));
     // A VXLAN device of the layout before namespaces, still in the host's.
     await deleteLink(runner, o.vxlan).catch((err) => errors.push(err));
@@ -201,7 +224,7 @@ export class OverlayMode implements NetworkMode {
   }
 
   firewall(net: NetworkRecord): FirewallNetwork {
-    return this.#bridge.firewall(net);
+    return { ...this.#bridge.firewall(net), ...(net.overlay?.backend === 'auto' ? { routed: true } : {}) };
   }
 
   /**
@@ -325,6 +348,10 @@ export class OverlayMode implements NetworkMode {
     this.#seen.set(net.id, (await nsLinks(runner, names.netns)) ?? new Map());
 
     if (!net.icc) await this.#iccRules(net);
+    if (o.backend === 'auto') {
+      await ensureRoutedSysctls(runner, net, log);
+      this.#deps.routed.resync(net);
+    }
     manager.start(net);
     if (!vx || moved) manager.reprogram(net);
   }
@@ -368,7 +395,8 @@ export class OverlayMode implements NetworkMode {
 
   status(net: NetworkRecord): Record<string, unknown> {
     const o = this.#record(net);
-    return { ...this.#bridge.status(net), vni: o.vni, vxlan: o.vxlan, netns: overlayNames(net.id).netns, control: o.mode, local: o.local, peers: o.peers, encrypted: o.encrypted ?? false, ...(o.encrypted ? { vtep: vtepOf(o) } : {}) };
+    const direct = o.backend === 'auto' ? { backend: 'auto', direct: this.#deps.routed.status(net) } : {};
+    return { ...this.#bridge.status(net), vni: o.vni, vxlan: o.vxlan, netns: overlayNames(net.id).netns, control: o.mode, local: o.local, peers: o.peers, encrypted: o.encrypted ?? false, ...(o.encrypted ? { vtep: vtepOf(o) } : {}), ...direct };
   }
 
   /** An encrypted overlay's first step: the host's tunnel up with this network's peers (static) or theirs to come (etcd). */
@@ -416,4 +444,11 @@ export class OverlayMode implements NetworkMode {
     if (!net.overlay) throw new Error(`network ${shortId(net.id)} is an overlay without overlay settings`);
     return net.overlay;
   }
+}
+
+/** tsnet.backend: vxlan (every member over VXLAN, the default) or auto (same-LAN members routed directly). */
+export function backendOf(cfg: NetworkConfig): 'vxlan' | 'auto' {
+  const v = cfg.generic[OPT.backend] ?? 'vxlan';
+  if (v !== 'vxlan' && v !== 'auto') throw new TsnetError('TSNET_ERR_INVALID_OPTION', `${OPT.backend}: ${quote(v)} is not a backend (use vxlan or auto)`);
+  return v;
 }

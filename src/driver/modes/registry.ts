@@ -9,6 +9,7 @@ import { IpvlanMode } from './ipvlan.js';
 import { HOST_ACCESS } from './lan.js';
 import { MacvlanMode } from './macvlan.js';
 import { OverlayMode } from './overlay.js';
+import { RoutedMode } from './routed.js';
 
 interface ModeEntry {
   /** tsnet.* options that only this mode accepts */
@@ -18,7 +19,8 @@ interface ModeEntry {
 
 const MODES: Record<ModeName, ModeEntry> = {
   bridge: { options: [], build: (_deps, built) => built.bridge },
-  overlay: { options: ['tsnet.vni', 'tsnet.peers', 'tsnet.encrypt'], build: (deps, built) => new OverlayMode(deps, built.bridge) },
+  overlay: { options: ['tsnet.vni', 'tsnet.peers', 'tsnet.encrypt', 'tsnet.backend'], build: (deps, built) => new OverlayMode(deps, built.bridge) },
+  routed: { options: ['tsnet.peers'], build: (deps, built) => new RoutedMode(deps, built.bridge) },
   macvlan: { options: [HOST_ACCESS], build: (deps) => new MacvlanMode(deps) },
   ipvlan: { options: [HOST_ACCESS], build: (deps) => new IpvlanMode(deps) },
 };
