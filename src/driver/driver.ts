@@ -17,7 +17,7 @@ import type {
   ProgramExternalConnectivityRequest,
 } from '../api/types.js';
 import { contains, formatPrefix, parseCidrAddress, parsePrefix } from '../net/cidr.js';
-import { endpointMac, shortId } from '../kernel/names.js';
+import { containerMac, shortId } from '../kernel/names.js';
 import type { Store } from '../store/store.js';
 import type { EndpointRecord, NetworkRecord } from '../store/schema.js';
 import { KeyedLock } from '../util/keyed-lock.js';
@@ -215,7 +215,7 @@ export class NetworkDriverService {
       if (givenMac !== '' && !MAC.test(givenMac)) {
         throw new TsnetError('TSNET_ERR_INVALID_REQUEST', `Interface.MacAddress: ${quote(givenMac)} is not a MAC address`);
       }
-      const mac = givenMac !== '' ? givenMac.toLowerCase() : endpointMac(epId);
+      const mac = givenMac !== '' ? givenMac.toLowerCase() : containerMac(netId, address ?? addressV6, epId);
       const mode = this.#modes.of(net);
       const superseded = await this.#dropSuperseded(net, epId, address, addressV6, log);
       const plan = await mode.planEndpoint({ id: epId, net, mac, address, addressV6 });

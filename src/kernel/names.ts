@@ -88,7 +88,18 @@ export function endpointAlias(endpointId: string): string {
   return `${ALIAS_PREFIX}ep:${endpointId}`;
 }
 
-/** A locally administered unicast MAC derived from the endpoint ID: stable across repairs. */
+/**
+ * A container's MAC when dockerd gives none: derived from its address in the
+ * network, so a container that comes back with the same address (docker
+ * restart, a restart policy) has the same MAC, and the ARP caches of its
+ * peers (on other hosts too, where dockerd before 28 sends no gratuitous
+ * ARP) stay right; from the endpoint ID when it has no address.
+ */
+export function containerMac(networkId: string, address: string | undefined, endpointId: string): string {
+  return endpointMac(address ? `addr:${networkId}:${address.split('/')[0]}` : endpointId);
+}
+
+/** A locally administered unicast MAC derived from a seed (an endpoint ID): stable across repairs. */
 export function endpointMac(endpointId: string): string {
   const h = createHash('sha256').update(`mac:${endpointId}`).digest();
   const bytes = [0x02, h[0]!, h[1]!, h[2]!, h[3]!, h[4]!];

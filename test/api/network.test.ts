@@ -2,7 +2,7 @@
 // (protocol.md §2), with a FakeRunner standing in for the kernel: tests
 // assert on the commands tsnet would run and on what it persisted.
 import t, { type Test } from 'tap';
-import { bridgeName, endpointMac, hostVethName, networkAlias, peerVethName, shortId } from '../../src/kernel/names.js';
+import { bridgeName, containerMac, endpointMac, hostVethName, networkAlias, peerVethName, shortId } from '../../src/kernel/names.js';
 import { FakeRunner, dockerId, silentLogger, tmpDir } from '../helpers/fake-runner.js';
 import { buildHarness, createNetworkBody, type Harness } from '../helpers/harness.js';
 
@@ -259,18 +259,21 @@ t.test('CreateEndpoint', async (t) => {
   const ep = dockerId();
   const res = await createEndpoint(h, net, ep);
   t.equal(res.status, 200, res.raw);
-  t.same(res.body, { Interface: { MacAddress: endpointMac(ep) } }, 'MAC returned when dockerd gave none; Address never echoed');
+  t.same(res.body, { Interface: { MacAddress: containerMac(net, '10.10.0.2/24', ep) } }, 'MAC returned when dockerd gave none; Address never echoed');
   t.match((res.body.Interface as { MacAddress: string }).MacAddress, /^02:/, 'locally administered');
   const input = h.runner.batchInput();
-  t.match(input, `link add name ${hostVethName(ep)} mtu 1500 type veth peer name ${peerVethName(ep)} mtu 1500 address ${endpointMac(ep)}`);
+  t.match(input, `link add name ${hostVethName(ep)} mtu 1500 type veth peer name ${peerVethName(ep)} mtu 1500 address ${containerMac(net, '10.10.0.2/24', ep)}`);
   t.match(input, `master ${bridgeName(net)}`);
   t.match(input, `link set dev ${hostVethName(ep)} up`);
   t.notOk(h.runner.calls.some((c) => c.cmd === 'nft' || c.cmd.startsWith('iptables')), 'no firewall change per endpoint');
   const rec = (await h.diskState()).endpoints[ep];
-  t.match(rec, { id: ep, networkId: net, hostVeth: hostVethName(ep), peerVeth: peerVethName(ep), mac: endpointMac(ep), macAssigned: true, address: '10.10.0.2/24' });
+  t.match(rec, { id: ep, networkId: net, hostVeth: hostVethName(ep), peerVeth: peerVethName(ep), mac: containerMac(net, '10.10.0.2/24', ep), macAssigned: true, address: '10.10.0.2/24' });
 
+  // The same address in the same network again (a restarted container): the same MAC, so peers' ARP caches stay right.
+  t.equal(containerMac(net, '10.10.0.2/24', dockerId()), containerMac(net, '10.10.0.2/24', ep), 'derived from the address, not the endpoint');
+  t.not(containerMac(net, '10.10.0.3/24', ep), containerMac(net, '10.10.0.2/24', ep));
   const again = await createEndpoint(h, net, ep);
-  t.same([again.status, again.body], [200, { Interface: { MacAddress: endpointMac(ep) } }], 'a repeat answers the same');
+  t.same([again.status, again.body], [200, { Interface: { MacAddress: containerMac(net, '10.10.0.2/24', ep) } }], 'a repeat answers the same');
 
   const ep2 = dockerId();
   const given = await createEndpoint(h, net, ep2, { Address: '10.10.0.3/24', MacAddress: '02:42:AC:11:00:02' });
@@ -388,7 +391,7 @@ t.test('EndpointOperInfo returns {"Value": {...}}', async (t) => {
   const res = await h.call('NetworkDriver.EndpointOperInfo', { NetworkID: net, EndpointID: ep });
   t.equal(res.status, 200);
   t.same(Object.keys(res.body), ['Value']);
-  t.match(res.body.Value, { 'tsnet.host_veth': hostVethName(ep), 'tsnet.mac': endpointMac(ep) });
+  t.match(res.body.Value, { 'tsnet.host_veth': hostVethName(ep), 'tsnet.mac': containerMac(net, '10.10.0.2/24', ep) });
   t.ok(res.body.Value && typeof res.body.Value === 'object' && !Array.isArray(res.body.Value), 'Value is an object (a map)');
   const unknown = await h.call('NetworkDriver.EndpointOperInfo', { NetworkID: net, EndpointID: dockerId() });
   t.same([unknown.status, unknown.body], [200, { Value: {} }]);
