@@ -6,8 +6,9 @@
 // cost from that of tsnet's IPAM (its round trips and durable writes); it
 // needs a parent of its own (one tsnet network per parent), a second leg of
 // the host on the same LAN.
-import { Lab, IMAGE, sh, type LabHost } from '../test/helpers/lab.js';
+import { Lab, IMAGE, sh } from '../test/helpers/lab.js';
 import { timeIt } from './stats.js';
+import { iperf, ipOf, pidOf } from './probe.js';
 import type { Figure } from './docker.js';
 
 const LAN = ['--subnet', '10.99.0.0/24', '--gateway', '10.99.0.1'];
@@ -22,28 +23,6 @@ const VARIANTS: Record<string, string[]> = {
   // Docker's IPAM holds one network per subnet: this one's is apart (no traffic is measured on it).
   "tsnet macvlan, Docker's IPAM": ['-d', 'tsnet', '-o', 'tsnet.mode=macvlan', '-o', 'parent=eth1', '--subnet', '10.98.0.0/24'],
 };
-
-async function pidOf(h: LabHost, c: string): Promise<string> {
-  return (await h.docker(['inspect', '-f', '{{.State.Pid}}', c])).stdout.trim();
-}
-
-async function ipOf(h: LabHost, c: string, net: string): Promise<string> {
-  return (await h.docker(['inspect', '-f', `{{(index .NetworkSettings.Networks "${net}").IPAddress}}`, c])).stdout.trim();
-}
-
-async function iperfFromLan(outNs: string, serverPid: string, ip: string, seconds: number): Promise<number> {
-  const srv = sh('nsenter', ['-t', serverPid, '-n', '--', 'iperf3', '-s', '-1', '-p', '5203'], { check: false, timeout: (seconds + 60) * 1000 });
-  try {
-    for (let attempt = 0; ; attempt++) {
-      await new Promise((r) => setTimeout(r, 300));
-      const res = await sh('ip', ['netns', 'exec', outNs, 'iperf3', '-c', ip, '-p', '5203', '-t', String(seconds), '-J'], { check: false, timeout: (seconds + 30) * 1000 });
-      if (res.exitCode === 0) return (JSON.parse(res.stdout) as { end: { sum_received: { bits_per_second: number } } }).end.sum_received.bits_per_second / 1e9;
-      if (attempt >= 10) throw new Error(`iperf3: ${res.stdout.slice(0, 200)} ${res.stderr.slice(0, 200)}`);
-    }
-  } finally {
-    await srv;
-  }
-}
 
 export async function macvlanFigures(rounds: number, dataRounds: number, seconds: number, log: (m: string) => void): Promise<Figure[]> {
   const lab = await Lab.start({ hosts: 1, tsnetEnv: { TSNET_LOG_LEVEL: 'info' } });
@@ -77,7 +56,7 @@ export async function macvlanFigures(rounds: number, dataRounds: number, seconds
     }
     const tcp: Record<string, number[]> = Object.fromEntries(Object.keys(targets).map((k) => [k, [] as number[]]));
     for (let i = 0; i < dataRounds; i++) {
-      for (const [label, p] of Object.entries(targets)) tcp[label]!.push(await iperfFromLan(lab.outNs, p.pid, p.ip, seconds));
+      for (const [label, p] of Object.entries(targets)) tcp[label]!.push(await iperf(['-t', p.pid, '-n'], [`--net=/run/netns/${lab.outNs}`], p.ip, seconds, 5204));
     }
     return [
       { name: '`docker run --rm true` on a macvlan network', unit: 'ms', results: run },

@@ -5,41 +5,9 @@
 // and the hosts' own path underneath as the ceiling. Same hosts, same run,
 // rounds interleaved. Docker's encrypted overlay (IPsec ESP, AES-GCM)
 // cannot run on this kernel, which lacks AES-GCM: it has no row.
-import { Lab, ETCD_URL, IMAGE, sh, type LabHost } from '../test/helpers/lab.js';
-import { timeIt } from './stats.js';
+import { Lab, ETCD_URL, type LabHost } from '../test/helpers/lab.js';
+import { hostPairs, measurePairs, runRounds } from './probe.js';
 import type { Figure } from './docker.js';
-
-async function pidOf(h: LabHost, c: string): Promise<string> {
-  return (await h.docker(['inspect', '-f', '{{.State.Pid}}', c])).stdout.trim();
-}
-
-async function ipOf(h: LabHost, c: string, net: string): Promise<string> {
-  return (await h.docker(['inspect', '-f', `{{(index .NetworkSettings.Networks "${net}").IPAddress}}`, c])).stdout.trim();
-}
-
-/** iperf3 between two network namespaces given as nsenter arguments (['-t', pid, '-n'] or ['--net=/run/netns/x']). */
-async function iperf(server: string[], client: string[], ip: string, seconds: number): Promise<number> {
-  const srv = sh('nsenter', [...server, '--', 'iperf3', '-s', '-1', '-p', '5202'], { check: false, timeout: (seconds + 60) * 1000 });
-  try {
-    for (let attempt = 0; ; attempt++) {
-      await new Promise((r) => setTimeout(r, 300));
-      const args = [...client, '--', 'iperf3', '-c', ip, '-p', '5202', '-t', String(seconds), '-J'];
-      const res = await sh('nsenter', args, { check: false, timeout: (seconds + 30) * 1000 });
-      if (res.exitCode === 0) return (JSON.parse(res.stdout) as { end: { sum_received: { bits_per_second: number } } }).end.sum_received.bits_per_second / 1e9;
-      if (attempt >= 10) throw new Error(`iperf3: ${res.stdout.slice(0, 200)} ${res.stderr.slice(0, 200)}`);
-    }
-  } finally {
-    await srv;
-  }
-}
-
-async function ping(client: string[], ip: string): Promise<number> {
-  const args = [...client, '--', 'ping', '-c', '50', '-i', '0.02', '-q', ip];
-  const res = await sh('nsenter', args);
-  const m = /= [\d.]+\/([\d.]+)\//.exec(res.stdout);
-  if (!m) throw new Error(`ping: ${res.stdout}`);
-  return Number(m[1]) * 1000;
-}
 
 /** One overlay row of the comparison: a network made on both hosts, then a container on each. */
 export interface OverlayRow {
@@ -109,37 +77,11 @@ export async function overlayFigures(rounds: number, dataRounds: number, seconds
     log(`bench: overlays up (${OVERLAY_ROWS.map((r) => r.label).join(', ')})`);
 
     const nets: Record<string, string> = { 'docker bridge (one host)': 'bench-br', ...Object.fromEntries(OVERLAY_ROWS.map((r) => [r.label, r.network])) };
-    const run: Record<string, number[]> = Object.fromEntries(Object.keys(nets).map((k) => [k, [] as number[]]));
-    for (const net of Object.values(nets)) await h1.docker(['run', '--rm', '--network', net, IMAGE, 'true']);
-    for (let i = 0; i < rounds; i++) {
-      for (const [label, net] of Object.entries(nets)) run[label]!.push(await timeIt(() => h1.docker(['run', '--rm', '--network', net, IMAGE, 'true'])));
-    }
+    const run = await runRounds(h1, nets, rounds);
 
-    const pairs: Record<string, { server: string[]; client: string[]; ip: string }> = {
-      [UNDERLAY]: { server: [`--net=${h2.netnsPath}`], client: [`--net=${h1.netnsPath}`], ip: h2.lanIp },
-    };
-    for (const { label, network: net } of OVERLAY_ROWS) {
-      await h1.docker(['run', '-d', '--name', `${net}-a`, '--network', net, IMAGE, 'sleep', '3600']);
-      await h2.docker(['run', '-d', '--name', `${net}-b`, '--network', net, IMAGE, 'sleep', '3600']);
-      pairs[label] = { server: ['-t', await pidOf(h2, `${net}-b`), '-n'], client: ['-t', await pidOf(h1, `${net}-a`), '-n'], ip: await ipOf(h2, `${net}-b`, net) };
-    }
+    const pairs = await hostPairs(h1, h2, UNDERLAY, OVERLAY_ROWS.map((r) => [r.label, r.network] as const));
     // Overlay forwarding entries arrive through etcd / gossip: wait until each path answers.
-    for (const [label, p] of Object.entries(pairs)) {
-      let okay = false;
-      for (let k = 0; k < 30 && !okay; k++) {
-        const args = [...p.client, '--', 'ping', '-c', '1', '-W', '1', p.ip];
-        okay = (await sh('nsenter', args, { check: false })).exitCode === 0;
-      }
-      if (!okay) throw new Error(`${label}: ${p.ip} never answered`);
-    }
-    const tcp: Record<string, number[]> = Object.fromEntries(Object.keys(pairs).map((k) => [k, [] as number[]]));
-    const rtt: Record<string, number[]> = Object.fromEntries(Object.keys(pairs).map((k) => [k, [] as number[]]));
-    for (let i = 0; i < dataRounds; i++) {
-      for (const [label, p] of Object.entries(pairs)) {
-        tcp[label]!.push(await iperf(p.server, p.client, p.ip, seconds));
-        rtt[label]!.push(await ping(p.client, p.ip));
-      }
-    }
+    const { tcp, rtt } = await measurePairs(pairs, dataRounds, seconds, 5202);
     const baselines = [UNDERLAY, DOCKER_OVERLAY];
     return [
       { name: '`docker run --rm true` on an overlay (host 1)', unit: 'ms', results: run, note: 'the one-host bridge row is for scale' },
