@@ -190,7 +190,8 @@ export class NetworkDriverService {
       // the next reconcile removes it.
       for (const ep of stale) delete this.#store.state.endpoints[ep.id];
       delete this.#store.state.networks[id];
-      await this.#store.commit();
+      // A journal line naming what went, not a rewrite of the whole store.
+      await this.#store.commit([['networks', id], ...stale.map((e) => ['endpoints', e.id])]);
       await mode.afterDelete?.(net).catch((err) => errors.push(err));
       if (errors.length > 0) {
         log.error({ errors: errors.map((e) => (e as Error).message) }, 'network deleted with cleanup errors; reconcile will retry');

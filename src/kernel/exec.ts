@@ -146,7 +146,7 @@ async function collect(file: string, argv: readonly string[], input: string | un
 // its back it fails on the stale index (checked with iproute2 6.1). Why not
 // iptables-restore: legacy builds take the xtables lock at start-up, and an
 // idle spare would hold it against dockerd.
-const WARM = new Set(['ip -batch -', 'ip -force -batch -', 'bridge -force -batch -', 'nft -f -']);
+const WARM = new Set(['ip -batch -', 'ip -force -batch -', 'ip -json -details -batch -', 'bridge -force -batch -', 'nft -f -']);
 
 type Child = ReturnType<typeof execa>;
 

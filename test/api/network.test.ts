@@ -37,7 +37,7 @@ t.test('CreateNetwork programs bridge, address, forwarding, nft and iptables, th
   const res = await createNetwork(h, id);
   t.same(res.body, {});
 
-  const batches = h.runner.callsOf('ip', (c) => c.args.includes('-batch'));
+  const batches = h.runner.callsOf('ip', (c) => c.args.includes('-batch') && !c.args.includes('-json'));
   t.equal(batches.length, 2, 'two ip -batch processes: create, then address and up');
   t.equal(
     batches[0]!.input,

@@ -100,7 +100,7 @@ export class FakeRunner implements Runner {
 
   /** All stdin fed to `ip -batch -`, joined. */
   batchInput(): string {
-    return this.callsOf('ip', (c) => c.args.includes('-batch'))
+    return this.callsOf('ip', (c) => c.args.includes('-batch') && !isQuery(c))
       .map((c) => c.input ?? '')
       .join('');
   }
@@ -188,7 +188,8 @@ export class FakeRunner implements Runner {
       return ok();
     }
     if (a[0] === '-json') {
-      const rest = a.slice(1).filter((x) => x !== '-details');
+      // Queries may come as arguments or, for a warm spare, as one batch line.
+      const rest = a.includes('-batch') ? input.trim().split(/\s+/) : a.slice(1).filter((x) => x !== '-details');
       if (rest[1] === 'route' && rest.includes('all')) return ok(JSON.stringify(rest[0] === '-6' ? this.routes6 : this.routes4));
       if (rest[1] === 'route' && rest.includes('default')) return ok(JSON.stringify(rest[0] === '-4' ? this.defaultRoutes4 : this.defaultRoutes6));
       if (rest[1] === 'route' && rest[3] === 'proto') {

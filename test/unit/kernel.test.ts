@@ -111,10 +111,10 @@ t.test('src/kernel/ip.ts', async (t) => {
   t.test('getLink: a missing link is undefined, other errors propagate', async (t) => {
     const r = new FakeRunner();
     t.equal(await getLink(r, 'nope0'), undefined);
-    t.same(r.calls[0]!.args, ['-json', '-details', 'link', 'show', 'dev', 'nope0']);
+    t.same([r.calls[0]!.args, r.calls[0]!.input], [['-json', '-details', '-batch', '-'], 'link show dev nope0\n'], 'a batch line, so a warm spare can answer it');
     r.addLink('br0', { linkinfo: { info_kind: 'bridge' } });
     t.equal((await getLink(r, 'br0'))?.linkinfo?.info_kind, 'bridge');
-    r.failOn({ cmd: 'ip', args: ['show'], stderr: 'Operation not permitted\n' });
+    r.failOn({ cmd: 'ip', input: 'link show', stderr: 'Operation not permitted\n' });
     await t.rejects(getLink(r, 'br0'), { code: 'TSNET_ERR_CMD_FAILED', message: /Operation not permitted/ });
   });
 
