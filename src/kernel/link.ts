@@ -88,12 +88,17 @@ export async function createVeth(runner: Runner, spec: VethSpec): Promise<void> 
   if (spec.disableIpv6) await writeIfPresent(runner, ifSysctl('ipv6', spec.hostName, 'disable_ipv6'), '1');
 }
 
-/** Create a link with rollback if the first command succeeded but a later one failed. */
+/**
+ * Create a link with rollback if the first command succeeded but a later one
+ * failed. A device of that name that was there before belongs to someone
+ * else (the create failed on it): it is left alone, whatever it is.
+ */
 export async function withLinkRollback(runner: Runner, name: string, create: () => Promise<void>): Promise<void> {
+  const before = await getLink(runner, name);
   try {
     await create();
   } catch (err) {
-    await deleteLink(runner, name).catch(() => undefined);
+    if (!before) await deleteLink(runner, name).catch(() => undefined);
     throw err;
   }
 }

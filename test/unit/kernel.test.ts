@@ -3,6 +3,7 @@
 
 import t from 'tap';
 import { CHAIN, renderChain } from '../../src/firewall/iptables.js';
+import { withLinkRollback } from '../../src/kernel/link.js';
 import { type NftNetwork, chainNames, renderBase, renderNetwork, renderNetworkRemoval } from '../../src/firewall/nft.js';
 import { CommandError, isExists, isNotFound } from '../../src/kernel/exec.js';
 import { batchLine, deleteLink, deleteLinks, getLink, ipBatch, listRoutes } from '../../src/kernel/ip.js';
@@ -132,6 +133,23 @@ t.test('src/kernel/ip.ts', async (t) => {
     await deleteLinks(r2, ['a', 'b']);
     t.equal(r2.calls[0]!.input, 'link del dev a\nlink del dev b\n');
     t.same(r2.calls[0]!.args, ['-force', '-batch', '-']);
+  });
+
+  t.test("withLinkRollback removes only a device the failed create made", async (t) => {
+    const r = new FakeRunner();
+    r.addLink('tsvx-user');
+    const fail = async (): Promise<void> => {
+      throw new Error('create failed');
+    };
+    await t.rejects(withLinkRollback(r, 'tsvx-user', fail), /create failed/);
+    t.notOk(r.calls.some((c) => c.line === 'ip link del dev tsvx-user'), "a device that was there before is someone else's");
+
+    const r2 = new FakeRunner();
+    await t.rejects(withLinkRollback(r2, 'tsvx-mine', async () => {
+      r2.addLink('tsvx-mine');
+      await fail();
+    }), /create failed/);
+    t.ok(r2.calls.some((c) => c.line === 'ip link del dev tsvx-mine'), 'a half-made device of its own is removed');
   });
 
   t.test('listRoutes asks every table of one family', async (t) => {
