@@ -28,6 +28,12 @@ export interface Config {
    * undefined: /run/netns is the host's own (tsnet runs on the host)
    */
   netnsDir: string | undefined;
+  /**
+   * where the host's /run is (TSNET_HOST_RUN): the managed plugin's run
+   * mount, through which it opens containers' namespaces (sandbox keys);
+   * undefined: tsnet runs on the host and /run is the host's own
+   */
+  hostRun: string | undefined;
   /** extra TCP listener (host:port), off unless asked */
   tcpListen: string | undefined;
   /** etcd client URLs; empty = no cluster (bridge and static-peer overlays only) */
@@ -121,6 +127,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (netnsText !== undefined && (!path.isAbsolute(netnsText) || !netnsDir || path.normalize(netnsDir) !== netnsDir)) {
     throw new TsnetError('TSNET_ERR_INVALID_CONFIG', `TSNET_NETNS_DIR: ${quote(netnsText)} must be an absolute path to a directory other than /, without . or .. (e.g. /host/run/netns)`);
   }
+  const hostRunText = env.TSNET_HOST_RUN || undefined;
+  const hostRun = hostRunText?.replace(/\/+$/, '');
+  if (hostRunText !== undefined && (!path.isAbsolute(hostRunText) || !hostRun || path.normalize(hostRun) !== hostRun)) {
+    throw new TsnetError('TSNET_ERR_INVALID_CONFIG', `TSNET_HOST_RUN: ${quote(hostRunText)} must be an absolute path to a directory other than /, without . or .. (e.g. /host/run)`);
+  }
   const tcpListen = env.TSNET_TCP_LISTEN || undefined;
   if (tcpListen !== undefined && !/^(127\.0\.0\.1|\[::1\]|localhost):\d{1,5}$/.test(tcpListen)) {
     throw new TsnetError('TSNET_ERR_INVALID_CONFIG', `TSNET_TCP_LISTEN: ${quote(tcpListen)} must be 127.0.0.1:PORT (the protocol has no authentication; never expose it)`);
@@ -172,6 +183,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     reconcileInterval: Number(ri),
     procSys,
     netnsDir,
+    hostRun,
     tcpListen,
     etcdEndpoints,
     advertiseAddr,

@@ -147,6 +147,7 @@ export async function start(config: Config, log: Logger): Promise<{ stop: () => 
     wgPort: config.wgPort,
     wgMtu: config.wgMtu,
     readOnlyReason: () => hold.reason,
+    hostRun: config.hostRun,
   });
   const { firewall, ports, modes, driver, ipam, cluster } = services;
   overlay = services.overlay;

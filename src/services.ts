@@ -27,6 +27,8 @@ export interface ServiceOptions {
   wgPort?: number;
   wgMtu?: number | undefined;
   readOnlyReason?: () => string | undefined;
+  /** the managed plugin's view of the host's /run (TSNET_HOST_RUN) */
+  hostRun?: string | undefined;
 }
 
 export type Services = ReturnType<typeof buildServices>;
@@ -42,7 +44,7 @@ export function buildServices(o: ServiceOptions) {
   const routed = new RoutedManager({ runner, store, cluster, log, advertiseAddr: o.advertiseAddr });
   // Overlays with tsnet.backend=auto: same-LAN members are routed to, the rest stay on VXLAN.
   overlay.directRoutes = (net, view) => routed.direct(net, view);
-  const modes = new ModeRegistry({ runner, store, firewall, overlay, routed, cluster, log });
+  const modes = new ModeRegistry({ runner, store, firewall, overlay, routed, cluster, log, hostRun: o.hostRun });
   const driver = new NetworkDriverService({ store, ports, modes });
   const ipam = new IpamService({
     store,

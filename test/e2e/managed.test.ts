@@ -2,7 +2,9 @@
 // built with no registry (plugin/build.ts --offline: a debootstrap base and
 // the host's npm cache), created and enabled as tsnet:latest, and driven
 // through docker plugin set / disable / enable, a dockerd restart, a
-// re-create from the bundle (the upgrade path) and bad settings; then the
+// re-create from the bundle (the upgrade path) and bad settings; a macvlan
+// container given its child back inside its sandbox, which the plugin opens
+// through the host's /run (dockerd's exec-root is /run/docker); then the
 // same bundle on a second host, the two forming an overlay through etcd,
 // whose namespace must be the host's: it stays through disable/enable and a
 // dockerd restart while the containers keep reaching each other, and a host
@@ -16,7 +18,7 @@ import t, { type Test } from 'tap';
 import { buildPlugin, LOCAL_BASE, type BuildResult } from '../../plugin/build.js';
 import { overlayNames } from '../../src/kernel/names.js';
 import { canPing, containerIp, runContainer } from '../helpers/docker.js';
-import { DOCKER, ETCD_URL, Lab, REPO, canConnect, cleanEnv, cliEnv, waitFor, type LabHost } from '../helpers/lab.js';
+import { DOCKER, ETCD_URL, Lab, REPO, canConnect, cleanEnv, cliEnv, sh, waitFor, type LabHost } from '../helpers/lab.js';
 import { Scrape } from '../helpers/prom.js';
 
 const PLUGIN = 'tsnet:latest';
@@ -190,6 +192,33 @@ t.test('enable; a network on tsnet:latest; two containers ping each other by nam
   t.ok(lines.some((l) => l.json.msg === 'tsnet listening'));
   t.notOk(lines.some((l) => l.json.level === 'debug'), 'no debug lines at the default level (info)');
   await removeContainers();
+});
+
+t.test("macvlan: the plugin gives a container its child back through the host's /run when the parent comes back", async (t) => {
+  // The user's parent: a second leg of host 1 on the LAN, made and re-made by
+  // hand, from the machine's mount namespace (the host's own /run names no LAN namespace).
+  const plugParent = async (): Promise<void> => {
+    await sh('ip', ['-n', h.netns, 'link', 'add', 'lanp', 'type', 'veth', 'peer', 'name', 'h1p', 'netns', lab.lanNs]);
+    await sh('ip', ['-n', h.netns, 'link', 'set', 'lanp', 'up']);
+    await sh('ip', ['-n', lab.lanNs, 'link', 'set', 'h1p', 'master', 'lan0', 'up']);
+  };
+  await plugParent();
+  t.teardown(() => h.exec('ip', ['link', 'del', 'lanp'], { check: false }));
+  await h.docker(['network', 'create', '-d', PLUGIN, '-o', 'tsnet.mode=macvlan', '-o', 'parent=lanp', '--subnet', '10.99.0.0/24', '--gateway', '10.99.0.1', '--ip-range', '10.99.0.224/28', 'mlan']);
+  await runContainer(h, 'v1', 'mlan');
+  const key = (await h.docker(['inspect', '-f', '{{.NetworkSettings.SandboxKey}}', 'v1'])).stdout.trim();
+  t.match(key, /^\/var\/run\/docker\/netns\/|^\/run\/docker\/netns\//, `the sandbox key is under the host's /run, as with dockerd's default exec-root (${key})`);
+  t.ok(await canPing(h, 'v1', h2.lanIp), 'v1 reaches host 2 on the LAN through the user parent');
+  await h.exec('ip', ['link', 'del', 'lanp']);
+  t.notOk(await canPing(h, 'v1', h2.lanIp, 1), 'the parent gone: v1 is off the LAN');
+  await plugParent();
+  const sock = `/run/docker/plugins/${await pluginId()}/tsnet.sock`;
+  const r = await h.exec(process.execPath, [`${REPO}/dist/cli.js`, '--socket', sock, 'reconcile'], { check: false });
+  t.equal(r.exitCode, 0, `tsnetctl reconcile against the plugin: ${r.stdout}${r.stderr}`);
+  t.ok(await waitFor('v1 back on the LAN', () => canPing(h, 'v1', h2.lanIp, 1), 10_000, 300).catch(() => false), 'the plugin gave v1 its child back inside its namespace: on the LAN again');
+  t.match((await h.docker(['exec', 'v1', 'ip', 'route'])).stdout, /default via 10\.99\.0\.1 dev eth0/, 'as eth0, with its default route');
+  await removeContainers();
+  await h.docker(['network', 'rm', 'mlan']);
 });
 
 t.test('docker plugin set TSNET_LOG_LEVEL=debug takes effect after disable/enable; the network and its state stay', async (t) => {

@@ -193,6 +193,8 @@ export class LabHost {
   readonly lanIp: string;
   readonly lanIp6: string;
   mntPid = 0;
+  /** a /run of its own: dockerd keeps its exec-root where a real host's does (/run/docker) */
+  ownRun = false;
   #mntHolder: ChildProcess | undefined;
   #mntInode = '';
   tsnet: ChildProcess | undefined;
@@ -236,6 +238,7 @@ export class LabHost {
 
   async createNamespaces(opts: Pick<HostOptions, 'ownRun'> = {}): Promise<void> {
     await fs.mkdir(this.dir, { recursive: true });
+    this.ownRun = opts.ownRun ?? false;
     await sh('ip', ['netns', 'add', this.netns]);
     await sh('ip', ['-n', this.netns, 'link', 'set', 'lo', 'up']);
     // The host's leg on the LAN.
@@ -299,7 +302,9 @@ export class LabHost {
       // Its own build's proxy: dockerd 28 refuses another version's.
       '--userland-proxy-path', DOCKERD.proxy,
       '--data-root', path.join(this.dir, 'data'),
-      '--exec-root', path.join(this.dir, 'exec'),
+      // A host with a /run of its own has dockerd's default exec-root, so
+      // sandbox keys are /var/run/docker/netns/… as a managed plugin sees them on a real host.
+      '--exec-root', this.ownRun ? '/run/docker' : path.join(this.dir, 'exec'),
       '-H', `unix://${this.dockerSock}`,
       '--pidfile', path.join(this.dir, 'dockerd.pid'),
       '--config-file', path.join(this.dir, 'daemon.json'),

@@ -19,6 +19,7 @@ import { createRunner } from '../../src/kernel/exec.js';
 import { REPO, cleanEnv } from '../helpers/lab.js';
 import { mountOf, parseMountinfo, propagationOf } from '../../src/kernel/mountinfo.js';
 import { prepareNetnsDir, readNetnsDir } from '../../src/kernel/netns-dir.js';
+import { sandboxPathHere } from '../../src/kernel/host-run.js';
 import { judgeNetnsDir } from '../../src/doctor/checks.js';
 import { isStaleNetns } from '../../src/kernel/overlay-ns.js';
 import { CommandError } from '../../src/kernel/exec.js';
@@ -146,6 +147,19 @@ t.test('TSNET_NETNS_DIR in the configuration', async (t) => {
   }
 });
 
+t.test("TSNET_HOST_RUN: containers' namespaces opened through the host's /run", async (t) => {
+  t.equal(loadConfig({}).hostRun, undefined, "unset: /run is the host's own");
+  t.equal(loadConfig({ TSNET_HOST_RUN: '/host/run/' }).hostRun, '/host/run', 'a trailing slash is dropped');
+  for (const bad of ['host/run', '/', '/host/../run']) {
+    t.throws(() => loadConfig({ TSNET_HOST_RUN: bad }), { message: new RegExp(`^TSNET_HOST_RUN: "${bad.replace(/[.\/]/g, '\\$&')}" must be an absolute path`) }, bad);
+  }
+  t.equal(sandboxPathHere('/var/run/docker/netns/1f2e', undefined), '/var/run/docker/netns/1f2e', 'on the host: as dockerd gave it');
+  t.equal(sandboxPathHere('/var/run/docker/netns/1f2e', '/host/run'), '/host/run/docker/netns/1f2e', "dockerd's default exec-root, through the run mount");
+  t.equal(sandboxPathHere('/run/docker/netns/1f2e', '/host/run'), '/host/run/docker/netns/1f2e', '/run as well as /var/run');
+  t.equal(sandboxPathHere('/srv/docker-exec/netns/1f2e', '/host/run'), '/srv/docker-exec/netns/1f2e', 'an exec-root outside /run: unchanged (unreachable, and reported so)');
+  t.equal(sandboxPathHere('/var/runner/x', '/host/run'), '/var/runner/x', 'a prefix of a name is not the directory');
+});
+
 t.test('config.json and the rootfs agree on where /run/netns leads', async (t) => {
   const cfg = JSON.parse(await readFile(path.join(REPO, 'config.json'), 'utf8')) as {
     propagatedmount?: string;
@@ -157,6 +171,9 @@ t.test('config.json and the rootfs agree on where /run/netns leads', async (t) =
   const run = cfg.mounts.find((m) => m.name === 'run')!;
   t.same([run.source, run.destination, run.options], ['/run', '/host/run', ['rbind', 'rw', 'rshared']], "the host's /run, recursive and shared");
   t.equal(dir?.value, `${run.destination}/netns`, 'TSNET_NETNS_DIR is netns under the run mount');
+  const hostRun = cfg.env.find((e) => e.name === 'TSNET_HOST_RUN');
+  t.ok(hostRun && !hostRun.settable, 'TSNET_HOST_RUN is fixed by the manifest');
+  t.equal(hostRun?.value, run.destination, 'TSNET_HOST_RUN is the run mount');
   t.match(await readFile(path.join(REPO, 'plugin', 'rootfs.sh'), 'utf8'), new RegExp(`\\nln -s ${dir?.value} "\\$out/run/netns"\\n`), 'rootfs.sh links /run/netns there');
   t.ok(cfg.propagatedmount, 'a propagated mount, so dockerd gives the plugin rshared root propagation (runc\'s default, rslave, would keep its mounts from the host)');
   for (const m of cfg.mounts.filter((x) => x !== run)) t.ok(m.options.includes('rslave'), `mount ${m.name}: rslave, only the run mount sends mounts to the host`);

@@ -28,6 +28,7 @@ import { OPT, parseBool } from '../opt.js';
 import type { Step } from '../steps.js';
 import { gatewayIp } from '../subnets.js';
 import type { ClusterPlan } from '../../cluster/networks.js';
+import { sandboxPathHere } from '../../kernel/host-run.js';
 import { joinAnswer, settingsOf, type EndpointDraft, type EndpointPlan, type EndpointPresence, type ModeDeps, type NetworkDraft, type NetworkMode, type NetworkPlan, type ReconcileRun } from './mode.js';
 
 export const HOST_ACCESS = 'tsnet.host_access';
@@ -399,7 +400,7 @@ export abstract class LanMode implements NetworkMode {
           ...this.#childSpec(lan, ep.hostVeth, net.mtu),
           alias: endpointAlias(ep.id),
           ...(lan.kind === 'macvlan' ? { mac: ep.mac } : {}),
-          sandbox: ep.sandboxKey,
+          sandbox: sandboxPathHere(ep.sandboxKey, this.deps.hostRun),
           prefix: net.ifacePrefix,
           addresses: [ep.address, ep.addressV6].filter((a): a is string => a !== undefined),
           ...(typeof answer.Gateway === 'string' ? { gateway4: answer.Gateway } : {}),

@@ -65,6 +65,8 @@ export interface ModeDeps {
   /** networks spanning hosts through etcd: agreement, cluster-wide addresses, the watch */
   cluster: ClusterNetworks;
   log: Logger;
+  /** where the host's /run is seen from here (config hostRun): containers' namespaces are opened through it */
+  hostRun?: string | undefined;
 }
 
 export interface NetworkDraft {
