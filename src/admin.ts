@@ -13,6 +13,8 @@
 //                      the cluster's encrypted overlays
 //   Tsnet.Names        the container names tsnet knows per network, where
 //                      its DNS listens, and how it follows dockerd
+//   Tsnet.ForgetHost   {} : who holds address blocks and claims in etcd,
+//                      alive or not; {"host": ID}: give a dead host's back
 // `node dist/cli.js` (tsnetctl) is the client.
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
@@ -22,6 +24,10 @@ import type { Store } from './store/store.js';
 import type { EventBus } from './events.js';
 import type { Finding } from './doctor/checks.js';
 import type { OverlayManager } from './overlay/manager.js';
+import type { ClusterRegistry } from './cluster/registry.js';
+import { TsnetError } from './errors.js';
+
+const HOST_ID = /^[0-9a-f]{16}$/;
 
 /** Why address allocation is paused, if it is. */
 export class AllocationHold {
@@ -42,6 +48,8 @@ export interface AdminDeps {
   events?: EventBus;
   overlay?: OverlayManager;
   names?: () => Promise<unknown>;
+  /** the etcd registry once open; absent: no cluster configured */
+  cluster?: () => ClusterRegistry | undefined;
 }
 
 export function registerAdminRoutes(app: FastifyInstance, deps: AdminDeps): void {
@@ -105,6 +113,18 @@ export function registerAdminRoutes(app: FastifyInstance, deps: AdminDeps): void
   }
   const names = deps.names;
   if (names) app.post('/Tsnet.Names', async () => names());
+  const cluster = deps.cluster;
+  if (cluster) {
+    app.post('/Tsnet.ForgetHost', async (request) => {
+      const host = (request.body as { host?: unknown } | undefined)?.host;
+      if (host !== undefined && (typeof host !== 'string' || !HOST_ID.test(host))) {
+        throw new TsnetError('TSNET_ERR_INVALID_REQUEST', `host: ${JSON.stringify(host)} is not a host id (16 hex digits, as tsnetctl forget-host lists them)`);
+      }
+      const registry = cluster();
+      if (!registry) throw new TsnetError('TSNET_ERR_UNAVAILABLE', 'etcd is not connected yet; retry');
+      return host === undefined ? { hosts: await registry.holders() } : { forgotten: await registry.forgetHost(host) };
+    });
+  }
   app.post('/Tsnet.AcceptState', async () => {
     const was = deps.hold.reason;
     // Writing the state makes the loaded copy the current one again.

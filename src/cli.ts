@@ -4,6 +4,7 @@
 //   node dist/cli.js [--socket PATH] events [--recent]
 //   node dist/cli.js [--socket PATH] names [--json]
 //   node dist/cli.js [--socket PATH] wg-pubkey | rotate-key
+//   node dist/cli.js [--socket PATH] forget-host [HOST]
 import { Client } from 'undici';
 import { DEFAULTS } from './config.js';
 import { formatFinding, type Finding } from './doctor/checks.js';
@@ -19,6 +20,7 @@ const METHODS: Record<string, string> = {
   names: 'Tsnet.Names',
   'wg-pubkey': 'Tsnet.WgPubkey',
   'rotate-key': 'Tsnet.RotateKey',
+  'forget-host': 'Tsnet.ForgetHost',
 };
 
 async function main(argv: string[]): Promise<number> {
@@ -38,7 +40,8 @@ async function main(argv: string[]): Promise<number> {
   // Events stay open for as long as the operator watches: no idle timeout.
   const client = new Client('http://localhost', { socketPath: socket, ...(command === 'events' ? { bodyTimeout: 0, headersTimeout: 0 } : {}) });
   try {
-    const body = command === 'events' ? JSON.stringify({ recent: args.includes('--recent') }) : '';
+    const body =
+      command === 'events' ? JSON.stringify({ recent: args.includes('--recent') }) : command === 'forget-host' ? JSON.stringify(args[1] === undefined ? {} : { host: args[1] }) : '';
     const res = await client.request({ path: `/${method}`, method: 'POST', body });
     if (command === 'events' && res.statusCode === 200) {
       // The stream's opening empty line is for the connection, not the operator.

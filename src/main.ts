@@ -195,6 +195,7 @@ export async function start(config: Config, log: Logger): Promise<{ stop: () => 
         events,
         names: async () => (names ? await names.status() : { loading: true }),
         overlay: overlay!,
+        ...(config.etcdEndpoints.length > 0 ? { cluster: () => registry } : {}),
       }),
   });
 

@@ -39,6 +39,8 @@ interface Followed {
   lent: Set<string>;
   /** view handling, one at a time */
   busy: Promise<void>;
+  /** blocks and claims of this host's that another host holds in etcd, reported once */
+  conflicts: Set<string>;
 }
 
 /** A network ready to be made cluster-wide: checked with etcd, nothing written locally yet. */
@@ -153,7 +155,7 @@ export class ClusterNetworks {
   /** Follow a cluster network (after create, and at start-up). Never throws: etcd may be away. */
   follow(net: NetworkRecord, hooks: ClusterHooks = {}): void {
     if (!net.cluster || !this.#registry || this.#followed.has(net.id)) return;
-    const f: Followed = { net, hooks, lent: new Set(), busy: Promise.resolve() };
+    const f: Followed = { net, hooks, lent: new Set(), busy: Promise.resolve(), conflicts: new Set() };
     this.#followed.set(net.id, f);
     void this.#join(f);
     f.watch = this.#registry.watchNetwork(net.cluster.subnet, (view) => {
@@ -161,6 +163,7 @@ export class ClusterNetworks {
       f.busy = f.busy
         .then(async () => {
           if (!this.#store.state.networks[net.id]) return;
+          await this.#keepHeld(f, view);
           await this.#answerClaims(f, view);
           await hooks.onView?.(view);
         })
@@ -293,6 +296,38 @@ export class ClusterNetworks {
     if (i < 0) return;
     pool.claims.splice(i, 1);
     await this.#registry?.releaseClaim(c.subnet, text).catch((err: unknown) => this.#log.warn({ err: (err as Error).message, ip: text }, 'could not release a claim in etcd; it stays until removed'));
+  }
+
+  /**
+   * What this host hands out from (blocks) or uses (claims) stays its own in
+   * etcd: one missing there (an operator forgot this host, as dead, while it
+   * was away) is taken again; one another host holds now is an error only
+   * an operator can settle, as the same addresses may be in use twice.
+   */
+  async #keepHeld(f: Followed, view: NetworkView): Promise<void> {
+    const c = f.net.cluster!;
+    const registry = this.#registry!;
+    for (const pool of c.pools) {
+      const held = [
+        ...pool.blocks.map((item) => ({ kind: 'blocks' as const, item, owner: view.blocks.get(item)?.host })),
+        ...pool.claims.map((item) => ({ kind: 'claims' as const, item, owner: view.claims.get(item)?.host })),
+      ];
+      for (const { kind, item, owner } of held) {
+        if (owner === registry.hostId) continue;
+        const kept = owner === undefined ? await registry.keepHeld(c.subnet, kind, item) : 'other';
+        if (kept === 'held') continue;
+        if (kept === 'retaken') {
+          this.#log.warn({ networkId: f.net.id, subnet: c.subnet, [kind === 'blocks' ? 'block' : 'address']: item.replace('_', '/') }, `${kind === 'blocks' ? 'an address block' : 'a claimed address'} of this host's was missing from etcd (forgotten while this host was away?); took it again`);
+          continue;
+        }
+        if (f.conflicts.has(item)) continue;
+        f.conflicts.add(item);
+        this.#log.error(
+          { networkId: f.net.id, subnet: c.subnet, item: item.replace('_', '/'), holder: owner ?? 'another host' },
+          `${kind === 'blocks' ? 'the address block' : 'the address'} ${item.replace('_', '/')} is this host's in its store but another host's in etcd (this host was forgotten while away?): its addresses may be in use twice; remove the containers on one of the two hosts`,
+        );
+      }
+    }
   }
 
   /** Owner side of static claims: confirm or refuse claims on addresses in this host's blocks. */

@@ -92,6 +92,14 @@ export interface NetworkView {
   claims: Map<string, Claim>;
 }
 
+/** What one host holds in the cluster: address blocks and static claims per network. */
+export interface HostHoldings {
+  host: string;
+  /** its lease holds hosts/<host>: its tsnet is running, or stopped less than the lease TTL ago */
+  alive: boolean;
+  networks: Array<{ subnet: string; blocks: string[]; claims: string[] }>;
+}
+
 export interface Claim {
   host: string;
   state: 'pending' | 'ok' | 'refused';
@@ -361,11 +369,19 @@ export class ClusterRegistry extends EventEmitter {
         await withTimeout(this.#client.if(k, 'Value', '==', v).then(this.#client.delete().key(k)).commit(), 'release held');
       }
     }
-    // The last host out forgets the network, so it can be created again with
-    // other settings; unless its record changed meanwhile (a host creating it
-    // anew). A host that read the record just before and joins just after
-    // would find the network forgotten under it: the window is one round
-    // trip, and only when every other host has already left.
+    await this.#forgetIfEmpty(sk);
+  }
+
+  /**
+   * The last host out forgets the network, so it can be created again with
+   * other settings; unless its record changed meanwhile (a host creating it
+   * anew). A host that read the record just before and joins just after
+   * would find the network forgotten under it: the window is one round
+   * trip, and only when every other host has already left.
+   */
+  async #forgetIfEmpty(sk: string): Promise<void> {
+    const subnet = sk.replace('_', '/');
+    const prefix = `${ROOT}/overlays/${sk}/`;
     const left = await withTimeout(this.#client.getAll().prefix(prefix).count(), 'count network');
     if (left > 0) return;
     const info = await withTimeout(this.#client.get(`${ROOT}/overlays/${sk}`).exec(), 'get network');
@@ -378,6 +394,87 @@ export class ClusterRegistry extends EventEmitter {
     );
     const res = await withTimeout(txn.commit(), 'forget network');
     if (res.succeeded) this.#log.info({ subnet }, 'last host left; the network is gone from the cluster');
+  }
+
+  /**
+   * Who holds address blocks and static claims, network by network, and
+   * whether each holder is alive (its lease keeps hosts/<host>). A host
+   * gone for good keeps what it held until an operator forgets it.
+   */
+  async holders(): Promise<HostHoldings[]> {
+    const alive = new Set((await withTimeout(this.#client.getAll().prefix(`${ROOT}/hosts/`).keys(), 'list hosts')).map((k) => k.slice(`${ROOT}/hosts/`.length)));
+    const byHost = new Map<string, HostHoldings>();
+    for (const held of await this.#held()) {
+      const h = byHost.get(held.host) ?? { host: held.host, alive: alive.has(held.host), networks: [] };
+      byHost.set(held.host, h);
+      let net = h.networks.find((n) => n.subnet === held.subnet);
+      if (!net) h.networks.push((net = { subnet: held.subnet, blocks: [], claims: [] }));
+      (held.kind === 'blocks' ? net.blocks : net.claims).push(held.item);
+    }
+    return [...byHost.values()].sort((a, b) => Number(a.alive) - Number(b.alive) || a.host.localeCompare(b.host));
+  }
+
+  /**
+   * Give back to the cluster every block and claim a dead host held, for a
+   * host that is gone for good: another host may then hand out its
+   * addresses. Refused for this host and for a host whose lease is alive;
+   * each release is one transaction that also checks the host is still
+   * away, so a host coming back meanwhile keeps what it holds.
+   */
+  async forgetHost(host: string): Promise<HostHoldings> {
+    if (host === this.hostId) throw new TsnetError('TSNET_ERR_INVALID_OPTION', `host: ${JSON.stringify(host)} is this host; a host gives its addresses back by removing its networks`);
+    const hostKey = `${ROOT}/hosts/${host}`;
+    if ((await withTimeout(this.#client.get(hostKey).string(), 'get host')) !== null) {
+      throw new TsnetError('TSNET_ERR_INVALID_OPTION', `host: ${JSON.stringify(host)} is alive (its lease holds ${hostKey}); forget only a host whose tsnet is gone for good`);
+    }
+    const released: HostHoldings = { host, alive: false, networks: [] };
+    for (const held of await this.#held()) {
+      if (held.host !== host) continue;
+      const res = await withTimeout(
+        this.#client.if(held.key, 'Value', '==', held.value).and(hostKey, 'Version', '==', 0).then(this.#client.delete().key(held.key)).commit(),
+        'release held',
+      );
+      if (!res.succeeded) continue;
+      let net = released.networks.find((n) => n.subnet === held.subnet);
+      if (!net) released.networks.push((net = { subnet: held.subnet, blocks: [], claims: [] }));
+      (held.kind === 'blocks' ? net.blocks : net.claims).push(held.item);
+    }
+    for (const net of released.networks) {
+      const sk = subnetKey(net.subnet);
+      // Its leased keys went with its lease; a left-over of an older tsnet goes too.
+      await withTimeout(this.#client.delete().key(`${ROOT}/overlays/${sk}/members/${host}`).exec(), 'forget member');
+      await withTimeout(this.#client.delete().prefix(`${ROOT}/overlays/${sk}/endpoints/${host}/`).exec(), 'forget endpoints');
+      await this.#forgetIfEmpty(sk);
+    }
+    this.#log.warn({ host, released: released.networks }, "forgot a dead host: its address blocks and claims are the cluster's again");
+    return released;
+  }
+
+  /** Every block and claim in every cluster network, with its holder. */
+  async #held(): Promise<Array<{ key: string; value: string; subnet: string; kind: 'blocks' | 'claims'; item: string; host: string }>> {
+    const kvs = await withTimeout(this.#client.getAll().prefix(`${ROOT}/overlays/`).strings(), 'list held');
+    const out = [];
+    for (const [key, value] of Object.entries(kvs)) {
+      const m = /^([^/]+)\/(blocks|claims)\/([^/]+)$/.exec(key.slice(`${ROOT}/overlays/`.length));
+      const host = m ? parseOwner(value) : undefined;
+      if (!m || !host) continue;
+      out.push({ key, value, subnet: m[1]!.replace('_', '/'), kind: m[2] as 'blocks' | 'claims', item: m[3]!.replace('_', '/'), host });
+    }
+    return out;
+  }
+
+  /**
+   * A block (key form) or claimed address this host hands out or uses,
+   * missing in etcd (an operator forgot this host while it was away): taken
+   * again if still free ('retaken'); 'held' when it is this host's after
+   * all (a view older than the lease), 'other' when another host has it.
+   */
+  async keepHeld(subnet: string, kind: 'blocks' | 'claims', item: string): Promise<'retaken' | 'held' | 'other'> {
+    const key = `${ROOT}/overlays/${subnetKey(subnet)}/${kind}/${item}`;
+    const value = kind === 'blocks' ? { host: this.hostId } : ({ host: this.hostId, state: 'ok' } satisfies Claim);
+    const res = await withTimeout(this.#client.if(key, 'Version', '==', 0).then(this.#client.put(key).value(JSON.stringify(value))).commit(), 'keep held');
+    if (res.succeeded) return 'retaken';
+    return parseOwner((await withTimeout(this.#client.get(key).string(), 'get held')) ?? '') === this.hostId ? 'held' : 'other';
   }
 
   /** Try to lease one of the candidate blocks; returns the key won, or undefined if all are taken. */

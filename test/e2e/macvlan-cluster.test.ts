@@ -4,8 +4,10 @@
 // parallel on all three hosts never get the same LAN address (Docker's
 // macvlan IPAM is per host and hands out duplicates unless each host is
 // given a disjoint --ip-range by hand).
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
 import t from 'tap';
-import { Lab, ETCD_URL, HEAVY, type LabHost } from '../helpers/lab.js';
+import { Lab, ETCD_URL, HEAVY, waitFor, type LabHost } from '../helpers/lab.js';
 import { canPing, containerIp, removeAll, runContainer, tsnetTraces } from '../helpers/docker.js';
 
 const lab = await Lab.start({ hosts: 3, etcd: true, tsnetEnv: { TSNET_ETCD_ENDPOINTS: ETCD_URL, TSNET_ETCD_LEASE_TTL: '4' } });
@@ -65,6 +67,45 @@ t.test('a static --ip is unique cluster-wide, and a host must agree on the range
   const other = await h3.docker(['network', 'create', '-d', 'tsnet', '--ipam-driver', 'tsnet', '-o', 'tsnet.mode=macvlan', '-o', 'parent=eth0',
     '--subnet', '10.99.0.0/24', '--gateway', '10.99.0.1', '--ip-range', '10.99.0.64/26', 'lan-b'], { check: false });
   t.not(other.exitCode, 0, 'a second network on the same parent is refused anyway');
+});
+
+t.test('a dead host is forgotten by an operator, its blocks go back; if it returns, it takes them again', async (t) => {
+  const id3 = (await fs.readFile(path.join(h3.stateDir, 'host-id'), 'utf8')).trim();
+  const blocks3 = await blocksOf(h3);
+  t.ok(blocks3.length > 0, `host 3 holds blocks: ${blocks3.join(' ')}`);
+  const held = async (): Promise<string[]> => {
+    const r = await lab.etcdctl(['get', '--prefix', '/tsnet/v1/overlays/10.99.0.0_24/blocks/']);
+    const lines = r.stdout.split('\n').filter(Boolean);
+    const out: string[] = [];
+    for (let i = 0; i + 1 < lines.length; i += 2) if ((JSON.parse(lines[i + 1]!) as { host: string }).host === id3) out.push(lines[i]!.split('/').pop()!.replace('_', '/'));
+    return out.sort();
+  };
+  t.same(await held(), [...blocks3].sort(), "etcd names host 3 as their holder");
+
+  const alive = await h1.tsnetctl('forget-host', id3);
+  t.not(alive.exitCode, 0, 'a host whose lease is alive is not forgotten');
+  t.match(alive.stdout, /is alive/);
+  t.same(await held(), [...blocks3].sort(), 'and keeps its blocks');
+  const bad = await h1.tsnetctl('forget-host', 'h3; rm -rf /');
+  t.not(bad.exitCode, 0);
+  t.match((JSON.parse(bad.stdout) as { Err: string }).Err, /^host: "h3; rm -rf \/" is not a host id/, 'a malformed host id is named in the error');
+
+  await h3.stopTsnet('SIGKILL');
+  await waitFor("host 3's lease expiry", async () => (await lab.etcdctl(['get', `/tsnet/v1/hosts/${id3}`])).stdout.trim() === '', 20_000, 250);
+  const listed = JSON.parse((await h1.tsnetctl('forget-host')).stdout) as { hosts: Array<{ host: string; alive: boolean; networks: Array<{ subnet: string; blocks: string[] }> }> };
+  const dead = listed.hosts.find((h) => h.host === id3);
+  t.match(dead, { alive: false, networks: [{ subnet: '10.99.0.0/24' }] }, 'forget-host lists host 3 as dead, with what it holds');
+  t.ok(listed.hosts.filter((h) => h.host !== id3).every((h) => h.alive), 'the other holders are alive');
+
+  const r = await h1.tsnetctl('forget-host', id3);
+  t.equal(r.exitCode, 0, r.stderr);
+  t.same((JSON.parse(r.stdout) as { forgotten: { networks: Array<{ blocks: string[] }> } }).forgotten.networks[0]?.blocks.sort(), [...blocks3].sort(), 'it reports the blocks it gave back');
+  t.same(await held(), [], "host 3's blocks are the cluster's again");
+
+  // It was not gone for good: back, it takes the blocks it hands out from again.
+  await h3.startTsnet();
+  t.ok(await waitFor('host 3 holds its blocks again', async () => (await held()).join() === [...blocks3].sort().join(), 15_000, 250).catch(() => false), 'the returning host leased its blocks again');
+  t.match(await fs.readFile(h3.tsnetLog, 'utf8'), /was missing from etcd \(forgotten while this host was away\?\); took it again/, 'and said so in its log');
 });
 
 t.test('network rm on every host leaves no child, and gives the blocks back to the cluster', async (t) => {

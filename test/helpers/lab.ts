@@ -398,8 +398,8 @@ export class LabHost {
   }
 
   /** tsnetctl (dist/cli.js) against this host's plugin; never throws, the exit code says */
-  tsnetctl(cmd: string): Promise<CmdResult> {
-    return this.exec(process.execPath, [`${REPO}/dist/cli.js`, '--socket', '/run/docker/plugins/tsnet.sock', cmd], { check: false });
+  tsnetctl(cmd: string, ...args: string[]): Promise<CmdResult> {
+    return this.exec(process.execPath, [`${REPO}/dist/cli.js`, '--socket', '/run/docker/plugins/tsnet.sock', cmd, ...args], { check: false });
   }
 
   /** Run a command inside a container's network namespace from the host's tools (iperf3, ip -json). */
