@@ -246,7 +246,7 @@ export async function start(config: Config, log: Logger): Promise<{ stop: () => 
           remote: (networkId) => cluster.view(networkId)?.endpoints.entries(),
           hostId: () => cluster.hostId,
           onNames: (ids) => {
-            for (const id of ids) overlay!.republish(id);
+            for (const id of ids) cluster.republish(id);
           },
         });
         names.start();

@@ -17,17 +17,21 @@ import { TsnetError } from '../errors.js';
 import { blockKey, blockOf, blocksOf, firstFreeIn, parseBlockKey } from '../net/blocks.js';
 import { contains, formatIp, parseIp, parsePrefix, type Prefix } from '../net/cidr.js';
 import type { Store, StorePath } from '../store/store.js';
-import type { ClusterPoolRecord, ClusterRecord, NetworkRecord, PoolRecord } from '../store/schema.js';
+import type { ClusterPoolRecord, ClusterRecord, EndpointRecord, NetworkRecord, PoolRecord } from '../store/schema.js';
 import type { ClusterKind, ClusterRegistry, MemberInfo, NetworkInfo, NetworkView } from './registry.js';
 
 /** What a mode runs on top of a followed network. */
 export interface ClusterHooks {
   /** after every change in etcd (coalesced), and again after a re-list */
   onView?(view: NetworkView): Promise<void>;
-  /** this host's membership was (re-)written: publish what the mode keeps under the lease */
-  onJoin?(): Promise<void>;
   /** what this host publishes as a member, when not just its VTEP (an encrypted overlay's WireGuard peer) */
   member?(): Promise<MemberInfo>;
+  /**
+   * publish this host's endpoints of the network, with the containers'
+   * names (other hosts answer them in DNS); vtep: where they are reached,
+   * from this host's VTEP address
+   */
+  endpoints?: { vtep(local: string): string };
 }
 
 interface Followed {
@@ -183,7 +187,8 @@ export class ClusterNetworks {
     if (!this.#registry || !f.net.cluster) return false;
     try {
       await this.#registry.join(f.net.cluster.subnet, await f.hooks.member?.());
-      await f.hooks.onJoin?.();
+      // What it keeps under the lease, written again with the membership.
+      await this.#publishAll(f);
       return true;
     } catch (err) {
       this.#log.warn({ networkId: f.net.id, err: (err as Error).message }, 'cannot join the network in etcd yet; will retry when etcd answers');
@@ -217,6 +222,77 @@ export class ClusterNetworks {
   /** Wait for pending view handling (tests and shutdown). */
   async settle(): Promise<void> {
     await Promise.all([...this.#followed.values()].map((f) => f.busy));
+  }
+
+  // --- endpoints, for the modes that publish them (ClusterHooks.endpoints) ---
+
+  /** Endpoints being deleted (still in the store until DeleteEndpoint returns), by when: never published again. */
+  readonly #withdrawn = new Map<string, number>();
+  readonly #keyWrites = new Map<string, Promise<void>>();
+
+  /**
+   * Writes of one endpoint's key, one after another: the put at creation,
+   * the put once its names are known, the delete. Concurrent, the put
+   * without names could land last, or a put after the delete bring the key
+   * back for as long as the lease lives.
+   */
+  #enqueue(id: string, job: () => Promise<void>): Promise<void> {
+    const next = (this.#keyWrites.get(id) ?? Promise.resolve()).then(job);
+    const tail = next.catch(() => undefined);
+    this.#keyWrites.set(id, tail);
+    void tail.then(() => {
+      if (this.#keyWrites.get(id) === tail) this.#keyWrites.delete(id);
+    });
+    return next;
+  }
+
+  /** The followed network publishing its endpoints, if this one is. */
+  #publishing(net: NetworkRecord | undefined): (Followed & { hooks: { endpoints: { vtep(local: string): string } } }) | undefined {
+    const f = net?.cluster ? this.#followed.get(net.id) : undefined;
+    return f?.hooks.endpoints ? (f as Followed & { hooks: { endpoints: { vtep(local: string): string } } }) : undefined;
+  }
+
+  #putEndpoint(net: NetworkRecord, id: string): Promise<void> {
+    return this.#enqueue(id, async () => {
+      const registry = this.#registry;
+      const f = this.#publishing(net);
+      const ep = this.#store.state.endpoints[id];
+      if (!registry || !f || !ep?.address || this.#withdrawn.has(id)) return;
+      await registry.publishEndpoint(net.cluster!.subnet, id, endpointValue(ep), f.hooks.endpoints.vtep(registry.vtep));
+    });
+  }
+
+  /** Every endpoint of the network, written again under this host's (possibly new) lease. */
+  async #publishAll(f: Followed): Promise<void> {
+    if (!f.hooks.endpoints) return;
+    for (const ep of Object.values(this.#store.state.endpoints)) {
+      if (ep.networkId === f.net.id && ep.address) await this.#putEndpoint(f.net, ep.id);
+    }
+  }
+
+  async publish(net: NetworkRecord, ep: EndpointRecord): Promise<void> {
+    if (!this.#registry || !this.#publishing(net) || !ep.address) return;
+    // A new endpoint with the ID of one deleted before (dockerd retrying).
+    this.#withdrawn.delete(ep.id);
+    await this.#putEndpoint(net, ep.id).catch((err: unknown) => this.#log.warn({ endpointId: ep.id, err: (err as Error).message }, 'endpoint not yet published in etcd; it will be when etcd answers'));
+  }
+
+  /** The endpoint's names changed (the Engine API told them): publish them with it. */
+  republish(endpointId: string): void {
+    const ep = this.#store.state.endpoints[endpointId];
+    const net = ep ? this.#store.state.networks[ep.networkId] : undefined;
+    if (!net || !this.#registry || !this.#publishing(net)) return;
+    void this.#putEndpoint(net, endpointId).catch((err: unknown) => this.#log.warn({ endpointId, err: (err as Error).message }, "endpoint's names not yet published in etcd; they will be when etcd answers"));
+  }
+
+  async unpublish(net: NetworkRecord | undefined, ep: EndpointRecord): Promise<void> {
+    const registry = this.#registry;
+    if (!registry || !net?.cluster || !this.#publishing(net)) return;
+    const now = Date.now();
+    for (const [id, at] of this.#withdrawn) if (now - at > 60_000) this.#withdrawn.delete(id);
+    this.#withdrawn.set(ep.id, now);
+    const subnet = net.cluster.subnet;
+    await this.#enqueue(ep.id, () => registry.unpublishEndpoint(subnet, ep.id)).catch((err: unknown) => this.#log.warn({ endpointId: ep.id, err: (err as Error).message }, 'could not remove the endpoint from etcd; its lease will'));
   }
 
   // --- addresses (IPAM's ClusterAllocator) ---
@@ -358,6 +434,17 @@ export class ClusterNetworks {
     }
     f.lent = stillLent;
   }
+}
+
+/**
+ * What etcd holds for one of this host's endpoints: where it is, and the
+ * container's names once the Engine API told them (published again then),
+ * so other hosts' DNS answers them and they go with the endpoint or the
+ * host's lease.
+ */
+export function endpointValue(ep: EndpointRecord): { ip: string; mac: string; ip6?: string; names?: string[] } {
+  const strip = (cidr: string): string => cidr.slice(0, cidr.indexOf('/'));
+  return { ip: strip(ep.address!), mac: ep.mac, ...(ep.addressV6 ? { ip6: strip(ep.addressV6) } : {}), ...(ep.dns ? { names: ep.dns.names } : {}) };
 }
 
 function poolOf(c: ClusterRecord, poolId: string): ClusterPoolRecord {

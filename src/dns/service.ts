@@ -29,11 +29,15 @@ export interface NamesServiceOptions {
   resolvConf?: string;
 }
 
-/** Where tsnet answers DNS: the IPv4 and IPv6 gateway addresses of every cluster overlay that has them on its bridge. */
+/**
+ * Where tsnet answers DNS: the IPv4 and IPv6 gateway addresses of every
+ * network whose endpoints hosts publish in etcd (cluster overlays and
+ * routed networks), on its bridge on every host.
+ */
 export function dnsListenAddresses(state: State): Listen[] {
   const out: Listen[] = [];
   for (const net of Object.values(state.networks)) {
-    if (net.overlay?.mode !== 'cluster') continue;
+    if (net.overlay?.mode !== 'cluster' && net.routed?.mode !== 'cluster') continue;
     for (const sub of [...(net.inhibitIpv4 ? [] : net.ipv4), ...net.ipv6]) {
       if (!sub.gateway) continue;
       const address = sub.gateway.slice(0, sub.gateway.indexOf('/'));

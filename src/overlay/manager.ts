@@ -31,7 +31,7 @@ import { overlayRunner } from '../kernel/overlay-ns.js';
 import { readTable } from '../firewall/nft.js';
 import { applyOverlayRules, renderVxlanGuard, renderVxlanGuardRemoval } from '../firewall/overlay-rules.js';
 import type { Store } from '../store/store.js';
-import type { EndpointRecord, NetworkRecord, OverlayRecord, PoolRecord } from '../store/schema.js';
+import type { NetworkRecord, OverlayRecord, PoolRecord } from '../store/schema.js';
 
 /** Outer IP + UDP + VXLAN + inner Ethernet headers: 50 bytes over IPv4, 70 over IPv6. */
 export function vxlanOverhead(local: string): number {
@@ -246,18 +246,10 @@ export class OverlayManager {
     }
     this.#cluster.follow(net, {
       onView: (view) => this.#converge(net, rt, view),
-      onJoin: () => this.#publishAll(net),
+      // Other hosts program their forwarding (and answer names) from these.
+      endpoints: { vtep: (local) => vtepOf({ local, encrypted: o.encrypted }) },
       ...(o.encrypted && this.wireguard ? { member: () => this.#member() } : {}),
     });
-  }
-
-  /** Every endpoint of the network, written again under this host's (possibly new) lease. */
-  async #publishAll(net: NetworkRecord): Promise<void> {
-    const registry = this.#cluster.registry;
-    if (!registry || !net.cluster) return;
-    for (const ep of Object.values(this.#store.state.endpoints)) {
-      if (ep.networkId === net.id && ep.address) await this.#putEndpoint(net, ep.id);
-    }
   }
 
   async stop(net: NetworkRecord, opts: { leave: boolean }): Promise<void> {
@@ -340,60 +332,6 @@ export class OverlayManager {
     );
   }
 
-  /**
-   * Writes of one endpoint's key, one after another: the put at creation,
-   * the put once its names are known, the delete. Concurrent, the put
-   * without names could land last, or a put after the delete bring the key
-   * back for as long as the lease lives.
-   */
-  #enqueue(id: string, job: () => Promise<void>): Promise<void> {
-    const next = (this.#keyWrites.get(id) ?? Promise.resolve()).then(job);
-    const tail = next.catch(() => undefined);
-    this.#keyWrites.set(id, tail);
-    void tail.then(() => {
-      if (this.#keyWrites.get(id) === tail) this.#keyWrites.delete(id);
-    });
-    return next;
-  }
-
-  /** Endpoints being deleted (still in the store until DeleteEndpoint returns), by when: never published again. */
-  readonly #withdrawn = new Map<string, number>();
-  readonly #keyWrites = new Map<string, Promise<void>>();
-
-  #putEndpoint(net: NetworkRecord, id: string): Promise<void> {
-    return this.#enqueue(id, async () => {
-      const registry = this.#cluster.registry;
-      const ep = this.#store.state.endpoints[id];
-      if (!registry || !net.cluster || !ep?.address || this.#withdrawn.has(id)) return;
-      await registry.publishEndpoint(net.cluster.subnet, id, endpointValue(ep), vtepOf({ local: registry.vtep, encrypted: net.overlay?.encrypted }));
-    });
-  }
-
-  async publish(net: NetworkRecord, ep: EndpointRecord): Promise<void> {
-    if (!this.#cluster.registry || net.overlay?.mode !== 'cluster' || !net.cluster || !ep.address) return;
-    // A new endpoint with the ID of one deleted before (dockerd retrying).
-    this.#withdrawn.delete(ep.id);
-    await this.#putEndpoint(net, ep.id).catch((err: unknown) => this.#log.warn({ endpointId: ep.id, err: (err as Error).message }, 'endpoint not yet published in etcd; it will be when etcd answers'));
-  }
-
-  /** The endpoint's names changed (the Engine API told them): publish them with it. */
-  republish(endpointId: string): void {
-    const ep = this.#store.state.endpoints[endpointId];
-    const net = ep ? this.#store.state.networks[ep.networkId] : undefined;
-    if (!net || !this.#cluster.registry || net.overlay?.mode !== 'cluster' || !net.cluster) return;
-    void this.#putEndpoint(net, endpointId).catch((err: unknown) => this.#log.warn({ endpointId, err: (err as Error).message }, "endpoint's names not yet published in etcd; they will be when etcd answers"));
-  }
-
-  async unpublish(net: NetworkRecord | undefined, ep: EndpointRecord): Promise<void> {
-    const registry = this.#cluster.registry;
-    if (!registry || net?.overlay?.mode !== 'cluster' || !net.cluster) return;
-    const now = Date.now();
-    for (const [id, at] of this.#withdrawn) if (now - at > 60_000) this.#withdrawn.delete(id);
-    this.#withdrawn.set(ep.id, now);
-    const subnet = net.cluster.subnet;
-    await this.#enqueue(ep.id, () => registry.unpublishEndpoint(subnet, ep.id)).catch((err: unknown) => this.#log.warn({ endpointId: ep.id, err: (err as Error).message }, 'could not remove the endpoint from etcd; its lease will'));
-  }
-
   /** Forget what was programmed (the VXLAN device was re-created) and program it all again. */
   reprogram(net: NetworkRecord): void {
     const rt = this.#nets.get(net.id);
@@ -441,17 +379,6 @@ export async function findUnderlay(runner: Runner, advertise: string | undefined
   }
   const link = await getLink(runner, dev);
   return { local, dev, mtu: link?.mtu ?? 1500 };
-}
-
-/**
- * What etcd holds for one of this host's endpoints: where it is, and the
- * container's names once the Engine API told them (published again then),
- * so other hosts' DNS answers them and they go with the endpoint or the
- * host's lease.
- */
-export function endpointValue(ep: EndpointRecord): { ip: string; mac: string; ip6?: string; names?: string[] } {
-  const strip = (cidr: string): string => cidr.slice(0, cidr.indexOf('/'));
-  return { ip: strip(ep.address!), mac: ep.mac, ...(ep.addressV6 ? { ip6: strip(ep.addressV6) } : {}), ...(ep.dns ? { names: ep.dns.names } : {}) };
 }
 
 /** A VNI every host derives alike from the subnet (static-peers mode). */

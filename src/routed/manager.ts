@@ -132,7 +132,8 @@ export class RoutedManager {
       void this.#enqueue(rt, () => this.#program(rt, peers, [])).catch((err: unknown) => this.#log.error({ err, networkId: net.id }, 'cannot program the static peers\' routes'));
       return;
     }
-    this.#cluster.follow(net, { onView: (view) => this.#converge(rt, view) });
+    // Endpoints are published for names only: routes go to blocks, not to containers.
+    this.#cluster.follow(net, { onView: (view) => this.#converge(rt, view), endpoints: { vtep: (local) => local } });
   }
 
   async #converge(rt: Runtime, view: NetworkView): Promise<void> {

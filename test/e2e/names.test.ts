@@ -1,4 +1,4 @@
-// Names across hosts through real dockerds: three lab hosts and etcd, every
+// Names across hosts through real dockerds (overlays, and a routed network): three lab hosts and etcd, every
 // host's resolv.conf naming a resolver on the outside host (10.99.0.100,
 // answering outside.lab), containers pointed at tsnet with --dns (or the
 // daemon's --dns) so Docker's embedded DNS forwards what it does not know
@@ -90,6 +90,24 @@ t.test('names are scoped per network', async (t) => {
   t.equal(await lookup(h3, 'back3', 'web'), undefined, 'a container on another overlay does not resolve web');
   t.equal(await lookup(h3, 'back3', 'web', '10.200.0.1'), undefined, 'not even asking appnet\'s address directly');
   t.equal(await lookup(h3, 'cli3', 'db'), undefined, 'and appnet does not see backnet\'s db');
+});
+
+t.test('a routed network: names across hosts as on an overlay, and they go with the container', async (t) => {
+  for (const h of [h1, h2]) await h.docker(['network', 'create', '-d', 'tsnet', '--ipam-driver', 'tsnet', '-o', 'tsnet.mode=routed', '--subnet', '10.205.0.0/16', 'rnet']);
+  await h2.docker(['run', '-d', '--name', 'rcli', '--network', 'rnet', '--dns', '10.205.0.1', IMAGE, 'sleep', '3600']);
+  await h1.docker(['run', '-d', '--name', 'rweb', '--network', 'rnet', '--network-alias', 'rwww', IMAGE, 'httpd', '-f', '-p', '80', '-h', '/www']);
+  const ip = await containerIp(h1, 'rweb', 'rnet');
+  t.ok(await resolves(h2, 'rcli', 'rweb', ip), `rweb -> ${ip} on host 2, through tsnet on the routed network's gateway`);
+  t.same(await lookup(h2, 'rcli', 'rwww'), [ip], 'the --network-alias too');
+  const http = await h2.docker(['exec', 'rcli', 'sh', '-c', `printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 rwww 80`], { check: false });
+  t.match(http.stdout, /tsnet-lab-ok/, 'TCP by alias across hosts, routed');
+  t.equal(await lookup(h2, 'rcli', 'db'), undefined, "scoped: backnet's db does not resolve on rnet");
+  await h1.docker(['rm', '-f', 'rweb']);
+  t.ok(await gone(h2, 'rcli', 'rweb'), 'rweb no longer resolves on host 2');
+  await h2.docker(['rm', '-f', 'rcli']);
+  for (const h of [h1, h2]) await h.docker(['network', 'rm', 'rnet']);
+  const keys = (await lab.etcdctl(['get', '--prefix', '/tsnet/v1/overlays/10.205.0.0_16', '--keys-only'])).stdout.trim();
+  t.equal(keys, '', 'nothing of the routed network left in etcd');
 });
 
 t.test("external names still resolve, through tsnet's forwarding to the host's resolvers", async (t) => {

@@ -283,7 +283,7 @@ t.test('resolv.conf: nameservers in order, three at most, comments and junk skip
   t.same(parseResolvConf(''), []);
 });
 
-t.test('DNS listens on cluster overlays\' gateway addresses only', async (t) => {
+t.test('DNS listens on the gateway addresses of cluster overlays and cluster routed networks only', async (t) => {
   const state = emptyState();
   const net = (idc: string, mode: NetworkRecord['mode'], extra: Partial<NetworkRecord> = {}): NetworkRecord =>
     ({ id: id(idc), mode, bridge: `tsbr-${idc}`, ipv4: [{ pool: '10.200.0.0/16', gateway: '10.200.0.1/16', aux: {} }], ipv6: [], inhibitIpv4: false, ...extra }) as NetworkRecord;
@@ -294,11 +294,15 @@ t.test('DNS listens on cluster overlays\' gateway addresses only', async (t) => 
   state.networks[id('4')] = net('4', 'overlay', overlay('static'));
   state.networks[id('5')] = net('5', 'bridge');
   state.networks[id('6')] = net('6', 'overlay', { ...overlay('cluster'), inhibitIpv4: true });
+  const routed = (mode: 'cluster' | 'static', pool: string) => ({ routed: { mode } as NetworkRecord['routed'], ipv4: [{ pool, gateway: pool.replace('0.0/16', '0.1/16'), aux: {} }] });
+  state.networks[id('7')] = net('7', 'routed', routed('cluster', '10.203.0.0/16'));
+  state.networks[id('8')] = net('8', 'routed', routed('static', '10.204.0.0/16'));
   t.same(dnsListenAddresses(state), [
     { address: '10.200.0.1', network: id('1') },
     { address: '10.201.0.1', network: id('2') },
     { address: 'fd00:201::1', network: id('2') },
-  ]);
+    { address: '10.203.0.1', network: id('7') },
+  ], 'a static routed network publishes nothing, so it has no names of other hosts to answer');
 });
 
 t.test('configuration: TSNET_DOCKER_HOST and TSNET_DNS', async (t) => {

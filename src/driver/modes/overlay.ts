@@ -202,11 +202,11 @@ export class OverlayMode implements NetworkMode {
   }
 
   async endpointCreated(net: NetworkRecord, ep: EndpointRecord): Promise<void> {
-    await this.#deps.overlay.publish(net, ep);
+    await this.#deps.cluster.publish(net, ep);
   }
 
   async deleteEndpoint(net: NetworkRecord | undefined, ep: EndpointRecord): Promise<void> {
-    await this.#deps.overlay.unpublish(net, ep);
+    await this.#deps.cluster.unpublish(net, ep);
     if (net && (await deleteLink(this.#ns(net), ep.hostVeth).catch(() => false))) return;
     // Either end takes its pair: the container end, if it never left the
     // host's namespace, or the host end where the layout before namespaces kept it.

@@ -154,8 +154,14 @@ export class RoutedMode implements NetworkMode {
     return this.#bridge.planEndpoint(draft);
   }
 
-  deleteEndpoint(net: NetworkRecord | undefined, ep: EndpointRecord): Promise<void> {
-    return this.#bridge.deleteEndpoint(net, ep);
+  /** Published with the container's names, so other hosts' DNS answers them (cluster form). */
+  async endpointCreated(net: NetworkRecord, ep: EndpointRecord): Promise<void> {
+    await this.#deps.cluster.publish(net, ep);
+  }
+
+  async deleteEndpoint(net: NetworkRecord | undefined, ep: EndpointRecord): Promise<void> {
+    await this.#deps.cluster.unpublish(net, ep);
+    await this.#bridge.deleteEndpoint(net, ep);
   }
 
   endpointAlive(ep: EndpointRecord): Promise<boolean> {
