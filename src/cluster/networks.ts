@@ -18,7 +18,7 @@ import { blockKey, blockOf, blocksOf, firstFreeIn, parseBlockKey } from '../net/
 import { contains, formatIp, parseIp, parsePrefix, type Prefix } from '../net/cidr.js';
 import type { Store, StorePath } from '../store/store.js';
 import type { ClusterPoolRecord, ClusterRecord, EndpointRecord, NetworkRecord, PoolRecord } from '../store/schema.js';
-import type { ClusterKind, ClusterRegistry, MemberInfo, NetworkInfo, NetworkView } from './registry.js';
+import type { ClusterKind, ClusterRegistry, MemberInfo, NetworkInfo, NetworkView, NetworkWant } from './registry.js';
 
 /** What a mode runs on top of a followed network. */
 export interface ClusterHooks {
@@ -186,7 +186,7 @@ export class ClusterNetworks {
   async #join(f: Followed): Promise<boolean> {
     if (!this.#registry || !f.net.cluster) return false;
     try {
-      await this.#registry.join(f.net.cluster.subnet, await f.hooks.member?.());
+      await this.#registry.join(f.net.cluster.subnet, await f.hooks.member?.(), agreedSettings(f.net));
       // What it keeps under the lease, written again with the membership.
       await this.#publishAll(f);
       return true;
@@ -445,6 +445,19 @@ export class ClusterNetworks {
 export function endpointValue(ep: EndpointRecord): { ip: string; mac: string; ip6?: string; names?: string[] } {
   const strip = (cidr: string): string => cidr.slice(0, cidr.indexOf('/'));
   return { ip: strip(ep.address!), mac: ep.mac, ...(ep.addressV6 ? { ip6: strip(ep.addressV6) } : {}), ...(ep.dns ? { names: ep.dns.names } : {}) };
+}
+
+/** What this host agreed to when it made or joined the network: enough to make its etcd record again. */
+export function agreedSettings(net: NetworkRecord): NetworkWant | undefined {
+  if (!net.cluster || net.mode === 'bridge') return undefined;
+  const gw = net.ipv4[0]?.gateway;
+  const o = net.overlay;
+  return {
+    kind: net.mode,
+    ranges: net.cluster.pools.map((p) => p.range),
+    ...(gw ? { gateway: gw.slice(0, gw.indexOf('/')) } : {}),
+    ...(o ? { vni: o.vni, ...(o.encrypted ? { encrypted: true } : {}), ...(o.backend === 'auto' ? { backend: 'auto' as const } : {}) } : {}),
+  };
 }
 
 function poolOf(c: ClusterRecord, poolId: string): ClusterPoolRecord {

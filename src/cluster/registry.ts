@@ -345,9 +345,42 @@ export class ClusterRegistry extends EventEmitter {
     throw new TsnetError('TSNET_ERR_CLUSTER', 'no free VNI found');
   }
 
-  async join(subnet: string, member: MemberInfo = { vtep: this.vtep }): Promise<void> {
+  /**
+   * Become (or stay) a member: one transaction that also re-writes the
+   * network's record, so the last other host leaving at this moment (it
+   * deletes the record only if unchanged since it found the network empty)
+   * cannot remove a network this host joins. A record already removed is
+   * made again from `want`, the settings this host agreed to.
+   */
+  async join(subnet: string, member: MemberInfo = { vtep: this.vtep }, want?: NetworkWant): Promise<void> {
+    const recordKey = `${ROOT}/overlays/${subnetKey(subnet)}`;
+    const key = `${recordKey}/members/${this.hostId}`;
     // The LAN addresses go beside whatever the mode publishes (routed networks route through them).
-    await this.#putLeased(`${ROOT}/overlays/${subnetKey(subnet)}/members/${this.hostId}`, JSON.stringify({ ...this.#addrs, ...member }));
+    const value = JSON.stringify({ ...this.#addrs, ...member });
+    this.#leased.set(key, value);
+    try {
+      if (!this.#lease) throw new TsnetError('TSNET_ERR_CLUSTER', 'etcd is unreachable (no lease); the key will be written when it returns');
+      const leaseId = await withTimeout(this.#lease.grant(), 'lease');
+      for (let attempt = 0; attempt < 4; attempt++) {
+        const kv = (await withTimeout(this.#client.get(recordKey).exec(), 'get network')).kvs[0];
+        if (!kv) {
+          if (!want) throw new TsnetError('TSNET_ERR_CLUSTER', `${subnet} is gone from the cluster`);
+          await this.ensureNetwork(subnet, want);
+          this.#log.warn({ subnet }, 'the network was gone from etcd (its last other host left as this one joined); made it again with the settings agreed before');
+          continue;
+        }
+        const res = await withTimeout(
+          this.#client.if(recordKey, 'Mod', '==', kv.mod_revision).then(this.#client.put(recordKey).value(kv.value), this.#client.put(key).value(value).lease(leaseId)).commit(),
+          'join',
+        );
+        if (res.succeeded) return;
+      }
+      throw new TsnetError('TSNET_ERR_CLUSTER', `could not join ${subnet} in the cluster: too much contention`);
+    } catch (err) {
+      this.#available = false;
+      this.#scheduleFlush();
+      throw err;
+    }
   }
 
   /**
@@ -374,19 +407,20 @@ export class ClusterRegistry extends EventEmitter {
 
   /**
    * The last host out forgets the network, so it can be created again with
-   * other settings; unless its record changed meanwhile (a host creating it
-   * anew). A host that read the record just before and joins just after
-   * would find the network forgotten under it: the window is one round
-   * trip, and only when every other host has already left.
+   * other settings; unless its record changed since it was read, before
+   * counting: every join re-writes it in the same transaction as the
+   * member, so a host joining meanwhile keeps the network. (A host that
+   * created the network's record just before and has not joined yet makes
+   * it again when it joins: join's `want`.)
    */
   async #forgetIfEmpty(sk: string): Promise<void> {
     const subnet = sk.replace('_', '/');
     const prefix = `${ROOT}/overlays/${sk}/`;
-    const left = await withTimeout(this.#client.getAll().prefix(prefix).count(), 'count network');
-    if (left > 0) return;
     const info = await withTimeout(this.#client.get(`${ROOT}/overlays/${sk}`).exec(), 'get network');
     const kv = info.kvs[0];
     if (!kv) return;
+    const left = await withTimeout(this.#client.getAll().prefix(prefix).count(), 'count network');
+    if (left > 0) return;
     const vni = (JSON.parse(kv.value.toString()) as NetworkInfo).vni;
     const txn = this.#client.if(`${ROOT}/overlays/${sk}`, 'Mod', '==', kv.mod_revision).then(
       this.#client.delete().key(`${ROOT}/overlays/${sk}`),

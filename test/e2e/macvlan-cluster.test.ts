@@ -102,8 +102,13 @@ t.test('a dead host is forgotten by an operator, its blocks go back; if it retur
   t.same((JSON.parse(r.stdout) as { forgotten: { networks: Array<{ blocks: string[] }> } }).forgotten.networks[0]?.blocks.sort(), [...blocks3].sort(), 'it reports the blocks it gave back');
   t.same(await held(), [], "host 3's blocks are the cluster's again");
 
+  // As if the last other host had left as host 3 came back: the network's record is gone.
+  const record = (await lab.etcdctl(['get', '/tsnet/v1/overlays/10.99.0.0_24', '--print-value-only'])).stdout.trim();
+  await lab.etcdctl(['del', '/tsnet/v1/overlays/10.99.0.0_24']);
   // It was not gone for good: back, it takes the blocks it hands out from again.
   await h3.startTsnet();
+  t.ok(await waitFor('the record made again', async () => (await lab.etcdctl(['get', '/tsnet/v1/overlays/10.99.0.0_24', '--print-value-only'])).stdout.trim() !== '', 15_000, 250).catch(() => false), "joining, host 3 made the network's record again");
+  t.same(JSON.parse((await lab.etcdctl(['get', '/tsnet/v1/overlays/10.99.0.0_24', '--print-value-only'])).stdout), JSON.parse(record), 'with the settings agreed before');
   t.ok(await waitFor('host 3 holds its blocks again', async () => (await held()).join() === [...blocks3].sort().join(), 15_000, 250).catch(() => false), 'the returning host leased its blocks again');
   t.match(await fs.readFile(h3.tsnetLog, 'utf8'), /was missing from etcd \(forgotten while this host was away\?\); took it again/, 'and said so in its log');
 });

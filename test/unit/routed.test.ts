@@ -5,7 +5,7 @@
 import t from 'tap';
 import type { NetworkView } from '../../src/cluster/registry.js';
 import { checkAgreement } from '../../src/cluster/registry.js';
-import type { ClusterNetworks, ClusterHooks } from '../../src/cluster/networks.js';
+import { agreedSettings, type ClusterNetworks, type ClusterHooks } from '../../src/cluster/networks.js';
 import { chainNames, renderNetwork, renderNetworkRemoval, type NftNetwork } from '../../src/firewall/nft.js';
 import { renderPeerSources, renderRoutedGuard } from '../../src/firewall/routed-rules.js';
 import { backendOf } from '../../src/driver/modes/overlay.js';
@@ -71,6 +71,17 @@ t.test('the backend is agreed cluster-wide, absent meaning VXLAN', async (t) => 
   checkAgreement('10.200.0.0/16', { subnet: '10.200.0.0/16', vni: 5000, backend: 'auto' }, { kind: 'overlay' });
   t.throws(() => checkAgreement('10.200.0.0/16', { subnet: '10.200.0.0/16', vni: 5000 }, { kind: 'overlay', backend: 'auto' }), /tsnet\.backend: auto disagrees with the cluster, where 10\.200\.0\.0\/16 uses vxlan/);
   t.throws(() => checkAgreement('10.202.0.0/16', { subnet: '10.202.0.0/16', kind: 'overlay' }, { kind: 'routed' }), /tsnet\.mode: routed disagrees with the cluster, where 10\.202\.0\.0\/16 is a overlay network/);
+});
+
+t.test("a host joining makes a network's etcd record again from the settings it agreed to", async (t) => {
+  const base = { id: 'a'.repeat(64), ipv4: [{ pool: '10.202.0.0/16', gateway: '10.202.0.1/16', aux: {} }], ipv6: [] };
+  const cluster = { subnet: '10.202.0.0/16', pools: [{ poolId: 'p4', range: '10.202.128.0/17', blocks: [], claims: [] }, { poolId: 'p6', range: 'fd74:202::/64', blocks: [], claims: [] }] };
+  t.same(agreedSettings({ ...base, mode: 'routed', cluster } as unknown as NetworkRecord), { kind: 'routed', ranges: ['10.202.128.0/17', 'fd74:202::/64'], gateway: '10.202.0.1' });
+  t.same(agreedSettings({ ...base, mode: 'overlay', cluster, overlay: { vni: 4242, encrypted: true, backend: 'auto' } } as unknown as NetworkRecord), {
+    kind: 'overlay', ranges: ['10.202.128.0/17', 'fd74:202::/64'], gateway: '10.202.0.1', vni: 4242, encrypted: true, backend: 'auto',
+  }, 'an overlay: its VNI, encryption and backend too');
+  t.same(agreedSettings({ ...base, mode: 'macvlan', ipv4: [], cluster } as unknown as NetworkRecord), { kind: 'macvlan', ranges: ['10.202.128.0/17', 'fd74:202::/64'] }, 'no gateway, none asked');
+  t.equal(agreedSettings({ ...base, mode: 'routed' } as unknown as NetworkRecord), undefined, 'a network of this host alone has nothing to make again');
 });
 
 t.test('connected prefixes and on-link next hops', async (t) => {
