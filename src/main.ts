@@ -265,6 +265,11 @@ export async function start(config: Config, log: Logger): Promise<{ stop: () => 
         if (fixed) events.emit('reconcile.fixed', fixed);
         log.info({ ...report }, 'reconcile finished');
         void names?.syncListeners();
+        // After the reconcile, which moved overlays' VXLAN ports to a new address: publish it.
+        if (registry) {
+          const now = await findUnderlay(runner, config.advertiseAddr).catch(() => undefined);
+          if (now) registry.moveTo(now.local, await lanAddresses(runner, now));
+        }
       } catch (err) {
         metrics.reconciled(undefined, (performance.now() - started) / 1000);
         throw err;

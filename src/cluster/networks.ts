@@ -82,9 +82,12 @@ export class ClusterNetworks {
   /** The registry can arrive after start-up (etcd3 loads after the socket listens). */
   attachRegistry(registry: ClusterRegistry): void {
     this.#registry = registry;
-    registry.on('available', () => {
+    // Under a new lease, or from a new address: every membership and endpoint again.
+    const rejoin = (): void => {
       for (const f of this.#followed.values()) void this.#join(f);
-    });
+    };
+    registry.on('available', rejoin);
+    registry.on('moved', rejoin);
   }
 
   /** etcd is configured (it may be unreachable just now). */

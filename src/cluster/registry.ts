@@ -163,8 +163,8 @@ function withTimeout<T>(p: Promise<T>, what: string): Promise<T> {
 
 export class ClusterRegistry extends EventEmitter {
   readonly hostId: string;
-  readonly vtep: string;
-  readonly #addrs: MemberAddrs;
+  #vtep: string;
+  #addrs: MemberAddrs;
   readonly #client: Etcd3;
   readonly #ttl: number;
   readonly #log: Logger;
@@ -180,7 +180,7 @@ export class ClusterRegistry extends EventEmitter {
   constructor(opts: ClusterOptions) {
     super();
     this.hostId = opts.hostId;
-    this.vtep = opts.vtep;
+    this.#vtep = opts.vtep;
     this.#addrs = opts.addrs ?? {};
     this.#ttl = opts.leaseTtl;
     this.#log = opts.log.child({ component: 'cluster' });
@@ -192,6 +192,28 @@ export class ClusterRegistry extends EventEmitter {
       // typings ask for a backoff; reconnect within 2 s rather than its 30 s default.
       faultHandling: { watchBackoff: new ExponentialBackoff({ initialDelay: 200, maxDelay: 2000 }) as never },
     });
+  }
+
+  /** this host's underlay (VTEP) address, as published */
+  get vtep(): string {
+    return this.#vtep;
+  }
+
+  /**
+   * This host's addresses changed (DHCP, renumbering): published again
+   * under hosts/<host> at once, and, through 'moved' (ClusterNetworks joins
+   * every followed network again), in each membership and endpoint, which
+   * the other hosts' watches turn into new forwarding entries and routes.
+   * Returns whether anything changed.
+   */
+  moveTo(vtep: string, addrs: MemberAddrs): boolean {
+    if (vtep === this.#vtep && addrs.addr4 === this.#addrs.addr4 && addrs.addr6 === this.#addrs.addr6) return false;
+    this.#log.warn({ from: { vtep: this.#vtep, ...this.#addrs }, to: { vtep, ...addrs } }, "this host's address changed; publishing the new one to the cluster");
+    this.#vtep = vtep;
+    this.#addrs = { ...addrs };
+    void this.#putLeased(`${ROOT}/hosts/${this.hostId}`, JSON.stringify({ vtep, ...addrs })).catch(() => undefined);
+    this.emit('moved');
+    return true;
   }
 
   /** etcd answered the last call (the lease is alive). */

@@ -194,6 +194,29 @@ t.test('a host whose plugin stops and whose lease expires loses its routes; a re
   t.ok(await canPing(h1, 'c1', c3), 'reachable again');
 });
 
+t.test("a host whose LAN address changes: its reconcile publishes the new one, and the others route its blocks through it", async (t) => {
+  const b3 = (await blocksOf(h3)).filter((b) => !b.includes(':'));
+  const via = async (h: LabHost): Promise<string[]> => (await routes(h)).filter((r) => b3.includes(r.dst)).map((r) => r.gateway ?? '');
+  const c3 = await containerIp(h3, 'c3', 'routed');
+  t.same(await via(h1), b3.map(() => h3.lanIp), `host 1 routes host 3's blocks through ${h3.lanIp}`);
+  // Renumbered as DHCP would: the new address added, then the old one
+  // removed, the new one promoted in its place (the default route stays).
+  await h3.exec('sysctl', ['-qw', 'net.ipv4.conf.eth0.promote_secondaries=1']);
+  const renumber = async (from: string, to: string): Promise<void> => {
+    await h3.exec('ip', ['addr', 'add', `${to}/24`, 'dev', 'eth0']);
+    await h3.exec('ip', ['addr', 'del', `${from}/24`, 'dev', 'eth0']);
+    t.equal((await h3.tsnetctl('reconcile')).exitCode, 0, `host 3 renumbered ${from} -> ${to}; reconciled`);
+    const moved = await waitFor(`routes via ${to}`, async () => {
+      const [one, two] = [await via(h1), await via(h2)];
+      return one.length === b3.length && two.length === b3.length && [...one, ...two].every((g) => g === to);
+    }, 20_000, 250).catch(() => false);
+    t.ok(moved, `hosts 1 and 2 route host 3's blocks through ${to}`);
+    t.ok(await canPing(h1, 'c1', c3), `host 1's container reaches host 3's (${c3}) through ${to}`);
+  };
+  await renumber(h3.lanIp, '10.99.0.33');
+  await renumber('10.99.0.33', h3.lanIp);
+});
+
 t.test('etcd down: routes and traffic stay; a restart reconciles routes from etcd, stale ones removed', async (t) => {
   const c2 = await containerIp(h2, 'c2', 'routed');
   const before = await routes(h1);
