@@ -9,13 +9,14 @@ import { chainNames, NETWORK_CHAIN } from '../firewall/nft.js';
 import { CHAIN as TSNET_FORWARD } from '../firewall/iptables.js';
 import type { NetnsDirReading } from '../kernel/netns-dir.js';
 import type { NetworkRecord, State } from '../store/schema.js';
+import type { HostHoldings } from '../cluster/registry.js';
 import { peerWarning, type PeerReport } from '../routed/routes.js';
 
 export type Level = 'ok' | 'warn' | 'fail';
 
 export interface Finding {
   level: Level;
-  /** which check: sysctl, forward, nftables, links, etcd, vxlan, mtu, names, netns, store */
+  /** which check: sysctl, forward, nftables, links, etcd, holders, vxlan, mtu, names, netns, store */
   check: string;
   message: string;
   /** what to do about it (absent when nothing needs doing) */
@@ -244,6 +245,24 @@ export function judgeEtcd(configured: boolean, health: { reachable: boolean; lea
   if (!health || !health.reachable) return [fail('etcd', `etcd is unreachable${health?.error ? ` (${health.error})` : ''}: cluster overlays cannot lease address blocks or learn of new endpoints`, 'check TSNET_ETCD_ENDPOINTS and that etcd runs; tsnet re-registers by itself once it answers')];
   if (!health.leaseAlive) return [fail('etcd', 'etcd answers but this host\'s lease key is gone: other hosts no longer see this host\'s endpoints', 'tsnet re-registers within seconds; if this stays, restart tsnet')];
   return [ok('etcd', 'etcd reachable; this host\'s lease is alive')];
+}
+
+/**
+ * Hosts with no lease that still hold address blocks or static addresses:
+ * stopped for a while, or gone for good, which only an operator knows.
+ */
+export function judgeHolders(holders: readonly HostHoldings[]): Finding[] {
+  const dead = holders.filter((h) => !h.alive);
+  if (dead.length === 0) return holders.length > 0 ? [ok('holders', `every host holding addresses in etcd is alive (${holders.length})`)] : [];
+  return dead.map((h) => {
+    const blocks = h.networks.reduce((n, x) => n + x.blocks.length, 0);
+    const claims = h.networks.reduce((n, x) => n + x.claims.length, 0);
+    return warn(
+      'holders',
+      `host ${h.host} has no lease (its tsnet is stopped, or the host is gone) and holds ${blocks} address block(s) and ${claims} static address(es) of ${h.networks.map((x) => x.subnet).join(', ')}`,
+      `if it is gone for good: tsnetctl forget-host ${h.host} (its addresses are then handed out elsewhere); if it is coming back, nothing`,
+    );
+  });
 }
 
 /**

@@ -12,7 +12,7 @@ import { vxlanOverhead, type OverlayManager } from '../overlay/manager.js';
 import type { ClusterRegistry } from '../cluster/registry.js';
 import { CHAIN as TSNET_FORWARD } from '../firewall/iptables.js';
 import { TABLE } from '../firewall/nft.js';
-import { judgeEtcd, judgeNames, judgeNetnsDir, judgeForward, judgeLinks, judgeMtu, judgeNft, judgeRouted, judgeStore, judgeSysctls, judgeVxlan, parseNftJson, type Finding, type PeerProbe } from './checks.js';
+import { judgeEtcd, judgeHolders, judgeNames, judgeNetnsDir, judgeForward, judgeLinks, judgeMtu, judgeNft, judgeRouted, judgeStore, judgeSysctls, judgeVxlan, parseNftJson, type Finding, type PeerProbe } from './checks.js';
 import { isRouted, type RoutedManager } from '../routed/manager.js';
 import { ifSysctl } from '../kernel/exec.js';
 
@@ -147,6 +147,8 @@ export async function runDoctor(deps: DoctorDeps): Promise<Finding[]> {
     const reg = deps.registry();
     return judgeEtcd(deps.etcdConfigured, reg ? await reg.health() : undefined);
   });
+  const reg = deps.registry();
+  if (reg?.available) await attempt('holders', async () => judgeHolders(await reg.holders()));
   await attempt('names', async () => judgeNames(await deps.names?.(), Object.values(state.networks).filter((n) => n.overlay?.mode === 'cluster').length));
   findings.push(...judgeStore({ source: deps.loaded.source, problems: deps.loaded.problems, hold: deps.hold(), lastWriteError: store.lastWriteError, writeFailures: store.writeFailures }));
   return findings;

@@ -96,6 +96,7 @@ t.test('a dead host is forgotten by an operator, its blocks go back; if it retur
   const dead = listed.hosts.find((h) => h.host === id3);
   t.match(dead, { alive: false, networks: [{ subnet: '10.99.0.0/24' }] }, 'forget-host lists host 3 as dead, with what it holds');
   t.ok(listed.hosts.filter((h) => h.host !== id3).every((h) => h.alive), 'the other holders are alive');
+  t.match((await h1.tsnetctl('doctor')).stdout, new RegExp(`WARN holders: host ${id3} has no lease .* -> if it is gone for good: tsnetctl forget-host ${id3} `), 'tsnetctl doctor points at it, with what to do');
 
   const r = await h1.tsnetctl('forget-host', id3);
   t.equal(r.exitCode, 0, r.stderr);

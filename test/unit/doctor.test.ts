@@ -1,7 +1,7 @@
 // tsnetctl doctor's judgements on hand-made readings: each broken thing is
 // named, with what to do, and a healthy host gives no failure.
 import t from 'tap';
-import { formatFinding, judgeEtcd, judgeForward, judgeLinks, judgeMtu, judgeNft, judgeStore, judgeSysctls, judgeVxlan, parseNftJson, type Finding } from '../../src/doctor/checks.js';
+import { formatFinding, judgeEtcd, judgeHolders, judgeForward, judgeLinks, judgeMtu, judgeNft, judgeStore, judgeSysctls, judgeVxlan, parseNftJson, type Finding } from '../../src/doctor/checks.js';
 import { parseListenAddr } from '../../src/config.js';
 import { emptyState, type NetworkRecord, type State } from '../../src/store/schema.js';
 import type { LinkInfo } from '../../src/kernel/ip.js';
@@ -146,4 +146,15 @@ t.test('TSNET_METRICS_ADDR', async (t) => {
   t.throws(() => parseListenAddr('localhost:9464', 'TSNET_METRICS_ADDR'), /TSNET_METRICS_ADDR: "localhost:9464" is not IP:PORT/);
   t.throws(() => parseListenAddr('10.0.0.1:99999', 'TSNET_METRICS_ADDR'), /99999/);
   t.throws(() => parseListenAddr('300.0.0.1:80', 'TSNET_METRICS_ADDR'));
+});
+
+t.test('holders: a host with no lease that still holds addresses is pointed out, with forget-host', async (t) => {
+  t.same(judgeHolders([]), [], 'no cluster network holds anything: nothing to say');
+  t.same(judgeHolders([{ host: 'a'.repeat(16), alive: true, networks: [{ subnet: '10.99.0.0/24', blocks: ['10.99.0.128/28'], claims: [] }] }]).map((f) => f.level), ['ok']);
+  const dead = judgeHolders([
+    { host: 'a'.repeat(16), alive: true, networks: [] },
+    { host: 'b'.repeat(16), alive: false, networks: [{ subnet: '10.99.0.0/24', blocks: ['10.99.0.128/28', 'fd00:99::100/123'], claims: ['10.99.0.250'] }, { subnet: '10.200.0.0/16', blocks: ['10.200.0.0/26'], claims: [] }] },
+  ]);
+  t.equal(dead.length, 1, 'one line per dead host');
+  t.equal(formatFinding(dead[0]!), `WARN holders: host ${'b'.repeat(16)} has no lease (its tsnet is stopped, or the host is gone) and holds 3 address block(s) and 1 static address(es) of 10.99.0.0/24, 10.200.0.0/16 -> if it is gone for good: tsnetctl forget-host ${'b'.repeat(16)} (its addresses are then handed out elsewhere); if it is coming back, nothing`);
 });
