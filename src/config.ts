@@ -108,6 +108,17 @@ export function parseListenAddr(text: string, name: string): { host: string; por
   return { host, port };
 }
 
+/** A directory of the host seen from here (the managed plugin's mounts): unset, or absolute, not /, without . or .., trailing slashes dropped. */
+function optionalDir(env: NodeJS.ProcessEnv, name: string, example: string): string | undefined {
+  const text = env[name] || undefined;
+  if (text === undefined) return undefined;
+  const dir = text.replace(/\/+$/, '');
+  if (!path.isAbsolute(text) || !dir || path.normalize(dir) !== dir) {
+    throw new TsnetError('TSNET_ERR_INVALID_CONFIG', `${name}: ${quote(text)} must be an absolute path to a directory other than /, without . or .. (e.g. ${example})`);
+  }
+  return dir;
+}
+
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const socket = env.TSNET_SOCKET || DEFAULTS.socket;
   if (!path.isAbsolute(socket) || socket.length > 100) {
@@ -122,16 +133,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (!/^\d{1,6}$/.test(ri)) throw new TsnetError('TSNET_ERR_INVALID_CONFIG', `TSNET_RECONCILE_INTERVAL: ${quote(ri)} must be a number of seconds (0 = off)`);
   const procSys = env.TSNET_PROC_SYS || DEFAULTS.procSys;
   if (!path.isAbsolute(procSys)) throw new TsnetError('TSNET_ERR_INVALID_CONFIG', `TSNET_PROC_SYS: ${quote(procSys)} must be an absolute path`);
-  const netnsText = env.TSNET_NETNS_DIR || undefined;
-  const netnsDir = netnsText?.replace(/\/+$/, '');
-  if (netnsText !== undefined && (!path.isAbsolute(netnsText) || !netnsDir || path.normalize(netnsDir) !== netnsDir)) {
-    throw new TsnetError('TSNET_ERR_INVALID_CONFIG', `TSNET_NETNS_DIR: ${quote(netnsText)} must be an absolute path to a directory other than /, without . or .. (e.g. /host/run/netns)`);
-  }
-  const hostRunText = env.TSNET_HOST_RUN || undefined;
-  const hostRun = hostRunText?.replace(/\/+$/, '');
-  if (hostRunText !== undefined && (!path.isAbsolute(hostRunText) || !hostRun || path.normalize(hostRun) !== hostRun)) {
-    throw new TsnetError('TSNET_ERR_INVALID_CONFIG', `TSNET_HOST_RUN: ${quote(hostRunText)} must be an absolute path to a directory other than /, without . or .. (e.g. /host/run)`);
-  }
+  const netnsDir = optionalDir(env, 'TSNET_NETNS_DIR', '/host/run/netns');
+  const hostRun = optionalDir(env, 'TSNET_HOST_RUN', '/host/run');
   const tcpListen = env.TSNET_TCP_LISTEN || undefined;
   if (tcpListen !== undefined && !/^(127\.0\.0\.1|\[::1\]|localhost):\d{1,5}$/.test(tcpListen)) {
     throw new TsnetError('TSNET_ERR_INVALID_CONFIG', `TSNET_TCP_LISTEN: ${quote(tcpListen)} must be 127.0.0.1:PORT (the protocol has no authentication; never expose it)`);

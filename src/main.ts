@@ -66,8 +66,13 @@ async function clusterIdentity(config: Config, store: Store, runner: ReturnType<
     hostId = randomBytes(8).toString('hex');
     await fs.writeFile(idFile, `${hostId}\n`, { mode: 0o600 });
   }
+  return { hostId, ...(await hostAddresses(config, runner)) };
+}
+
+/** This host's VTEP (TSNET_ADVERTISE_ADDR, else the default route's source) and its LAN address of each family. */
+async function hostAddresses(config: Config, runner: ReturnType<typeof createRunner>): Promise<{ vtep: string; addrs: MemberAddrs }> {
   const underlay = await findUnderlay(runner, config.advertiseAddr);
-  return { hostId, vtep: underlay.local, addrs: await lanAddresses(runner, underlay) };
+  return { vtep: underlay.local, addrs: await lanAddresses(runner, underlay) };
 }
 
 /**
@@ -267,8 +272,8 @@ export async function start(config: Config, log: Logger): Promise<{ stop: () => 
         void names?.syncListeners();
         // After the reconcile, which moved overlays' VXLAN ports to a new address: publish it.
         if (registry) {
-          const now = await findUnderlay(runner, config.advertiseAddr).catch(() => undefined);
-          if (now) registry.moveTo(now.local, await lanAddresses(runner, now));
+          const now = await hostAddresses(config, runner).catch(() => undefined);
+          if (now) registry.moveTo(now.vtep, now.addrs);
         }
       } catch (err) {
         metrics.reconciled(undefined, (performance.now() - started) / 1000);

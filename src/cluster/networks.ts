@@ -17,6 +17,7 @@ import { TsnetError } from '../errors.js';
 import { blockKey, blockOf, blocksOf, firstFreeIn, parseBlockKey } from '../net/blocks.js';
 import { contains, formatIp, parseIp, parsePrefix, type Prefix } from '../net/cidr.js';
 import type { Store, StorePath } from '../store/store.js';
+import { gatewayIp } from '../driver/subnets.js';
 import type { ClusterPoolRecord, ClusterRecord, EndpointRecord, NetworkRecord, PoolRecord } from '../store/schema.js';
 import type { ClusterKind, ClusterRegistry, MemberInfo, NetworkInfo, NetworkView, NetworkWant } from './registry.js';
 
@@ -46,6 +47,9 @@ interface Followed {
   /** blocks and claims of this host's that another host holds in etcd, reported once */
   conflicts: Set<string>;
 }
+
+/** A followed network whose mode publishes its endpoints. */
+type Publishing = Followed & { hooks: Required<Pick<ClusterHooks, 'endpoints'>> };
 
 /** A network ready to be made cluster-wide: checked with etcd, nothing written locally yet. */
 export interface ClusterPlan {
@@ -250,9 +254,9 @@ export class ClusterNetworks {
   }
 
   /** The followed network publishing its endpoints, if this one is. */
-  #publishing(net: NetworkRecord | undefined): (Followed & { hooks: { endpoints: { vtep(local: string): string } } }) | undefined {
+  #publishing(net: NetworkRecord | undefined): Publishing | undefined {
     const f = net?.cluster ? this.#followed.get(net.id) : undefined;
-    return f?.hooks.endpoints ? (f as Followed & { hooks: { endpoints: { vtep(local: string): string } } }) : undefined;
+    return f?.hooks.endpoints ? (f as Publishing) : undefined;
   }
 
   #putEndpoint(net: NetworkRecord, id: string): Promise<void> {
@@ -453,12 +457,12 @@ export function endpointValue(ep: EndpointRecord): { ip: string; mac: string; ip
 /** What this host agreed to when it made or joined the network: enough to make its etcd record again. */
 export function agreedSettings(net: NetworkRecord): NetworkWant | undefined {
   if (!net.cluster || net.mode === 'bridge') return undefined;
-  const gw = net.ipv4[0]?.gateway;
+  const gw = gatewayIp(net.ipv4[0]?.gateway);
   const o = net.overlay;
   return {
     kind: net.mode,
     ranges: net.cluster.pools.map((p) => p.range),
-    ...(gw ? { gateway: gw.slice(0, gw.indexOf('/')) } : {}),
+    ...(gw ? { gateway: gw } : {}),
     ...(o ? { vni: o.vni, ...(o.encrypted ? { encrypted: true } : {}), ...(o.backend === 'auto' ? { backend: 'auto' as const } : {}) } : {}),
   };
 }

@@ -141,6 +141,13 @@ export function checkAgreement(subnet: string, info: NetworkInfo, want: NetworkW
   }
 }
 
+/** One block or claim more in a host's holdings, under its network. */
+function addHeld(h: HostHoldings, held: { subnet: string; kind: 'blocks' | 'claims'; item: string }): void {
+  let net = h.networks.find((n) => n.subnet === held.subnet);
+  if (!net) h.networks.push((net = { subnet: held.subnet, blocks: [], claims: [] }));
+  (held.kind === 'blocks' ? net.blocks : net.claims).push(held.item);
+}
+
 /** The host a block or claim value names, if it parses. */
 function parseOwner(value: string): string | undefined {
   try {
@@ -211,9 +218,14 @@ export class ClusterRegistry extends EventEmitter {
     this.#log.warn({ from: { vtep: this.#vtep, ...this.#addrs }, to: { vtep, ...addrs } }, "this host's address changed; publishing the new one to the cluster");
     this.#vtep = vtep;
     this.#addrs = { ...addrs };
-    void this.#putLeased(`${ROOT}/hosts/${this.hostId}`, JSON.stringify({ vtep, ...addrs })).catch(() => undefined);
+    void this.#putLeased(...this.#hostEntry()).catch(() => undefined);
     this.emit('moved');
     return true;
+  }
+
+  /** hosts/<host> and what it holds: this host's addresses, under its lease */
+  #hostEntry(): [string, string] {
+    return [`${ROOT}/hosts/${this.hostId}`, JSON.stringify({ vtep: this.#vtep, ...this.#addrs })];
   }
 
   /** etcd answered the last call (the lease is alive). */
@@ -250,7 +262,7 @@ export class ClusterRegistry extends EventEmitter {
             void this.#regrant();
           });
           this.#lease = lease;
-          this.#leased.set(`${ROOT}/hosts/${this.hostId}`, JSON.stringify({ vtep: this.vtep, ...this.#addrs }));
+          this.#leased.set(...this.#hostEntry());
           await this.flush();
           this.#log.info({ hostId: this.hostId, vtep: this.vtep, keys: this.#leased.size }, 'registered with etcd');
           this.emit('available');
@@ -463,9 +475,7 @@ export class ClusterRegistry extends EventEmitter {
     for (const held of await this.#held()) {
       const h = byHost.get(held.host) ?? { host: held.host, alive: alive.has(held.host), networks: [] };
       byHost.set(held.host, h);
-      let net = h.networks.find((n) => n.subnet === held.subnet);
-      if (!net) h.networks.push((net = { subnet: held.subnet, blocks: [], claims: [] }));
-      (held.kind === 'blocks' ? net.blocks : net.claims).push(held.item);
+      addHeld(h, held);
     }
     return [...byHost.values()].sort((a, b) => Number(a.alive) - Number(b.alive) || a.host.localeCompare(b.host));
   }
@@ -490,10 +500,7 @@ export class ClusterRegistry extends EventEmitter {
         this.#client.if(held.key, 'Value', '==', held.value).and(hostKey, 'Version', '==', 0).then(this.#client.delete().key(held.key)).commit(),
         'release held',
       );
-      if (!res.succeeded) continue;
-      let net = released.networks.find((n) => n.subnet === held.subnet);
-      if (!net) released.networks.push((net = { subnet: held.subnet, blocks: [], claims: [] }));
-      (held.kind === 'blocks' ? net.blocks : net.claims).push(held.item);
+      if (res.succeeded) addHeld(released, held);
     }
     for (const net of released.networks) {
       const sk = subnetKey(net.subnet);

@@ -143,11 +143,8 @@ export async function runDoctor(deps: DoctorDeps): Promise<Finding[]> {
       ),
     );
   }
-  await attempt('etcd', async () => {
-    const reg = deps.registry();
-    return judgeEtcd(deps.etcdConfigured, reg ? await reg.health() : undefined);
-  });
   const reg = deps.registry();
+  await attempt('etcd', async () => judgeEtcd(deps.etcdConfigured, reg ? await reg.health() : undefined));
   if (reg?.available) await attempt('holders', async () => judgeHolders(await reg.holders()));
   await attempt('names', async () => judgeNames(await deps.names?.(), Object.values(state.networks).filter((n) => n.overlay?.mode === 'cluster').length));
   findings.push(...judgeStore({ source: deps.loaded.source, problems: deps.loaded.problems, hold: deps.hold(), lastWriteError: store.lastWriteError, writeFailures: store.writeFailures }));

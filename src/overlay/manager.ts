@@ -28,6 +28,7 @@ import { getLink, listAddrs, defaultRouteInfo } from '../kernel/ip.js';
 import { applyForwarding, fdbLines, neighLines, type RemoteEndpoint } from '../kernel/vxlan.js';
 import { overlayNames } from '../kernel/names.js';
 import { overlayRunner } from '../kernel/overlay-ns.js';
+import { gatewayIp } from '../driver/subnets.js';
 import { readTable } from '../firewall/nft.js';
 import { applyOverlayRules, renderVxlanGuard, renderVxlanGuardRemoval } from '../firewall/overlay-rules.js';
 import type { Store } from '../store/store.js';
@@ -154,7 +155,7 @@ export class OverlayManager {
       const peerKeys = await this.#checkStaticKeys(args.id, underlay.local, args.peers, args.peerKeys ?? {});
       return { overlay: { mode: 'static', vni: args.vni ?? derivedVni(args.subnet), peers, ...base, encrypted: true, peerKeys }, underlay };
     }
-    const gw = args.gateway ? args.gateway.slice(0, args.gateway.indexOf('/')) : undefined;
+    const gw = gatewayIp(args.gateway);
     const cluster = await this.#cluster.plan({ kind: 'overlay', pools: args.pools!, gateway: gw, vni: args.vni, ...(args.encrypt ? { encrypted: true } : {}), backend: args.backend });
     return { overlay: { mode: 'cluster', vni: cluster.info.vni!, peers: [], ...base, ...(args.encrypt ? { encrypted: true } : {}), ...(args.backend === 'auto' ? { backend: 'auto' as const } : {}) }, underlay, cluster };
   }
