@@ -6,7 +6,7 @@
 // rounds interleaved. Docker's encrypted overlay (IPsec ESP, AES-GCM)
 // cannot run on this kernel, which lacks AES-GCM: it has no row.
 import { Lab, ETCD_URL, type LabHost } from '../test/helpers/lab.js';
-import { hostPairs, measurePairs, runRounds } from './probe.js';
+import { hostPairs, joinSwarm, measurePairs, runRounds } from './probe.js';
 import type { Figure } from './docker.js';
 
 /** One overlay row of the comparison: a network made on both hosts, then a container on each. */
@@ -68,10 +68,7 @@ export async function overlayFigures(rounds: number, dataRounds: number, seconds
   const lab = await Lab.start({ hosts: 2, etcd: true, tsnetEnv: { TSNET_ETCD_ENDPOINTS: ETCD_URL, TSNET_LOG_LEVEL: 'info', TSNET_WG_MTU: '65000' } });
   const [h1, h2] = lab.hosts as [LabHost, LabHost];
   try {
-    // Swarm on its own VXLAN port, so Docker's and tsnet's tunnels never share one.
-    await h1.docker(['swarm', 'init', '--advertise-addr', h1.lanIp, '--listen-addr', `${h1.lanIp}:2377`, '--data-path-port', '7789']);
-    const token = (await h1.docker(['swarm', 'join-token', '-q', 'worker'])).stdout.trim();
-    await h2.docker(['swarm', 'join', '--token', token, '--advertise-addr', h2.lanIp, `${h1.lanIp}:2377`]);
+    await joinSwarm(h1, h2);
     for (const row of OVERLAY_ROWS) await row.create(h1, h2);
     await h1.docker(['network', 'create', 'bench-br']);
     log(`bench: overlays up (${OVERLAY_ROWS.map((r) => r.label).join(', ')})`);

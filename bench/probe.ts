@@ -4,6 +4,16 @@
 import { IMAGE, sh, type LabHost } from '../test/helpers/lab.js';
 import { timeIt } from './stats.js';
 
+/**
+ * Two lab hosts in one swarm, for Docker's overlay beside tsnet's; on a VXLAN
+ * port of its own (7789), so Docker's and tsnet's tunnels never share one.
+ */
+export async function joinSwarm(h1: LabHost, h2: LabHost): Promise<void> {
+  await h1.docker(['swarm', 'init', '--advertise-addr', h1.lanIp, '--listen-addr', `${h1.lanIp}:2377`, '--data-path-port', '7789']);
+  const token = (await h1.docker(['swarm', 'join-token', '-q', 'worker'])).stdout.trim();
+  await h2.docker(['swarm', 'join', '--token', token, '--advertise-addr', h2.lanIp, `${h1.lanIp}:2377`]);
+}
+
 export async function pidOf(h: LabHost, c: string): Promise<string> {
   return (await h.docker(['inspect', '-f', '{{.State.Pid}}', c])).stdout.trim();
 }

@@ -6,7 +6,7 @@
 // `docker run --rm true` on a routed network no slower than on a tsnet
 // bridge network (the container's side is the same bridge and veth).
 import { Lab, ETCD_URL, type LabHost } from '../test/helpers/lab.js';
-import { hostPairs, measurePairs, runRounds } from './probe.js';
+import { hostPairs, joinSwarm, measurePairs, runRounds } from './probe.js';
 import type { Figure } from './docker.js';
 
 export const UNDERLAY = 'hosts directly (underlay)';
@@ -15,10 +15,7 @@ export async function routedFigures(rounds: number, dataRounds: number, seconds:
   const lab = await Lab.start({ hosts: 2, etcd: true, tsnetEnv: { TSNET_ETCD_ENDPOINTS: ETCD_URL, TSNET_LOG_LEVEL: 'info' } });
   const [h1, h2] = lab.hosts as [LabHost, LabHost];
   try {
-    // Swarm on a VXLAN port of its own, so Docker's and tsnet's tunnels never share one.
-    await h1.docker(['swarm', 'init', '--advertise-addr', h1.lanIp, '--listen-addr', `${h1.lanIp}:2377`, '--data-path-port', '7789']);
-    const token = (await h1.docker(['swarm', 'join-token', '-q', 'worker'])).stdout.trim();
-    await h2.docker(['swarm', 'join', '--token', token, '--advertise-addr', h2.lanIp, `${h1.lanIp}:2377`]);
+    await joinSwarm(h1, h2);
     await h1.docker(['network', 'create', '-d', 'overlay', '--attachable', '--subnet', '10.71.0.0/24', 'bench-dov']);
     for (const h of [h1, h2]) {
       await h.docker(['network', 'create', '-d', 'tsnet', '--ipam-driver', 'tsnet', '-o', 'tsnet.mode=overlay', '--subnet', '10.72.0.0/16', 'bench-tov']);

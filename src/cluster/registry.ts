@@ -278,10 +278,19 @@ export class ClusterRegistry extends EventEmitter {
   }
 
   async #putLeased(key: string, value: string): Promise<void> {
+    await this.#writeLeased(key, value, async (lease) => void (await withTimeout(lease.put(key).value(value).exec(), `put ${key}`)));
+  }
+
+  /**
+   * A key this host owns under its lease: kept for re-writing whenever the
+   * lease is renewed, and written now by `write`. A failed write is retried
+   * by the flush (and marks etcd unavailable until it answers).
+   */
+  async #writeLeased(key: string, value: string, write: (lease: Lease) => Promise<void>): Promise<void> {
     this.#leased.set(key, value);
     try {
       if (!this.#lease) throw new TsnetError('TSNET_ERR_CLUSTER', 'etcd is unreachable (no lease); the key will be written when it returns');
-      await withTimeout(this.#lease.put(key).value(value).exec(), `put ${key}`);
+      await write(this.#lease);
     } catch (err) {
       this.#available = false;
       this.#scheduleFlush();
@@ -391,10 +400,8 @@ export class ClusterRegistry extends EventEmitter {
     const key = `${recordKey}/members/${this.hostId}`;
     // The LAN addresses go beside whatever the mode publishes (routed networks route through them).
     const value = JSON.stringify({ ...this.#addrs, ...member });
-    this.#leased.set(key, value);
-    try {
-      if (!this.#lease) throw new TsnetError('TSNET_ERR_CLUSTER', 'etcd is unreachable (no lease); the key will be written when it returns');
-      const leaseId = await withTimeout(this.#lease.grant(), 'lease');
+    await this.#writeLeased(key, value, async (lease) => {
+      const leaseId = await withTimeout(lease.grant(), 'lease');
       for (let attempt = 0; attempt < 4; attempt++) {
         const kv = (await withTimeout(this.#client.get(recordKey).exec(), 'get network')).kvs[0];
         if (!kv) {
@@ -410,11 +417,7 @@ export class ClusterRegistry extends EventEmitter {
         if (res.succeeded) return;
       }
       throw new TsnetError('TSNET_ERR_CLUSTER', `could not join ${subnet} in the cluster: too much contention`);
-    } catch (err) {
-      this.#available = false;
-      this.#scheduleFlush();
-      throw err;
-    }
+    });
   }
 
   /**
