@@ -129,6 +129,16 @@ export function batchLine(tokens: readonly (string | number)[]): string {
   return tokens.join(' ');
 }
 
+/**
+ * An ip line giving DEV an address tsnet owns. IPv6 ones skip duplicate
+ * address detection: the address is ours by allocation, and while DAD runs
+ * (a second or two after the first port brings the bridge up) the address is
+ * tentative, so a container's first packets to its gateway go unanswered.
+ */
+export function ownAddrLine(verb: 'add' | 'replace', cidr: string, dev: string): string[] {
+  return ['addr', verb, cidr, 'dev', dev, ...(cidr.includes(':') ? ['nodad'] : [])];
+}
+
 /** Run several ip commands in one process. Not atomic: callers undo by deleting the links they add. */
 export async function ipBatch(runner: Runner, lines: ReadonlyArray<readonly (string | number)[]>, opts: { force?: boolean } = {}): Promise<void> {
   if (lines.length === 0) return;

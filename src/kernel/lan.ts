@@ -11,7 +11,7 @@
 //   module, not with ip's "Unknown device type".
 import { TsnetError } from '../errors.js';
 import { CommandError, type Runner } from './exec.js';
-import { batchLine, ipBatch, type LinkInfo, type RouteInfo } from './ip.js';
+import { batchLine, ipBatch, ownAddrLine, type LinkInfo, type RouteInfo } from './ip.js';
 
 export type MacvlanMode = 'bridge' | 'private' | 'vepa' | 'passthru';
 export type IpvlanMode = 'l2' | 'l3' | 'l3s';
@@ -148,7 +148,7 @@ export async function restoreChild(runner: Runner, spec: RestoreSpec): Promise<s
   const lines: Array<Array<string | number>> = [
     ['link', 'set', 'dev', spec.name, 'name', dev],
     ['link', 'set', 'dev', dev, 'up'],
-    ...spec.addresses.map((a) => ['addr', 'add', a, 'dev', dev, ...(a.includes(':') ? ['nodad'] : [])]),
+    ...spec.addresses.map((a) => ownAddrLine('add', a, dev)),
     ...spec.connected.map((dst) => ['route', 'replace', dst, 'dev', dev]),
   ];
   if (spec.gateway4 && (await defaults('-4')) === 0) lines.push(['route', 'add', '0.0.0.0/0', 'via', spec.gateway4, 'dev', dev]);

@@ -10,7 +10,7 @@
 // - Every link carries tsnet's tag in its alias so reconcile can find it.
 import { TsnetError } from '../errors.js';
 import { ifSysctl, type Runner } from './exec.js';
-import { getLink, ipBatch, deleteLink, type LinkInfo } from './ip.js';
+import { getLink, ipBatch, deleteLink, ownAddrLine, type LinkInfo } from './ip.js';
 
 export interface BridgeSpec {
   name: string;
@@ -31,7 +31,7 @@ export async function createBridge(runner: Runner, spec: BridgeSpec): Promise<vo
   // sysctls before any address: no link-local, no RA processing.
   await setBridgeSysctls(runner, spec);
   await ipBatch(runner, [
-    ...spec.addresses.map((a) => ['addr', 'add', a, 'dev', spec.name] as const),
+    ...spec.addresses.map((a) => ownAddrLine('add', a, spec.name)),
     ['link', 'set', 'dev', spec.name, 'up'],
   ]);
 }

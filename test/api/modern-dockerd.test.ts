@@ -13,7 +13,7 @@ const ok200 = (t: Test, r: { status: number; raw: string }, what: string): void 
 
 /** The addresses tsnet put on a bridge, from the `ip -batch` input it ran. */
 function bridgeAddrs(h: Harness, br: string): string[] {
-  const re = new RegExp(`^addr (?:add|replace) (\\S+) dev ${br}$`);
+  const re = new RegExp(`^addr (?:add|replace) (\\S+) dev ${br}(?: nodad)?$`);
   return h.runner
     .batchInput()
     .split('\n')

@@ -108,7 +108,7 @@ t.test('CreateNetwork with IPv6, aux addresses, MTU and a custom bridge name', a
   const input = h.runner.batchInput();
   t.match(input, 'link add name br-mine address');
   t.match(input, 'mtu 1400 type bridge');
-  t.match(input, 'addr add 10.10.0.1/24 dev br-mine\naddr add fd00:1::1/64 dev br-mine\n');
+  t.match(input, 'addr add 10.10.0.1/24 dev br-mine\naddr add fd00:1::1/64 dev br-mine nodad\n');
   t.notOk(h.runner.sysctlWrites.some(([k]) => k.endsWith('disable_ipv6')), 'IPv6 stays enabled on a dual-stack bridge');
   t.ok(h.runner.sysctlWrites.some(([k, v]) => k === 'net/ipv6/conf/all/forwarding' && v === '1'));
   t.match(h.runner.nftScripts()[1]!.input, 'ip6 saddr fd00:1::/64 masquerade');

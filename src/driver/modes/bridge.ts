@@ -6,7 +6,7 @@ import type { Logger } from 'pino';
 import { TsnetError } from '../../errors.js';
 import type { FirewallNetwork } from '../../firewall/firewall.js';
 import { isExists } from '../../kernel/exec.js';
-import { defaultRouteInfo, deleteLink, getLink, ipBatch, listAddrs, type LinkInfo } from '../../kernel/ip.js';
+import { defaultRouteInfo, deleteLink, getLink, ipBatch, listAddrs, ownAddrLine, type LinkInfo } from '../../kernel/ip.js';
 import { createBridge, createVeth } from '../../kernel/link.js';
 import {
   ALIAS_PREFIX,
@@ -140,7 +140,7 @@ export class BridgeMode implements NetworkMode {
       {
         name: 'adopt-bridge',
         when: adopt,
-        do: () => ipBatch(runner, [...addresses.map((a) => ['addr', 'replace', a, 'dev', bridge]), ['link', 'set', 'dev', bridge, 'up']]),
+        do: () => ipBatch(runner, [...addresses.map((a) => ownAddrLine('replace', a, bridge)), ['link', 'set', 'dev', bridge, 'up']]),
         undo: () => ipBatch(runner, addresses.map((a) => ['addr', 'del', a, 'dev', bridge]), { force: true }).catch(() => undefined),
       },
       ...(ext.afterBridge?.(record) ?? []),
@@ -284,7 +284,7 @@ export class BridgeMode implements NetworkMode {
     }
     const fixes: Array<readonly (string | number)[]> = [];
     const have = new Set((await listAddrs(runner, net.bridge)).flatMap((l) => l.addr_info.map((a) => `${a.local}/${a.prefixlen}`)));
-    for (const a of wanted) if (!have.has(a)) fixes.push(['addr', 'replace', a, 'dev', net.bridge]);
+    for (const a of wanted) if (!have.has(a)) fixes.push(ownAddrLine('replace', a, net.bridge));
     if (link.mtu !== net.mtu && net.createdBridge) fixes.push(['link', 'set', 'dev', net.bridge, 'mtu', net.mtu]);
     if (!link.flags.includes('UP')) fixes.push(['link', 'set', 'dev', net.bridge, 'up']);
     if (fixes.length > 0) {
