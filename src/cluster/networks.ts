@@ -21,6 +21,9 @@ import { gatewayIp } from '../driver/subnets.js';
 import type { ClusterPoolRecord, ClusterRecord, EndpointRecord, NetworkRecord, PoolRecord } from '../store/schema.js';
 import type { ClusterKind, ClusterRegistry, MemberInfo, NetworkInfo, NetworkView, NetworkWant } from './registry.js';
 
+/** The longest wait between two tries of a join etcd did not take (the first waits 1 s, then doubling). */
+const JOIN_RETRY_MAX_MS = 30_000;
+
 /** What a mode runs on top of a followed network. */
 export interface ClusterHooks {
   /** after every change in etcd (coalesced), and again after a re-list */
@@ -46,6 +49,9 @@ interface Followed {
   busy: Promise<void>;
   /** blocks and claims of this host's that another host holds in etcd, reported once */
   conflicts: Set<string>;
+  /** a join that etcd did not take, tried again (backing off to JOIN_RETRY_MAX_MS) */
+  retry?: NodeJS.Timeout;
+  failedJoins?: number;
 }
 
 /** A followed network whose mode publishes its endpoints. */
@@ -192,13 +198,24 @@ export class ClusterNetworks {
 
   async #join(f: Followed): Promise<boolean> {
     if (!this.#registry || !f.net.cluster) return false;
+    clearTimeout(f.retry);
+    f.retry = undefined;
     try {
       await this.#registry.join(f.net.cluster.subnet, await f.hooks.member?.(), agreedSettings(f.net));
       // What it keeps under the lease, written again with the membership.
       await this.#publishAll(f);
+      f.failedJoins = 0;
       return true;
     } catch (err) {
       this.#log.warn({ networkId: f.net.id, err: (err as Error).message }, 'cannot join the network in etcd yet; will retry when etcd answers');
+      // The lease may outlive a short outage (or a host's new address, whose
+      // old connection hangs for seconds): then no new lease comes to trigger
+      // the join, and the membership and endpoints would keep what they said before.
+      if (this.#followed.get(f.net.id) === f) {
+        f.failedJoins = (f.failedJoins ?? 0) + 1;
+        f.retry = setTimeout(() => void this.#join(f), Math.min(JOIN_RETRY_MAX_MS, 500 * 2 ** f.failedJoins));
+        f.retry.unref();
+      }
       return false;
     }
   }
@@ -213,6 +230,7 @@ export class ClusterNetworks {
   async stop(net: NetworkRecord, opts: { leave: boolean }): Promise<void> {
     const f = this.#followed.get(net.id);
     this.#followed.delete(net.id);
+    clearTimeout(f?.retry);
     await f?.watch?.close();
     if (opts.leave && this.#registry && net.cluster) {
       await this.#registry.leave(net.cluster.subnet).catch((err: unknown) => this.#log.warn({ err: (err as Error).message, subnet: net.cluster!.subnet }, 'could not leave the network in etcd; its keys stay until removed'));
@@ -221,6 +239,7 @@ export class ClusterNetworks {
 
   async close(): Promise<void> {
     for (const [id, f] of this.#followed) {
+      clearTimeout(f.retry);
       await f.watch?.close();
       this.#followed.delete(id);
     }

@@ -111,6 +111,8 @@ export function subnetKey(subnet: string): string {
 }
 
 const CALL_TIMEOUT_MS = 3000;
+/** HTTP/2 ping interval on etcd connections with open streams; etcd refuses pings closer than 5 s apart. */
+const KEEPALIVE_PING_MS = 6000;
 
 /** Refuse what disagrees with the cluster's record of a subnet, naming the option. */
 export type NetworkWant = { kind: ClusterKind; vni?: number; gateway?: string; ranges?: string[]; encrypted?: boolean; backend?: 'vxlan' | 'auto' };
@@ -198,6 +200,15 @@ export class ClusterRegistry extends EventEmitter {
       // etcd3 calls .next() on this at run time (a backoff factory), though its
       // typings ask for a backoff; reconnect within 2 s rather than its 30 s default.
       faultHandling: { watchBackoff: new ExponentialBackoff({ initialDelay: 200, maxDelay: 2000 }) as never },
+      // A connection can die without a word: this host's address changed
+      // (its packets now leave from an address it no longer has), a NAT or
+      // firewall forgot it. Unary calls have deadlines, but the lease's
+      // keepalive stream and the watches would hang on it until the lease
+      // expired (etcd3 restarts a silent keepalive stream only after a whole
+      // TTL). HTTP/2 pings find it dead within 8 s and every stream restarts
+      // on a new connection. Only while calls are open, and no more often
+      // than etcd's --grpc-keepalive-min-time (5 s) allows.
+      grpcOptions: { 'grpc.keepalive_time_ms': KEEPALIVE_PING_MS, 'grpc.keepalive_timeout_ms': 2000, 'grpc.keepalive_permit_without_calls': 0 },
     });
   }
 

@@ -178,6 +178,47 @@ t.test('an encrypted and a plain overlay side by side', async (t) => {
   t.notOk(await canPing(h2, 'p2', web, 1), 'the two overlays stay apart');
 });
 
+t.test("a host whose LAN address changes: its tunnel follows, the others re-point their peer, traffic stays encrypted", async (t) => {
+  const web = await containerIp(h1, 'web', 'secnet');
+  const c3 = await containerIp(h3, 'c3', 'secnet');
+  const peerOf3 = async (h: LabHost): Promise<string | undefined> => {
+    const key = (await h3.tsnetctl('wg-pubkey')).stdout.trim();
+    return (await status(h)).wireguard.peers.find((p) => p.publicKey === key)?.endpoint;
+  };
+  t.equal(await peerOf3(h1), `${h3.lanIp}:51820`, `host 1 reaches host 3's tunnel at ${h3.lanIp}`);
+  // Renumbered as DHCP would: the new address added, then the old one
+  // removed, the new one promoted in its place (the default route stays).
+  await h3.exec('sysctl', ['-qw', 'net.ipv4.conf.eth0.promote_secondaries=1']);
+  const logFrom = (await fs.readFile(h3.tsnetLog, 'utf8')).length;
+  let t0 = 0;
+  const renumber = async (from: string, to: string, tunnel: string): Promise<void> => {
+    await h3.exec('ip', ['addr', 'add', `${to}/24`, 'dev', 'eth0']);
+    await h3.exec('ip', ['addr', 'del', `${from}/24`, 'dev', 'eth0']);
+    t0 = performance.now();
+    t.equal((await h3.tsnetctl('reconcile')).exitCode, 0, `host 3 renumbered ${from} -> ${to}; reconciled`);
+    const reconciled = performance.now() - t0;
+    t.equal((await status(h3)).wireguard.tunnelAddress, tunnel, `host 3's tunnel address follows: ${tunnel}`);
+    const moved = await waitFor(`peers at ${to}`, async () => (await peerOf3(h1)) === `${to}:51820` && (await peerOf3(h2)) === `${to}:51820`, 20_000, 250).catch(() => false);
+    t.ok(moved, `hosts 1 and 2 send to host 3's tunnel at ${to}:51820`);
+    const repointed = performance.now() - t0;
+    const { file, result } = await captureLan(`renumbered-${to}`, async () => waitFor(`ping host 1 -> host 3 via ${to}`, () => canPing(h1, 'web', c3), 20_000, 250).catch(() => false));
+    t.ok(result, `host 1's container reaches host 3's (${c3})`);
+    t.comment(`after the renumbering: reconciled in ${reconciled.toFixed(0)} ms, peers re-pointed by ${repointed.toFixed(0)} ms, a ping through by ${(performance.now() - t0).toFixed(0)} ms`);
+    t.ok((await packets(file, `host ${to} and udp port 51820`)).length > 0, `as WireGuard to and from ${to}`);
+    t.same(await packets(file, `host ${to} and icmp`), [], 'never in clear');
+    t.ok(await canPing(h3, 'c3', web), 'and back');
+  };
+  // The tunnel address is the underlay's in tsnet's prefix (10.99.0.33 -> ::a63:21).
+  const tunnelOf = (ip: string): string => `fd74:7377:6700::a63:${Number(ip.split('.')[3]).toString(16)}`;
+  await renumber(h3.lanIp, '10.99.0.33', tunnelOf('10.99.0.33'));
+  await renumber('10.99.0.33', h3.lanIp, tunnelOf(h3.lanIp));
+  // Host 3's etcd connection left from the address it lost. Had its lease
+  // run out (15 s after the last keepalive), every key of its would have
+  // gone from the others' view until it registered again.
+  await new Promise((r) => setTimeout(r, Math.max(0, 16_000 - (performance.now() - t0))));
+  t.notMatch((await fs.readFile(h3.tsnetLog, 'utf8')).slice(logFrom), /etcd lease lost/, 'host 3 kept its etcd lease through both renumberings');
+});
+
 t.test('the static-peer form: keys exchanged by hand, no etcd involved', async (t) => {
   const k1 = (await h1.tsnetctl('wg-pubkey')).stdout.trim();
   const k2 = (await h2.tsnetctl('wg-pubkey')).stdout.trim();
