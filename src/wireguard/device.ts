@@ -15,7 +15,7 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { TsnetError } from '../errors.js';
 import { CommandError, ifSysctl, type Runner } from '../kernel/exec.js';
-import { deleteLink, getLink, ipBatch, listAddrs } from '../kernel/ip.js';
+import { deleteLink, getLink, ipBatch, listAddrs, ownAddrLine } from '../kernel/ip.js';
 import { parseDump, renderConfig, type DeviceState, type WgConfig } from './config.js';
 
 export type Implementation = 'kernel' | 'wireguard-go';
@@ -103,7 +103,7 @@ export async function ensureDevice(runner: Runner, spec: DeviceSpec): Promise<De
     const stale = found ? (await listAddrs(runner, spec.name)).flatMap((l) => l.addr_info).filter((a) => a.scope === 'global' && a.local !== want) : [];
     await ipBatch(runner, [
       ...stale.map((a) => ['addr', 'del', `${a.local}/${a.prefixlen}`, 'dev', spec.name] as const),
-      ['addr', 'replace', spec.address, 'dev', spec.name, 'nodad'],
+      ownAddrLine('replace', spec.address, spec.name),
       ['link', 'set', 'dev', spec.name, 'up'],
     ]);
   } catch (err) {

@@ -14,18 +14,8 @@ import { Forwarder } from '../../src/dns/forward.js';
 import { emptyState, type EndpointRecord } from '../../src/store/schema.js';
 import type { Store } from '../../src/store/store.js';
 import { buildHarness, createNetworkBody } from '../helpers/harness.js';
-import { dockerId, silentLogger, tmpDir } from '../helpers/fake-runner.js';
+import { dockerId, silentLogger, tmpDir, until } from '../helpers/fake-runner.js';
 import { FakeDockerd } from '../helpers/fake-dockerd.js';
-
-async function until<T>(what: string, fn: () => T | undefined | false, ms = 5000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = fn();
-    if (v !== undefined && v !== false) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 async function setup(t: Test, version: { version: string; api: string; min: string }) {
   const h = await buildHarness(t);

@@ -333,3 +333,14 @@ export async function keepAlive<T>(fn: () => Promise<T>): Promise<T> {
     clearInterval(timer);
   }
 }
+
+/** Poll fn every 20 ms until it gives a value (not undefined or false); fail after ms. */
+export async function until<T>(what: string, fn: () => T | undefined | false, ms = 5000): Promise<T> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = fn();
+    if (v !== undefined && v !== false) return v;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}

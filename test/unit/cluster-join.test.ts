@@ -7,7 +7,7 @@ import { ClusterNetworks } from '../../src/cluster/networks.js';
 import type { ClusterRegistry } from '../../src/cluster/registry.js';
 import type { EndpointRecord, NetworkRecord } from '../../src/store/schema.js';
 import { Store } from '../../src/store/store.js';
-import { dockerId, keepAlive, silentLogger, tmpDir } from '../helpers/fake-runner.js';
+import { dockerId, keepAlive, silentLogger, tmpDir, until } from '../helpers/fake-runner.js';
 
 /** The registry's surface ClusterNetworks uses, with joins that fail while `down`. */
 class FlakyRegistry extends EventEmitter {
@@ -25,14 +25,6 @@ class FlakyRegistry extends EventEmitter {
   }
   watchNetwork(): { close: () => Promise<void> } {
     return { close: async () => undefined };
-  }
-}
-
-async function until(what: string, fn: () => boolean, ms: number): Promise<void> {
-  const end = Date.now() + ms;
-  while (!fn()) {
-    if (Date.now() > end) throw new Error(`timed out: ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
   }
 }
 
