@@ -332,6 +332,7 @@ export class ClusterRegistry extends EventEmitter {
 
   async #deleteLeased(key: string): Promise<void> {
     this.#leased.delete(key);
+    this.#reasserted.delete(key);
     try {
       await withTimeout(this.#client.delete().key(key).exec(), `delete ${key}`);
       this.#pendingDeletes.delete(key);
@@ -653,6 +654,28 @@ export class ClusterRegistry extends EventEmitter {
     }
   }
 
+  /** when each key was last written again by #reassert */
+  readonly #reasserted = new Map<string, number>();
+
+  /**
+   * etcd shows a key this host owns with a value other than the one it last
+   * wrote: a write whose call timed out arrived after a newer one. That
+   * happens when a host's address goes and comes back: the requests queued
+   * on the connection from it are delivered once the address returns, an
+   * endpoint's old VTEP over its new one. This host's own word is the
+   * truth, so it is written again (at most once a second per key, should
+   * two hosts ever share an ID and fight over it).
+   */
+  #reassert(key: string, seen: string): void {
+    const mine = this.#leased.get(key);
+    if (mine === undefined || mine === seen || !this.#lease) return;
+    const now = Date.now();
+    if (now - (this.#reasserted.get(key) ?? 0) < 1000) return;
+    this.#reasserted.set(key, now);
+    this.#log.warn({ key }, 'etcd holds an older value of a key of this host (a write that arrived late); writing it again');
+    void this.#putLeased(key, mine).catch(() => undefined);
+  }
+
   /**
    * Follow everything under one cluster network. The handler gets the whole
    * view after every change (coalesced), so it can diff against the kernel.
@@ -691,7 +714,10 @@ export class ClusterRegistry extends EventEmitter {
         try {
           const res = await withTimeout(this.#client.getAll().prefix(prefix).exec(), 'list network');
           view = { revision: Number(res.header.revision), members: new Map(), endpoints: new Map(), blocks: new Map(), claims: new Map() };
-          for (const kv of res.kvs) apply(kv.key.toString(), kv.value.toString());
+          for (const kv of res.kvs) {
+            apply(kv.key.toString(), kv.value.toString());
+            this.#reassert(kv.key.toString(), kv.value.toString());
+          }
           emit();
           const w = await this.#client.watch().prefix(prefix).startRevision(String(view.revision + 1)).create();
           if (closed) {
@@ -701,6 +727,7 @@ export class ClusterRegistry extends EventEmitter {
           watcher = w;
           w.on('put', (kv) => {
             apply(kv.key.toString(), kv.value.toString());
+            this.#reassert(kv.key.toString(), kv.value.toString());
             emit();
           });
           w.on('delete', (kv) => {
